@@ -1,0 +1,206 @@
+"""emrsim-migrate: sample, migrate, dev, rollback, stop. Errors print as one sentence."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from emrsim_assets import postgres
+from emrsim_assets.errors import MigrationError
+
+
+def _dagster_home() -> Path:
+    """DAGSTER_HOME as given, else one under the work dir whose storage is the embedded PostgreSQL."""
+    if os.environ.get("DAGSTER_HOME"):
+        home = Path(os.environ["DAGSTER_HOME"]).resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+    home = postgres.work_dir() / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    url = postgres.embedded_url(postgres.work_dir(), postgres.DAGSTER_DATABASE)
+    socket_dir = url.split("host=", 1)[1]
+    # SQLAlchemy 2.1 with psycopg 3 installed needs the explicit psycopg2 driver (dagster #33958).
+    storage = f"postgresql+psycopg2://postgres@/{postgres.DAGSTER_DATABASE}?host={socket_dir}"
+    (home / "dagster.yaml").write_text(
+        "# Written by emrsim-migrate: Dagster's own storage in the embedded PostgreSQL.\n"
+        f"storage:\n  postgres:\n    postgres_url: \"{storage}\"\n"
+        "telemetry:\n  enabled: false\n",
+        encoding="utf-8",
+    )
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from emrsim_assets.sample import write_sample
+
+    started = time.perf_counter()
+    sizes = write_sample(Path(args.out), messages=args.messages, seed=args.seed)
+    print(f"Wrote {args.out} in {time.perf_counter() - started:.1f} s: {sizes}")
+    return 0
+
+
+def _preflight() -> None:
+    """Fail on a bad source or an unreachable server before any Dagster machinery starts."""
+    from emrsim_assets.source import open_readonly
+
+    sqlite_path = os.environ.get("EMRSIM_SQLITE_PATH")
+    if not sqlite_path:
+        raise MigrationError("Set EMRSIM_SQLITE_PATH to the SQLite file to migrate.")
+    open_readonly(Path(sqlite_path)).close()
+    url = postgres.configured_url()
+    if url:
+        postgres.connect(url).close()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    if args.sqlite:
+        os.environ["EMRSIM_SQLITE_PATH"] = str(Path(args.sqlite).resolve())
+    _preflight()
+    home = _dagster_home()
+    import dagster as dg
+
+    from emrsim_assets.definitions import defs, messages_partitions
+    from emrsim_assets.plan import load_plan
+
+    plan_env = os.environ.get("EMRSIM_PLAN")
+    months = messages_partitions(load_plan(Path(plan_env) if plan_env else None)).get_partition_keys()
+    job = defs.resolve_job_def(args.job)
+    started = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            tags={"dagster/asset_partition_range_start": months[0],
+                  "dagster/asset_partition_range_end": months[-1]},
+        )
+    seconds = time.perf_counter() - started
+    return _report(result, seconds, home, needs_cutover=args.job == "migrate")
+
+
+def _report(result: Any, seconds: float, home: Path, needs_cutover: bool) -> int:
+    rows: dict[str, int] = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        count = materialization.metadata.get("dagster/row_count")
+        name = materialization.asset_key.to_user_string()
+        if count is not None and name not in ("source_snapshot", "cutover"):
+            # A range run records the same metadata once per month: count each asset once.
+            rows[name] = int(count.value)
+    evaluations = result.get_asset_check_evaluations()
+    failed = [e for e in evaluations if not e.passed]
+    cut = any(
+        e.event_specific_data.materialization.asset_key.to_user_string() == "cutover"
+        for e in result.get_asset_materialization_events()
+    )
+    print(f"\nemrsim-migrate: run {result.run_id} ({seconds:.1f} s), recorded in {home}")
+    for name, count in rows.items():
+        print(f"  {name:<16} {count:>12,} rows")
+    total = sum(rows.values())
+    print(f"  {'total':<16} {total:>12,} rows, {total / seconds:,.0f} rows/s")
+    print(f"  checks: {len(evaluations) - len(failed)} passed, {len(failed)} failed")
+    for evaluation in failed:
+        name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+        print(f"    FAILED {name}: {evaluation.description}")
+    for event in result.get_step_failure_events():
+        print(f"  step {event.step_key} failed: {_failure_message(event)}")
+    if needs_cutover and cut:
+        print("  cutover: done, schema emrsim is live")
+        return 0
+    if not needs_cutover and not failed and result.success:
+        print("  dry run: all checks passed; cutover not attempted")
+        return 0
+    print("  cutover: NOT done" if needs_cutover else "  dry run: problems above")
+    return 1
+
+
+def _failure_message(event: Any) -> str:
+    data = event.step_failure_data
+    if data.user_failure_data and data.user_failure_data.description:
+        return str(data.user_failure_data.description)
+    error = data.error
+    while error and error.cause and "Failure" not in error.cls_name:
+        error = error.cause
+    return str(error.message).strip() if error else "unknown error"
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    if not os.environ.get("EMRSIM_SQLITE_PATH"):
+        sample = postgres.work_dir() / "sample.sqlite"
+        if not sample.exists():
+            from emrsim_assets.sample import write_sample
+
+            write_sample(sample, messages=20_000)
+        os.environ["EMRSIM_SQLITE_PATH"] = str(sample)
+        print(f"EMRSIM_SQLITE_PATH not set: using the sample database {sample}")
+    _preflight()
+    home = _dagster_home()
+    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
+    command = ["dagster", "dev", "-h", args.host, "-p", str(args.port)]
+    if workspace.exists():
+        command += ["-w", str(workspace)]
+    else:
+        command += ["-m", "emrsim_assets.definitions"]
+    print(f"Dagster UI on http://{args.host}:{args.port} (instance in {home})")
+    os.execvp(command[0], command)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from emrsim_assets.cutover import rollback
+
+    with postgres.connect(postgres.resolve_url()) as conn:
+        print(rollback(conn))
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    stopped = postgres.stop_embedded(postgres.work_dir())
+    print("Embedded PostgreSQL stopped." if stopped else "Embedded PostgreSQL was not running.")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="emrsim-migrate", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    sample = sub.add_parser("sample", help="write a legacy EMRsim-chat SQLite database")
+    sample.add_argument("--out", required=True)
+    sample.add_argument("--messages", type=int, default=2_000)
+    sample.add_argument("--seed", type=int, default=7)
+    sample.set_defaults(func=cmd_sample)
+    migrate = sub.add_parser("migrate", help="snapshot, load, check and cut over (exit 0 = cutover done)")
+    migrate.add_argument("--sqlite", help="the SQLite file (default: $EMRSIM_SQLITE_PATH)")
+    migrate.add_argument("--job", default="migrate", choices=["migrate", "load_tables"],
+                         help="load_tables: everything but cutover (a dry run)")
+    migrate.set_defaults(func=cmd_migrate)
+    dev = sub.add_parser("dev", help="open the Dagster UI on the embedded PostgreSQL")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=cmd_dev)
+    sub.add_parser("rollback", help="put the previous live schema back").set_defaults(func=cmd_rollback)
+    sub.add_parser("stop", help="stop the embedded PostgreSQL").set_defaults(func=cmd_stop)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    # Dagster's beta/preview notices and platformdirs' runtime-dir notice are not for our users.
+    warnings.filterwarnings("ignore")
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except MigrationError as exc:
+        print(f"emrsim-migrate: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("emrsim-migrate: interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Publish staging as the live schema in one transaction, and swap it back on rollback."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from psycopg import sql
+
+from emrsim_assets.errors import GateClosedError, TargetError
+from emrsim_assets.plan import Plan, Table
+from emrsim_assets.source import Manifest
+from emrsim_assets.target import (
+    LIVE,
+    MIGRATION,
+    STAGING,
+    UNPARTITIONED,
+    Conn,
+    create_month_partition,
+    ensure_migration_schema,
+    loads,
+    next_month,
+    partition_name,
+    schema_exists,
+    table_exists,
+)
+
+BACKUP_PREFIX = "emrsim_backup_"
+
+
+@dataclass(frozen=True)
+class CutoverResult:
+    backup_schema: str | None
+    row_counts: dict[str, int]
+    seconds: float
+    foreign_keys: int
+    indexes: int
+
+
+def staging_problems(conn: Conn, plan: Plan, manifest: Manifest) -> list[str]:
+    """What is missing or stale in staging, compared with the current snapshot."""
+    if not schema_exists(conn, STAGING):
+        return [f"schema {STAGING} does not exist: load the tables first"]
+    ensure_migration_schema(conn)
+    ledger = {(load.table, load.partition_key): load for load in loads(conn)}
+    problems = []
+    for table in plan.tables:
+        if not table_exists(conn, STAGING, table.name):
+            problems.append(f"{table.name} is not loaded")
+            continue
+        keys = list(manifest.month_counts) if table.partition_by_month else [UNPARTITIONED]
+        for key in keys:
+            load = ledger.get((table.name, key))
+            label = f"{table.name} {key}".strip()
+            if load is None:
+                problems.append(f"{label} is not loaded")
+            elif load.snapshot_sha256 != manifest.sha256:
+                problems.append(f"{label} was loaded from an older snapshot")
+    return problems
+
+
+def cutover(conn: Conn, plan: Plan, manifest: Manifest, today: date | None = None) -> CutoverResult:
+    """Add FKs and indexes to staging, then rename it to the live schema, all in one transaction."""
+    started = time.perf_counter()
+    problems = staging_problems(conn, plan, manifest)
+    if problems:
+        raise GateClosedError("Cutover refused: " + "; ".join(problems[:8]) + ".")
+    today = today or datetime.now(UTC).date()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    foreign_keys = indexes = 0
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('emrsim.cutover'))")
+        for table in plan.tables:
+            foreign_keys += _add_foreign_keys(conn, plan, table)
+            indexes += _add_indexes(conn, table)
+            if table.partition_by_month:
+                # The live app writes from the first minute: it needs this month and the next.
+                this_month = today.replace(day=1)
+                for month in (this_month, next_month(this_month)):
+                    create_month_partition(conn, table, month)
+            _set_autovacuum(conn, table)
+        backup = None
+        if schema_exists(conn, LIVE):
+            backup = f"{BACKUP_PREFIX}{stamp}"
+            conn.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+                sql.Identifier(LIVE), sql.Identifier(backup)))
+        conn.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+            sql.Identifier(STAGING), sql.Identifier(LIVE)))
+        counts = {t.name: _count(conn, LIVE, t.name) for t in plan.tables}
+        _record(conn, "cutover", manifest.sha256, backup, counts)
+        # Staging is consumed: the next migration starts from a fresh snapshot and fresh loads.
+        conn.execute(sql.SQL("DELETE FROM {}.loads").format(sql.Identifier(MIGRATION)))
+    for table in plan.tables:
+        conn.execute(sql.SQL("ANALYZE {}.{}").format(sql.Identifier(LIVE), sql.Identifier(table.name)))
+    conn.commit()
+    return CutoverResult(backup, counts, time.perf_counter() - started, foreign_keys, indexes)
+
+
+def _add_foreign_keys(conn: Conn, plan: Plan, table: Table) -> int:
+    for column in table.foreign_keys:
+        parent = plan.table(str(column.references))
+        conn.execute(
+            sql.SQL("ALTER TABLE {}.{} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {}.{} ({}) "
+                    "ON DELETE {}").format(
+                sql.Identifier(STAGING), sql.Identifier(table.name),
+                sql.Identifier(f"{table.name}_{column.name}_fkey"), sql.Identifier(column.name),
+                sql.Identifier(STAGING), sql.Identifier(parent.name),
+                sql.Identifier(parent.primary_key), sql.SQL(column.on_delete.upper()),  # validated
+            )
+        )
+    return len(table.foreign_keys)
+
+
+def _add_indexes(conn: Conn, table: Table) -> int:
+    for index in table.indexes:
+        conn.execute(
+            sql.SQL("CREATE {}INDEX {} ON {}.{} USING {} ({})").format(
+                sql.SQL("UNIQUE " if index.unique else ""), sql.Identifier(index.name),
+                sql.Identifier(STAGING), sql.Identifier(table.name), sql.SQL(index.method),  # validated
+                sql.SQL(", ").join(sql.Identifier(c) for c in index.columns),
+            )
+        )
+    return len(table.indexes)
+
+
+def _set_autovacuum(conn: Conn, table: Table, schema: str = STAGING) -> None:
+    if not table.autovacuum:
+        return
+    options = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.SQL(k), sql.Literal(v)) for k, v in table.autovacuum.items())
+    # Storage parameters live on the partitions, not on a partitioned parent.
+    names = _partitions(conn, schema, table.name) if table.partition_by_month else [table.name]
+    for name in names:
+        conn.execute(sql.SQL("ALTER TABLE {}.{} SET ({})").format(
+            sql.Identifier(schema), sql.Identifier(name), options))
+
+
+def _partitions(conn: Conn, schema: str, parent: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace "
+        "WHERE n.nspname = %s AND p.relname = %s ORDER BY 1", (schema, parent)).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def _count(conn: Conn, schema: str, table: str) -> int:
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
+        sql.Identifier(schema), sql.Identifier(table))).fetchone()
+    return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+
+def _record(conn: Conn, action: str, sha: str | None, backup: str | None, counts: dict[str, int]) -> None:
+    conn.execute(
+        sql.SQL("INSERT INTO {}.cutovers (action, snapshot_sha256, backup_schema, row_counts) "
+                "VALUES (%s, %s, %s, %s::jsonb)").format(sql.Identifier(MIGRATION)),
+        (action, sha, backup, json.dumps(counts)),
+    )
+
+
+def ensure_live_partition(conn: Conn, table: Table, month: date) -> str | None:
+    """Create `month`'s partition in the live schema (the monthly schedule's job)."""
+    if not table_exists(conn, LIVE, table.name):
+        return None
+    with conn.transaction():
+        name = create_month_partition(conn, table, month, schema=LIVE)
+        if table.autovacuum:
+            options = sql.SQL(", ").join(
+                sql.SQL("{} = {}").format(sql.SQL(k), sql.Literal(v)) for k, v in table.autovacuum.items())
+            conn.execute(sql.SQL("ALTER TABLE {}.{} SET ({})").format(
+                sql.Identifier(LIVE), sql.Identifier(partition_name(table, month)), options))
+    return name
+
+
+def rollback(conn: Conn) -> str:
+    """Put the previous live schema back; the migrated one is kept aside, not dropped."""
+    if not schema_exists(conn, LIVE):
+        raise TargetError(f"Nothing to roll back: schema {LIVE} does not exist.")
+    ensure_migration_schema(conn)
+    backups = conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s ORDER BY nspname DESC",
+        (BACKUP_PREFIX + "%",)).fetchall()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    aside = f"emrsim_rolled_back_{stamp}"
+    with conn.transaction():
+        conn.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+            sql.Identifier(LIVE), sql.Identifier(aside)))
+        restored = None
+        if backups:
+            restored = str(backups[0][0])
+            conn.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+                sql.Identifier(restored), sql.Identifier(LIVE)))
+        _record(conn, "rollback", None, restored, {})
+    if restored:
+        return f"Restored {restored} as {LIVE}; the migrated schema is kept as {aside}."
+    return (f"No earlier live schema existed: {LIVE} is now {aside}, and the app goes back to "
+            "its SQLite file, which was never modified.")

@@ -1,0 +1,141 @@
+"""Assets: the source snapshot, one asset per plan table (a factory), and cutover."""
+
+
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from emrsim_assets import cutover as core_cutover
+from emrsim_assets import pipeline, source
+from emrsim_assets.defs.gate import gate_problems
+from emrsim_assets.defs.resources import MigrationResource, as_failure
+from emrsim_assets.errors import GateClosedError
+from emrsim_assets.plan import Plan, Table
+from emrsim_assets.target import LoadStats, ensure_migration_schema
+
+SNAPSHOT = "source_snapshot"
+CUTOVER = "cutover"
+
+
+def build_snapshot_asset(plan: Plan, months: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=SNAPSHOT,
+        group_name="source",
+        kinds={"sqlite"},
+        description="A consistent copy of the app's SQLite file (backup API), integrity-checked, "
+        "with row counts, month counts and sha256. Every table reads this copy, never the source.",
+    )
+    def _snapshot(context: dg.AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
+        with as_failure():
+            manifest = source.take_snapshot(
+                Path(migration.sqlite_path), migration.snapshot_dir, plan,
+                list(months.get_partition_keys()), migration.batch_rows,
+            )
+        context.log.info(f"Snapshot {manifest.sha256[:12]}: {manifest.row_counts} in {manifest.seconds} s")
+        return dg.MaterializeResult(
+            metadata={
+                "sha256": manifest.sha256,
+                "size_bytes": manifest.size_bytes,
+                "seconds": manifest.seconds,
+                "row_counts": dg.MetadataValue.json(manifest.row_counts),
+                "unplaceable_rows": manifest.unplaceable_count,
+                "column_storage_classes": dg.MetadataValue.json(manifest.column_types),
+                "dagster/row_count": sum(manifest.row_counts.values()),
+            },
+            data_version=dg.DataVersion(manifest.sha256),
+        )
+
+    return _snapshot
+
+
+def _metadata(stats: Sequence[LoadStats]) -> dict[str, Any]:
+    seconds = sum(s.seconds for s in stats)
+    rows = sum(s.loaded_rows for s in stats)
+    metadata: dict[str, Any] = {
+        "dagster/row_count": rows,
+        "source_rows": sum(s.source_rows for s in stats),
+        "quarantined_rows": sum(s.quarantined_rows for s in stats),
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(sum(s.source_rows for s in stats) / seconds) if seconds else 0,
+        "copy_bytes": sum(s.csv_bytes for s in stats),
+        "pg_table": stats[0].pg_table if len(stats) == 1 else stats[0].pg_table.rsplit("_y", 1)[0],
+    }
+    if len(stats) > 1 or stats[0].partition_key:
+        metadata["months"] = dg.MetadataValue.json(
+            {s.partition_key: s.loaded_rows for s in stats})
+    return metadata
+
+
+def build_table_asset(plan: Plan, table: Table, months: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    deps = [SNAPSHOT, *(p for p in table.parents if p != table.name)]
+    common: dict[str, Any] = {
+        "name": table.name,
+        "deps": deps,
+        "group_name": "tables",
+        "kinds": {"polars", "postgres"},
+        "description": f"SQLite {table.source} converted by Polars and COPYed into "
+        f"emrsim_staging.{table.name}.",
+    }
+    if table.partition_by_month:
+        # One run may carry a range of months (a backfill): each month is its own transaction.
+        @dg.asset(**common, partitions_def=months, backfill_policy=dg.BackfillPolicy.single_run())
+        def _months(context: dg.AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
+            with as_failure(), migration.connect() as conn:
+                manifest = migration.manifest()
+                ensure_migration_schema(conn)
+                stats = []
+                for key in context.partition_keys:
+                    stat = pipeline.load_month(conn, plan, table, date.fromisoformat(key), manifest,
+                                               migration.batch_rows, context.log.info)
+                    context.log.info(f"{table.name} {key[:7]}: {stat.loaded_rows:,} rows, "
+                                     f"{stat.rows_per_second:,.0f} rows/s")
+                    stats.append(stat)
+            return dg.MaterializeResult(metadata=_metadata(stats))
+
+        return _months
+
+    @dg.asset(**common)
+    def _table(context: dg.AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
+        with as_failure(), migration.connect() as conn:
+            manifest = migration.manifest()
+            ensure_migration_schema(conn)
+            stat = pipeline.load_table(conn, plan, table, manifest, migration.batch_rows, context.log.info)
+        context.log.info(f"{table.name}: {stat.loaded_rows:,} rows, {stat.rows_per_second:,.0f} rows/s")
+        return dg.MaterializeResult(metadata=_metadata([stat]))
+
+    return _table
+
+
+def build_cutover_asset(plan: Plan, check_specs: Sequence[tuple[dg.AssetCheckKey, Sequence[str]]]) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=CUTOVER,
+        deps=list(plan.table_names),
+        group_name="publish",
+        kinds={"postgres"},
+        description="Gate: every check of every table passed on its latest materialization. Then, "
+        "in one transaction: foreign keys, indexes, autovacuum, live partitions, and the rename "
+        "of emrsim_staging to emrsim (the previous emrsim is kept as a backup).",
+    )
+    def _cutover(context: dg.AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
+        with as_failure():
+            problems = gate_problems(context.instance, check_specs)
+            if problems:
+                raise GateClosedError("Cutover refused: " + "; ".join(problems) + ".")
+            with migration.connect() as conn:
+                result = core_cutover.cutover(conn, plan, migration.manifest())
+        context.log.info(f"Cutover done: {result.row_counts}; backup schema: {result.backup_schema}")
+        return dg.MaterializeResult(
+            metadata={
+                "row_counts": dg.MetadataValue.json(result.row_counts),
+                "dagster/row_count": sum(result.row_counts.values()),
+                "backup_schema": result.backup_schema or "(none: first cutover)",
+                "foreign_keys": result.foreign_keys,
+                "indexes": result.indexes,
+                "seconds": round(result.seconds, 3),
+            }
+        )
+
+    return _cutover

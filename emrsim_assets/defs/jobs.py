@@ -1,0 +1,60 @@
+"""Jobs and the schedule: migrate everything, roll back, keep next month's partition ready."""
+
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from emrsim_assets import cutover as core_cutover
+from emrsim_assets.defs.resources import MigrationResource, as_failure
+from emrsim_assets.plan import Plan
+from emrsim_assets.target import next_month
+
+MIGRATE = "migrate"
+
+migrate_job = dg.define_asset_job(
+    MIGRATE,
+    selection=dg.AssetSelection.all(),
+    description="Snapshot, every table and month, every check, then cutover (gated by the checks).",
+)
+
+load_tables_job = dg.define_asset_job(
+    "load_tables",
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets("cutover"),
+    description="Snapshot, tables and checks, without cutover: a dry run that proves the data.",
+)
+
+
+@dg.op(description="Swap the live schema back to the one it replaced (the SQLite file is untouched).")
+def rollback_cutover(context: dg.OpExecutionContext, migration: MigrationResource) -> None:
+    with as_failure(), migration.connect() as conn:
+        context.log.info(core_cutover.rollback(conn))
+
+
+@dg.job(description="Undo the last cutover: emrsim goes aside, the previous emrsim comes back.")
+def rollback() -> None:
+    rollback_cutover()
+
+
+def build_partition_maintenance(plan: Plan) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
+    @dg.op(name="ensure_next_month_partition",
+           description="Create next month's partition of the live partitioned table.")
+    def create_next_month_partition(context: dg.OpExecutionContext, migration: MigrationResource) -> None:
+        table = plan.partitioned_table
+        if table is None:
+            return
+        month = next_month(datetime.now(UTC).date().replace(day=1))
+        with as_failure(), migration.connect() as conn:
+            name = core_cutover.ensure_live_partition(conn, table, month)
+        context.log.info(f"Partition {name} ready." if name else "No live schema yet: nothing to do.")
+
+    @dg.job(name="create_next_month_partition")
+    def maintenance() -> None:
+        create_next_month_partition()
+
+    schedule = dg.ScheduleDefinition(
+        name="monthly_partition_schedule", job=maintenance, cron_schedule="0 3 20 * *",
+        execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="On the 20th of each month, create next month's live partition.",
+    )
+    return maintenance, schedule

@@ -1,0 +1,57 @@
+"""The one resource: where the source, the work files and PostgreSQL are (secrets via EnvVar)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from emrsim_assets import postgres
+from emrsim_assets.errors import MigrationError
+from emrsim_assets.source import Manifest, load_manifest
+from emrsim_assets.target import Conn
+
+
+class MigrationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """The SQLite file to migrate and the PostgreSQL to migrate it into."""
+
+    sqlite_path: str = Field(description="The app's SQLite database (opened read-only).")
+    work_dir: str = Field(default=".emrsim", description="Snapshot, manifest and embedded PostgreSQL.")
+    pg_url: str | None = Field(
+        default=None,
+        description="Target PostgreSQL; unset: the seed's DB_* variables, else the embedded server.",
+    )
+    batch_rows: int = Field(default=100_000, description="Rows per extraction batch (bounds memory).")
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return Path(self.work_dir).resolve() / "snapshot"
+
+    def manifest(self) -> Manifest:
+        return load_manifest(self.snapshot_dir)
+
+    def url(self) -> str:
+        if self.pg_url:
+            return self.pg_url
+        return postgres.configured_url() or postgres.embedded_url(
+            Path(self.work_dir).resolve(), postgres.EMBEDDED_DATABASE)
+
+    @contextmanager
+    def connect(self) -> Iterator[Conn]:
+        conn = postgres.connect(self.url())
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+@contextmanager
+def as_failure() -> Iterator[None]:
+    """Show a MigrationError as its one sentence on the failed step, not as a traceback."""
+    try:
+        yield
+    except MigrationError as exc:
+        raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from None

@@ -1,0 +1,195 @@
+"""The evidence: counts against the snapshot, foreign keys by anti-join, month coverage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import sql
+
+from emrsim_assets.plan import Column, Plan, Table
+from emrsim_assets.source import Manifest
+from emrsim_assets.target import (
+    MIGRATION,
+    STAGING,
+    UNPARTITIONED,
+    Conn,
+    Load,
+    loads,
+    schema_exists,
+    table_exists,
+)
+
+SAMPLE = 10
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _staged(conn: Conn, table: Table) -> bool:
+    return schema_exists(conn, STAGING) and table_exists(conn, STAGING, table.name)
+
+
+def _ledger(conn: Conn, table: Table) -> dict[str, Load]:
+    if not schema_exists(conn, MIGRATION):
+        return {}
+    return {load.partition_key: load for load in loads(conn) if load.table == table.name}
+
+
+def row_count_matches_source(conn: Conn, table: Table, manifest: Manifest) -> Verdict:
+    """Staging rows + quarantined rows equal the snapshot's rows (per month when partitioned)."""
+    ledger = _ledger(conn, table)
+    if not _staged(conn, table) or not ledger:
+        return Verdict(False, f"{table.name} is not loaded in {STAGING}.")
+    stale = sorted(k or table.name for k, load in ledger.items() if load.snapshot_sha256 != manifest.sha256)
+    if table.partition_by_month:
+        expected = {k: manifest.month_counts.get(k, 0) for k in ledger}
+        actual = _month_counts(conn, table)
+    else:
+        expected = {UNPARTITIONED: manifest.row_counts[table.name]}
+        actual = {UNPARTITIONED: _count(conn, table)}
+    mismatched = {}
+    for key, want in expected.items():
+        got = actual.get(key, 0)
+        quarantined = ledger[key].quarantined_rows if key in ledger else 0
+        if got + quarantined != want:
+            mismatched[key or table.name] = {"source": want, "target": got, "quarantined": quarantined}
+    loaded = sum(actual.values())
+    quarantined_total = sum(load.quarantined_rows for load in ledger.values())
+    source_total = sum(expected.values())
+    metadata: dict[str, Any] = {
+        "source_rows": source_total,
+        "target_rows": loaded,
+        "quarantined_rows": quarantined_total,
+        "snapshot_sha256": manifest.sha256,
+    }
+    if table.partition_by_month:
+        metadata["months_checked"] = len(expected)
+    if mismatched:
+        metadata["mismatches"] = dict(list(mismatched.items())[:SAMPLE])
+    if stale:
+        metadata["loaded_from_older_snapshot"] = stale[:SAMPLE]
+    passed = not mismatched and not stale
+    if passed:
+        description = f"{loaded:,} rows in {STAGING}.{table.name} (+{quarantined_total} quarantined) = {source_total:,} in the snapshot."
+    elif stale:
+        description = f"{table.name}: {', '.join(stale[:5])} came from an older snapshot; rerun them."
+    else:
+        description = f"{table.name}: row counts differ from the snapshot in {', '.join(list(mismatched)[:5])}."
+    return Verdict(passed, description, metadata)
+
+
+def _count(conn: Conn, table: Table) -> int:
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
+        sql.Identifier(STAGING), sql.Identifier(table.name))).fetchone()
+    return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+
+def _month_counts(conn: Conn, table: Table) -> dict[str, int]:
+    column = sql.Identifier(str(table.partition_by_month))
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT to_char(date_trunc('month', {} AT TIME ZONE 'UTC'), 'YYYY-MM-DD'), count(*) "
+            "FROM {}.{} GROUP BY 1"
+        ).format(column, sql.Identifier(STAGING), sql.Identifier(table.name))
+    ).fetchall()
+    return {str(month): int(count) for month, count in rows}  # type: ignore[call-overload]
+
+
+def foreign_key_resolves(conn: Conn, plan: Plan, table: Table, column: Column) -> Verdict:
+    """Every non-null reference finds its parent row in staging (anti-join)."""
+    parent = plan.table(str(column.references))
+    if not _staged(conn, table):
+        return Verdict(False, f"{table.name} is not loaded in {STAGING}.")
+    if not _staged(conn, parent):
+        return Verdict(False, f"{parent.name} (referenced by {table.name}.{column.name}) is not loaded.")
+    child_key = (
+        sql.SQL("{}.legacy_id(c.{})").format(sql.Identifier(MIGRATION), sql.Identifier(table.primary_key))
+        if table.keyed_by_legacy_id else sql.SQL("NULL::bigint")
+    )
+    orphans = sql.SQL(
+        "FROM {}.{} c WHERE c.{} IS NOT NULL AND NOT EXISTS "
+        "(SELECT 1 FROM {}.{} p WHERE p.{} = c.{})"
+    ).format(
+        sql.Identifier(STAGING), sql.Identifier(table.name), sql.Identifier(column.name),
+        sql.Identifier(STAGING), sql.Identifier(parent.name), sql.Identifier(parent.primary_key),
+        sql.Identifier(column.name),
+    )
+    count_row = conn.execute(sql.SQL("SELECT count(*) ") + orphans).fetchone()
+    count = int(count_row[0]) if count_row else 0  # type: ignore[call-overload]
+    metadata: dict[str, Any] = {"orphan_rows": count, "references": f"{parent.name}.{parent.primary_key}"}
+    if count:
+        sample = conn.execute(
+            sql.SQL("SELECT {} AS row_id, {}.legacy_id(c.{}) AS missing ").format(
+                child_key, sql.Identifier(MIGRATION), sql.Identifier(column.name))
+            + orphans + sql.SQL(" ORDER BY 1 LIMIT {}").format(sql.Literal(SAMPLE))
+        ).fetchall()
+        metadata["orphan_row_ids"] = [r[0] for r in sample if r[0] is not None]
+        metadata["missing_parent_ids"] = sorted({int(r[1]) for r in sample})  # type: ignore[call-overload]
+        ids = ", ".join(str(i) for i in metadata["orphan_row_ids"][:5]) or "(text-keyed rows)"
+        return Verdict(
+            False,
+            f"{count} {table.name} row(s) reference a missing {parent.name}: {table.name} row ids "
+            f"{ids} point at {column.name} = {', '.join(map(str, metadata['missing_parent_ids'][:5]))}.",
+            metadata,
+        )
+    return Verdict(True, f"Every {table.name}.{column.name} resolves to a {parent.name} row.", metadata)
+
+
+def every_source_month_loaded(conn: Conn, table: Table, manifest: Manifest, months: list[str]) -> Verdict:
+    """Every source row falls in a partition month that is loaded from the current snapshot."""
+    ledger = _ledger(conn, table)
+    current = {k for k, load in ledger.items() if load.snapshot_sha256 == manifest.sha256}
+    missing = [m for m, n in manifest.month_counts.items() if n and m not in current]
+    metadata: dict[str, Any] = {
+        "source_months": len([n for n in manifest.month_counts.values() if n]),
+        "months_loaded": len(current & set(months)),
+        "unplaceable_rows": manifest.unplaceable_count,
+        "partition_range": f"{months[0]} .. {months[-1]}" if months else "empty",
+    }
+    if missing:
+        metadata["months_not_loaded"] = missing[:24]
+    if manifest.unplaceable_count:
+        metadata["unplaceable_sample"] = manifest.unplaceable_sample
+    problems = []
+    if manifest.unplaceable_count:
+        ids = ", ".join(str(s["row_id"]) for s in manifest.unplaceable_sample[:5])
+        problems.append(
+            f"{manifest.unplaceable_count} row(s) have a {table.partition_by_month} that is NULL, "
+            f"unparseable or outside {metadata['partition_range']} (row ids {ids})"
+        )
+    if missing:
+        problems.append(f"{len(missing)} month(s) with source rows are not loaded: {', '.join(missing[:6])}")
+    if problems:
+        return Verdict(False, f"{table.name}: " + "; ".join(problems) + ".", metadata)
+    return Verdict(True, f"All {metadata['source_months']} source months of {table.name} are loaded.", metadata)
+
+
+def quarantine_is_empty(conn: Conn, table: Table) -> Verdict:
+    """Quarantined rows are never silent: this check lists them (a warning, not a gate)."""
+    if not schema_exists(conn, MIGRATION):
+        return Verdict(True, "Nothing quarantined.", {"quarantined_rows": 0})
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT row_id, column_name, reason FROM {}.quarantine WHERE table_name = %s "
+            "ORDER BY row_id LIMIT {}").format(sql.Identifier(MIGRATION), sql.Literal(SAMPLE)),
+        (table.name,),
+    ).fetchall()
+    total_row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {}.quarantine WHERE table_name = %s").format(
+            sql.Identifier(MIGRATION)), (table.name,)).fetchone()
+    total = int(total_row[0]) if total_row else 0  # type: ignore[call-overload]
+    metadata: dict[str, Any] = {"quarantined_rows": total}
+    if total:
+        metadata["sample"] = [{"row_id": r[0], "column": r[1], "reason": r[2]} for r in rows]
+        return Verdict(
+            False,
+            f"{total} {table.name} row(s) are in {MIGRATION}.quarantine instead of the table "
+            f"(first: row id {rows[0][0]}, {rows[0][1]} {rows[0][2]}).",
+            metadata,
+        )
+    return Verdict(True, f"No {table.name} rows quarantined.", metadata)
