@@ -29,7 +29,7 @@ def _dagster_home() -> Path:
     storage = f"postgresql+psycopg2://postgres@/{postgres.DAGSTER_DATABASE}?host={socket_dir}"
     (home / "dagster.yaml").write_text(
         "# Written by emrsim-migrate: Dagster's own storage in the embedded PostgreSQL.\n"
-        f"storage:\n  postgres:\n    postgres_url: \"{storage}\"\n"
+        f'storage:\n  postgres:\n    postgres_url: "{storage}"\n'
         "telemetry:\n  enabled: false\n",
         encoding="utf-8",
     )
@@ -70,15 +70,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from emrsim_assets.plan import load_plan
 
     plan_env = os.environ.get("EMRSIM_PLAN")
-    months = messages_partitions(load_plan(Path(plan_env) if plan_env else None)).get_partition_keys()
+    months = messages_partitions(
+        load_plan(Path(plan_env) if plan_env else None)
+    ).get_partition_keys()
     job = defs.resolve_job_def(args.job)
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
             instance=instance,
             raise_on_error=False,
-            tags={"dagster/asset_partition_range_start": months[0],
-                  "dagster/asset_partition_range_end": months[-1]},
+            tags={
+                "dagster/asset_partition_range_start": months[0],
+                "dagster/asset_partition_range_end": months[-1],
+            },
         )
     seconds = time.perf_counter() - started
     return _report(result, seconds, home, needs_cutover=args.job == "migrate")
@@ -173,16 +177,24 @@ def parser() -> argparse.ArgumentParser:
     sample.add_argument("--messages", type=int, default=2_000)
     sample.add_argument("--seed", type=int, default=7)
     sample.set_defaults(func=cmd_sample)
-    migrate = sub.add_parser("migrate", help="snapshot, load, check and cut over (exit 0 = cutover done)")
+    migrate = sub.add_parser(
+        "migrate", help="snapshot, load, check and cut over (exit 0 = cutover done)"
+    )
     migrate.add_argument("--sqlite", help="the SQLite file (default: $EMRSIM_SQLITE_PATH)")
-    migrate.add_argument("--job", default="migrate", choices=["migrate", "load_tables"],
-                         help="load_tables: everything but cutover (a dry run)")
+    migrate.add_argument(
+        "--job",
+        default="migrate",
+        choices=["migrate", "load_tables"],
+        help="load_tables: everything but cutover (a dry run)",
+    )
     migrate.set_defaults(func=cmd_migrate)
     dev = sub.add_parser("dev", help="open the Dagster UI on the embedded PostgreSQL")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(func=cmd_dev)
-    sub.add_parser("rollback", help="put the previous live schema back").set_defaults(func=cmd_rollback)
+    sub.add_parser("rollback", help="put the previous live schema back").set_defaults(
+        func=cmd_rollback
+    )
     sub.add_parser("stop", help="stop the embedded PostgreSQL").set_defaults(func=cmd_stop)
     return top
 

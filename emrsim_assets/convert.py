@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Literal
 
 import polars as pl
 
@@ -55,12 +56,19 @@ def timestamp_expr(expr: pl.Expr, column: Column, plan: Plan) -> pl.Expr:
     """Text (CURRENT_TIMESTAMP or ISO-8601) or epoch numbers to UTC datetimes; null if unparseable."""
     if column.epoch:
         value = _integer(expr)
-        value = pl.when(value.abs() <= (_MAX_EPOCH_MS if column.epoch == "ms" else _MAX_EPOCH_MS // 1000)).then(value)
-        return pl.from_epoch(value, time_unit=column.epoch).dt.replace_time_zone("UTC").dt.cast_time_unit("us")
+        value = (
+            pl.when(
+                value.abs() <= (_MAX_EPOCH_MS if column.epoch == "ms" else _MAX_EPOCH_MS // 1000)
+            )
+            .then(value)
+            .otherwise(None)
+        )
+        unit: Literal["ms", "s"] = "ms" if column.epoch == "ms" else "s"
+        return (
+            pl.from_epoch(value, time_unit=unit).dt.replace_time_zone("UTC").dt.cast_time_unit("us")
+        )
     text = (
-        expr.str.strip_chars()
-        .str.replace("T", " ", literal=True)
-        .str.replace(r"[zZ]$", "+00:00")
+        expr.str.strip_chars().str.replace("T", " ", literal=True).str.replace(r"[zZ]$", "+00:00")
     )
     with_offset = text.str.to_datetime(
         "%Y-%m-%d %H:%M:%S%.f%:z", strict=False, time_unit="us", time_zone="UTC"
@@ -112,9 +120,12 @@ def _rule(column: Column, table: Table, plan: Plan) -> _Rule:
         return _Rule(raw, bad, "is not valid JSON for jsonb")
     if kind == "boolean":
         lowered = raw.str.strip_chars().str.to_lowercase()
-        value = pl.when(lowered.is_in(["1", "true", "t"])).then(True).when(
-            lowered.is_in(["0", "false", "f"])
-        ).then(False)
+        value = (
+            pl.when(lowered.is_in(["1", "true", "t"]))
+            .then(True)
+            .when(lowered.is_in(["0", "false", "f"]))
+            .then(False)
+        )
         return _Rule(value, present & value.is_null(), "is not a boolean (0 or 1)")
     if kind == "integer":
         value = _integer(raw)
@@ -135,8 +146,12 @@ class Converted:
     source_rows: int
 
 
-QUARANTINE_SCHEMA = {"row_id": pl.Int64, "column_name": pl.String, "reason": pl.String,
-                     "value": pl.String}
+QUARANTINE_SCHEMA = {
+    "row_id": pl.Int64,
+    "column_name": pl.String,
+    "reason": pl.String,
+    "value": pl.String,
+}
 
 
 def convert_frame(frame: pl.DataFrame, table: Table, plan: Plan) -> Converted:
@@ -148,7 +163,11 @@ def convert_frame(frame: pl.DataFrame, table: Table, plan: Plan) -> Converted:
     flags = frame.select(
         pl.col(ROWID),
         *[r.invalid.fill_null(False).alias(f"bad:{n}") for n, r in rules.items()],
-        *[pl.col(c.name).is_null().alias(f"null:{c.name}") for c in table.columns if not c.nullable],
+        *[
+            pl.col(c.name).is_null().alias(f"null:{c.name}")
+            for c in table.columns
+            if not c.nullable
+        ],
     )
     problems: list[pl.DataFrame] = []
     for column in table.columns:

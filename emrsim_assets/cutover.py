@@ -84,16 +84,24 @@ def cutover(conn: Conn, plan: Plan, manifest: Manifest, today: date | None = Non
         backup = None
         if schema_exists(conn, LIVE):
             backup = f"{BACKUP_PREFIX}{stamp}"
-            conn.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
-                sql.Identifier(LIVE), sql.Identifier(backup)))
-        conn.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
-            sql.Identifier(STAGING), sql.Identifier(LIVE)))
+            conn.execute(
+                sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+                    sql.Identifier(LIVE), sql.Identifier(backup)
+                )
+            )
+        conn.execute(
+            sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+                sql.Identifier(STAGING), sql.Identifier(LIVE)
+            )
+        )
         counts = {t.name: _count(conn, LIVE, t.name) for t in plan.tables}
         _record(conn, "cutover", manifest.sha256, backup, counts)
         # Staging is consumed: the next migration starts from a fresh snapshot and fresh loads.
         conn.execute(sql.SQL("DELETE FROM {}.loads").format(sql.Identifier(MIGRATION)))
     for table in plan.tables:
-        conn.execute(sql.SQL("ANALYZE {}.{}").format(sql.Identifier(LIVE), sql.Identifier(table.name)))
+        conn.execute(
+            sql.SQL("ANALYZE {}.{}").format(sql.Identifier(LIVE), sql.Identifier(table.name))
+        )
     conn.commit()
     return CutoverResult(backup, counts, time.perf_counter() - started, foreign_keys, indexes)
 
@@ -102,12 +110,18 @@ def _add_foreign_keys(conn: Conn, plan: Plan, table: Table) -> int:
     for column in table.foreign_keys:
         parent = plan.table(str(column.references))
         conn.execute(
-            sql.SQL("ALTER TABLE {}.{} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {}.{} ({}) "
-                    "ON DELETE {}").format(
-                sql.Identifier(STAGING), sql.Identifier(table.name),
-                sql.Identifier(f"{table.name}_{column.name}_fkey"), sql.Identifier(column.name),
-                sql.Identifier(STAGING), sql.Identifier(parent.name),
-                sql.Identifier(parent.primary_key), sql.SQL(column.on_delete.upper()),  # validated
+            sql.SQL(
+                "ALTER TABLE {}.{} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {}.{} ({}) "
+                "ON DELETE {}"
+            ).format(
+                sql.Identifier(STAGING),
+                sql.Identifier(table.name),
+                sql.Identifier(f"{table.name}_{column.name}_fkey"),
+                sql.Identifier(column.name),
+                sql.Identifier(STAGING),
+                sql.Identifier(parent.name),
+                sql.Identifier(parent.primary_key),
+                sql.SQL(column.on_delete.upper()),  # validated
             )
         )
     return len(table.foreign_keys)
@@ -117,8 +131,11 @@ def _add_indexes(conn: Conn, table: Table) -> int:
     for index in table.indexes:
         conn.execute(
             sql.SQL("CREATE {}INDEX {} ON {}.{} USING {} ({})").format(
-                sql.SQL("UNIQUE " if index.unique else ""), sql.Identifier(index.name),
-                sql.Identifier(STAGING), sql.Identifier(table.name), sql.SQL(index.method),  # validated
+                sql.SQL("UNIQUE " if index.unique else ""),
+                sql.Identifier(index.name),
+                sql.Identifier(STAGING),
+                sql.Identifier(table.name),
+                sql.SQL(index.method),  # validated
                 sql.SQL(", ").join(sql.Identifier(c) for c in index.columns),
             )
         )
@@ -129,32 +146,43 @@ def _set_autovacuum(conn: Conn, table: Table, schema: str = STAGING) -> None:
     if not table.autovacuum:
         return
     options = sql.SQL(", ").join(
-        sql.SQL("{} = {}").format(sql.SQL(k), sql.Literal(v)) for k, v in table.autovacuum.items())
+        sql.SQL("{} = {}").format(sql.SQL(k), sql.Literal(v)) for k, v in table.autovacuum.items()
+    )
     # Storage parameters live on the partitions, not on a partitioned parent.
     names = _partitions(conn, schema, table.name) if table.partition_by_month else [table.name]
     for name in names:
-        conn.execute(sql.SQL("ALTER TABLE {}.{} SET ({})").format(
-            sql.Identifier(schema), sql.Identifier(name), options))
+        conn.execute(
+            sql.SQL("ALTER TABLE {}.{} SET ({})").format(
+                sql.Identifier(schema), sql.Identifier(name), options
+            )
+        )
 
 
 def _partitions(conn: Conn, schema: str, parent: str) -> list[str]:
     rows = conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace "
-        "WHERE n.nspname = %s AND p.relname = %s ORDER BY 1", (schema, parent)).fetchall()
+        "WHERE n.nspname = %s AND p.relname = %s ORDER BY 1",
+        (schema, parent),
+    ).fetchall()
     return [str(r[0]) for r in rows]
 
 
 def _count(conn: Conn, schema: str, table: str) -> int:
-    row = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
-        sql.Identifier(schema), sql.Identifier(table))).fetchone()
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+    ).fetchone()
     return int(row[0]) if row else 0  # type: ignore[call-overload]
 
 
-def _record(conn: Conn, action: str, sha: str | None, backup: str | None, counts: dict[str, int]) -> None:
+def _record(
+    conn: Conn, action: str, sha: str | None, backup: str | None, counts: dict[str, int]
+) -> None:
     conn.execute(
-        sql.SQL("INSERT INTO {}.cutovers (action, snapshot_sha256, backup_schema, row_counts) "
-                "VALUES (%s, %s, %s, %s::jsonb)").format(sql.Identifier(MIGRATION)),
+        sql.SQL(
+            "INSERT INTO {}.cutovers (action, snapshot_sha256, backup_schema, row_counts) "
+            "VALUES (%s, %s, %s, %s::jsonb)"
+        ).format(sql.Identifier(MIGRATION)),
         (action, sha, backup, json.dumps(counts)),
     )
 
@@ -167,9 +195,14 @@ def ensure_live_partition(conn: Conn, table: Table, month: date) -> str | None:
         name = create_month_partition(conn, table, month, schema=LIVE)
         if table.autovacuum:
             options = sql.SQL(", ").join(
-                sql.SQL("{} = {}").format(sql.SQL(k), sql.Literal(v)) for k, v in table.autovacuum.items())
-            conn.execute(sql.SQL("ALTER TABLE {}.{} SET ({})").format(
-                sql.Identifier(LIVE), sql.Identifier(partition_name(table, month)), options))
+                sql.SQL("{} = {}").format(sql.SQL(k), sql.Literal(v))
+                for k, v in table.autovacuum.items()
+            )
+            conn.execute(
+                sql.SQL("ALTER TABLE {}.{} SET ({})").format(
+                    sql.Identifier(LIVE), sql.Identifier(partition_name(table, month)), options
+                )
+            )
     return name
 
 
@@ -180,19 +213,28 @@ def rollback(conn: Conn) -> str:
     ensure_migration_schema(conn)
     backups = conn.execute(
         "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s ORDER BY nspname DESC",
-        (BACKUP_PREFIX + "%",)).fetchall()
+        (BACKUP_PREFIX + "%",),
+    ).fetchall()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     aside = f"emrsim_rolled_back_{stamp}"
     with conn.transaction():
-        conn.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
-            sql.Identifier(LIVE), sql.Identifier(aside)))
+        conn.execute(
+            sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+                sql.Identifier(LIVE), sql.Identifier(aside)
+            )
+        )
         restored = None
         if backups:
             restored = str(backups[0][0])
-            conn.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
-                sql.Identifier(restored), sql.Identifier(LIVE)))
+            conn.execute(
+                sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+                    sql.Identifier(restored), sql.Identifier(LIVE)
+                )
+            )
         _record(conn, "rollback", None, restored, {})
     if restored:
         return f"Restored {restored} as {LIVE}; the migrated schema is kept as {aside}."
-    return (f"No earlier live schema existed: {LIVE} is now {aside}, and the app goes back to "
-            "its SQLite file, which was never modified.")
+    return (
+        f"No earlier live schema existed: {LIVE} is now {aside}, and the app goes back to "
+        "its SQLite file, which was never modified."
+    )

@@ -9,7 +9,12 @@ import dagster as dg
 
 from emrsim_assets.defs.assets import build_cutover_asset, build_snapshot_asset, build_table_asset
 from emrsim_assets.defs.checks import build_checks
-from emrsim_assets.defs.jobs import build_partition_maintenance, load_tables_job, migrate_job, rollback
+from emrsim_assets.defs.jobs import (
+    build_partition_maintenance,
+    load_tables_job,
+    migrate_job,
+    rollback,
+)
 from emrsim_assets.defs.resources import MigrationResource
 from emrsim_assets.plan import Plan, load_plan
 

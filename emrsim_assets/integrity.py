@@ -45,7 +45,9 @@ def row_count_matches_source(conn: Conn, table: Table, manifest: Manifest) -> Ve
     ledger = _ledger(conn, table)
     if not _staged(conn, table) or not ledger:
         return Verdict(False, f"{table.name} is not loaded in {STAGING}.")
-    stale = sorted(k or table.name for k, load in ledger.items() if load.snapshot_sha256 != manifest.sha256)
+    stale = sorted(
+        k or table.name for k, load in ledger.items() if load.snapshot_sha256 != manifest.sha256
+    )
     if table.partition_by_month:
         expected = {k: manifest.month_counts.get(k, 0) for k in ledger}
         actual = _month_counts(conn, table)
@@ -57,7 +59,11 @@ def row_count_matches_source(conn: Conn, table: Table, manifest: Manifest) -> Ve
         got = actual.get(key, 0)
         quarantined = ledger[key].quarantined_rows if key in ledger else 0
         if got + quarantined != want:
-            mismatched[key or table.name] = {"source": want, "target": got, "quarantined": quarantined}
+            mismatched[key or table.name] = {
+                "source": want,
+                "target": got,
+                "quarantined": quarantined,
+            }
     loaded = sum(actual.values())
     quarantined_total = sum(load.quarantined_rows for load in ledger.values())
     source_total = sum(expected.values())
@@ -77,15 +83,20 @@ def row_count_matches_source(conn: Conn, table: Table, manifest: Manifest) -> Ve
     if passed:
         description = f"{loaded:,} rows in {STAGING}.{table.name} (+{quarantined_total} quarantined) = {source_total:,} in the snapshot."
     elif stale:
-        description = f"{table.name}: {', '.join(stale[:5])} came from an older snapshot; rerun them."
+        description = (
+            f"{table.name}: {', '.join(stale[:5])} came from an older snapshot; rerun them."
+        )
     else:
         description = f"{table.name}: row counts differ from the snapshot in {', '.join(list(mismatched)[:5])}."
     return Verdict(passed, description, metadata)
 
 
 def _count(conn: Conn, table: Table) -> int:
-    row = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
-        sql.Identifier(STAGING), sql.Identifier(table.name))).fetchone()
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {}.{}").format(
+            sql.Identifier(STAGING), sql.Identifier(table.name)
+        )
+    ).fetchone()
     return int(row[0]) if row else 0  # type: ignore[call-overload]
 
 
@@ -106,27 +117,41 @@ def foreign_key_resolves(conn: Conn, plan: Plan, table: Table, column: Column) -
     if not _staged(conn, table):
         return Verdict(False, f"{table.name} is not loaded in {STAGING}.")
     if not _staged(conn, parent):
-        return Verdict(False, f"{parent.name} (referenced by {table.name}.{column.name}) is not loaded.")
+        return Verdict(
+            False, f"{parent.name} (referenced by {table.name}.{column.name}) is not loaded."
+        )
     child_key = (
-        sql.SQL("{}.legacy_id(c.{})").format(sql.Identifier(MIGRATION), sql.Identifier(table.primary_key))
-        if table.keyed_by_legacy_id else sql.SQL("NULL::bigint")
+        sql.SQL("{}.legacy_id(c.{})").format(
+            sql.Identifier(MIGRATION), sql.Identifier(table.primary_key)
+        )
+        if table.keyed_by_legacy_id
+        else sql.SQL("NULL::bigint")
     )
     orphans = sql.SQL(
         "FROM {}.{} c WHERE c.{} IS NOT NULL AND NOT EXISTS "
         "(SELECT 1 FROM {}.{} p WHERE p.{} = c.{})"
     ).format(
-        sql.Identifier(STAGING), sql.Identifier(table.name), sql.Identifier(column.name),
-        sql.Identifier(STAGING), sql.Identifier(parent.name), sql.Identifier(parent.primary_key),
+        sql.Identifier(STAGING),
+        sql.Identifier(table.name),
+        sql.Identifier(column.name),
+        sql.Identifier(STAGING),
+        sql.Identifier(parent.name),
+        sql.Identifier(parent.primary_key),
         sql.Identifier(column.name),
     )
     count_row = conn.execute(sql.SQL("SELECT count(*) ") + orphans).fetchone()
     count = int(count_row[0]) if count_row else 0  # type: ignore[call-overload]
-    metadata: dict[str, Any] = {"orphan_rows": count, "references": f"{parent.name}.{parent.primary_key}"}
+    metadata: dict[str, Any] = {
+        "orphan_rows": count,
+        "references": f"{parent.name}.{parent.primary_key}",
+    }
     if count:
         sample = conn.execute(
             sql.SQL("SELECT {} AS row_id, {}.legacy_id(c.{}) AS missing ").format(
-                child_key, sql.Identifier(MIGRATION), sql.Identifier(column.name))
-            + orphans + sql.SQL(" ORDER BY 1 LIMIT {}").format(sql.Literal(SAMPLE))
+                child_key, sql.Identifier(MIGRATION), sql.Identifier(column.name)
+            )
+            + orphans
+            + sql.SQL(" ORDER BY 1 LIMIT {}").format(sql.Literal(SAMPLE))
         ).fetchall()
         metadata["orphan_row_ids"] = [r[0] for r in sample if r[0] is not None]
         metadata["missing_parent_ids"] = sorted({int(r[1]) for r in sample})  # type: ignore[call-overload]
@@ -137,10 +162,14 @@ def foreign_key_resolves(conn: Conn, plan: Plan, table: Table, column: Column) -
             f"{ids} point at {column.name} = {', '.join(map(str, metadata['missing_parent_ids'][:5]))}.",
             metadata,
         )
-    return Verdict(True, f"Every {table.name}.{column.name} resolves to a {parent.name} row.", metadata)
+    return Verdict(
+        True, f"Every {table.name}.{column.name} resolves to a {parent.name} row.", metadata
+    )
 
 
-def every_source_month_loaded(conn: Conn, table: Table, manifest: Manifest, months: list[str]) -> Verdict:
+def every_source_month_loaded(
+    conn: Conn, table: Table, manifest: Manifest, months: list[str]
+) -> Verdict:
     """Every source row falls in a partition month that is loaded from the current snapshot."""
     ledger = _ledger(conn, table)
     current = {k for k, load in ledger.items() if load.snapshot_sha256 == manifest.sha256}
@@ -163,10 +192,14 @@ def every_source_month_loaded(conn: Conn, table: Table, manifest: Manifest, mont
             f"unparseable or outside {metadata['partition_range']} (row ids {ids})"
         )
     if missing:
-        problems.append(f"{len(missing)} month(s) with source rows are not loaded: {', '.join(missing[:6])}")
+        problems.append(
+            f"{len(missing)} month(s) with source rows are not loaded: {', '.join(missing[:6])}"
+        )
     if problems:
         return Verdict(False, f"{table.name}: " + "; ".join(problems) + ".", metadata)
-    return Verdict(True, f"All {metadata['source_months']} source months of {table.name} are loaded.", metadata)
+    return Verdict(
+        True, f"All {metadata['source_months']} source months of {table.name} are loaded.", metadata
+    )
 
 
 def quarantine_is_empty(conn: Conn, table: Table) -> Verdict:
@@ -176,12 +209,16 @@ def quarantine_is_empty(conn: Conn, table: Table) -> Verdict:
     rows = conn.execute(
         sql.SQL(
             "SELECT row_id, column_name, reason FROM {}.quarantine WHERE table_name = %s "
-            "ORDER BY row_id LIMIT {}").format(sql.Identifier(MIGRATION), sql.Literal(SAMPLE)),
+            "ORDER BY row_id LIMIT {}"
+        ).format(sql.Identifier(MIGRATION), sql.Literal(SAMPLE)),
         (table.name,),
     ).fetchall()
     total_row = conn.execute(
         sql.SQL("SELECT count(*) FROM {}.quarantine WHERE table_name = %s").format(
-            sql.Identifier(MIGRATION)), (table.name,)).fetchone()
+            sql.Identifier(MIGRATION)
+        ),
+        (table.name,),
+    ).fetchone()
     total = int(total_row[0]) if total_row else 0  # type: ignore[call-overload]
     metadata: dict[str, Any] = {"quarantined_rows": total}
     if total:

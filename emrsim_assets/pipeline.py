@@ -19,8 +19,12 @@ log = logging.getLogger(__name__)
 
 
 def _converted(
-    snapshot: Path, plan: Plan, table: Table, batch_rows: int,
-    rowid_range: tuple[int, int] | None = None, month: date | None = None,
+    snapshot: Path,
+    plan: Plan,
+    table: Table,
+    batch_rows: int,
+    rowid_range: tuple[int, int] | None = None,
+    month: date | None = None,
 ) -> Iterator[Converted]:
     conn = source.open_readonly(snapshot)
     try:
@@ -38,16 +42,26 @@ def _converted(
 
 
 def load_table(
-    conn: Conn, plan: Plan, table: Table, manifest: Manifest, batch_rows: int,
+    conn: Conn,
+    plan: Plan,
+    table: Table,
+    manifest: Manifest,
+    batch_rows: int,
     progress: Progress = log.info,
 ) -> LoadStats:
     batches = _converted(Path(manifest.snapshot_path), plan, table, batch_rows)
     return target.load_table(
-        conn, table, batches, manifest.sha256, progress, manifest.row_counts.get(table.name))
+        conn, table, batches, manifest.sha256, progress, manifest.row_counts.get(table.name)
+    )
 
 
 def load_month(
-    conn: Conn, plan: Plan, table: Table, month: date, manifest: Manifest, batch_rows: int,
+    conn: Conn,
+    plan: Plan,
+    table: Table,
+    month: date,
+    manifest: Manifest,
+    batch_rows: int,
     progress: Progress = log.info,
 ) -> LoadStats:
     """Load one month; a month with no source rows becomes an empty partition."""
@@ -55,7 +69,9 @@ def load_month(
     span = manifest.month_rowids.get(key)
     batches: Iterator[Converted] = (
         _converted(Path(manifest.snapshot_path), plan, table, batch_rows, span, month)
-        if span else iter(())
+        if span
+        else iter(())
     )
     return target.load_month(
-        conn, table, month, batches, manifest.sha256, progress, manifest.month_counts.get(key))
+        conn, table, month, batches, manifest.sha256, progress, manifest.month_counts.get(key)
+    )

@@ -225,8 +225,17 @@ def _parse_column(raw: Any, where: str) -> Column:
         raise PlanError(f"{where} must be a mapping.")
     _only_keys(
         raw,
-        {"name", "source", "convert", "type", "nullable", "references", "on_delete", "epoch",
-         "on_invalid"},
+        {
+            "name",
+            "source",
+            "convert",
+            "type",
+            "nullable",
+            "references",
+            "on_delete",
+            "epoch",
+            "on_invalid",
+        },
         where,
     )
     name = _name(raw.get("name"), f"{where}.name")

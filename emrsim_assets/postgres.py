@@ -62,7 +62,9 @@ def embedded_url(base: Path, database: str) -> str:
 
 def ensure_database(admin_url: str, database: str) -> None:
     with connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
 
@@ -90,7 +92,9 @@ def connect(url: str, autocommit: bool = False) -> psycopg.Connection[tuple[obje
         ) from None
     try:
         return psycopg.connect(
-            url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            url,
+            autocommit=autocommit,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
             application_name="emrsim-migrate",
         )
     except psycopg.OperationalError as exc:
@@ -112,7 +116,9 @@ def _explain(url: str, message: str) -> str:
     if "timeout" in lowered:
         return f"PostgreSQL at {target} did not answer within {CONNECT_TIMEOUT_SECONDS} s. Is the host right?"
     if "could not translate host name" in lowered or "name or service not known" in lowered:
-        return f"PostgreSQL host in {target} is unknown (DNS lookup failed). Check DB_HOST / the URL."
+        return (
+            f"PostgreSQL host in {target} is unknown (DNS lookup failed). Check DB_HOST / the URL."
+        )
     if "refused" in lowered or "no such file" in lowered or "could not connect" in lowered:
         return (
             f"Cannot reach PostgreSQL at {target}: connection refused. Is the server running, and "

@@ -92,7 +92,7 @@ _PHRASES = [
     "Good thinking. What would you do next? 👍",
     "The chest X-ray shows no pneumothorax; mild cardiomegaly.",
     "Paciente refiere disnea de esfuerzo y edema en miembros inferiores.",
-    "Explain the \"door-to-balloon\" target to the family, in plain words.",
+    'Explain the "door-to-balloon" target to the family, in plain words.',
     "Lab results:\n- Na 134\n- K 5.6\n- Creatinine 1.9",
     "환자는 복통과 구토를 호소합니다.",
     "Repeat the assessment in 15 minutes, please.",
@@ -131,7 +131,9 @@ class SampleSizes:
         )
 
 
-def write_sample(path: Path, messages: int = 2_000, seed: int = 7, batch: int = 200_000) -> SampleSizes:
+def write_sample(
+    path: Path, messages: int = 2_000, seed: int = 7, batch: int = 200_000
+) -> SampleSizes:
     """Create `path` (it must not exist) holding a legacy EMRsim-chat database."""
     if path.exists():
         raise SourceError(f"{path} already exists; remove it or choose another --out.")
@@ -296,9 +298,14 @@ def _messages(rng: np.random.Generator, sizes: SampleSizes, batch: int) -> Itera
                 "id": pl.int_range(done + 1, done + size + 1, eager=True),
                 "conversation_id": rng.integers(1, sizes.conversations + 1, size=size),
                 "sender": _pick(rng, _SENDERS, size),
-                "a": phrase_a, "b": phrase_b, "long": long_message,
-                "tokens": tokens, "latency": latency, "has_meta": has_meta,
-                "when": when, "iso": iso,
+                "a": phrase_a,
+                "b": phrase_b,
+                "long": long_message,
+                "tokens": tokens,
+                "latency": latency,
+                "has_meta": has_meta,
+                "when": when,
+                "iso": iso,
             }
         )
         yield frame.select(
@@ -308,10 +315,13 @@ def _messages(rng: np.random.Generator, sizes: SampleSizes, batch: int) -> Itera
             message=pl.when("long").then(pl.format("{} {}", "a", "b")).otherwise("a"),
             metadata=pl.when("has_meta").then(
                 pl.concat_str(
-                    pl.lit('{"model": "sim-gpt", "tokens": '), "tokens",
-                    pl.lit(', "latency_ms": '), "latency",
+                    pl.lit('{"model": "sim-gpt", "tokens": '),
+                    "tokens",
+                    pl.lit(', "latency_ms": '),
+                    "latency",
                     pl.lit(', "flags": {"voice": '),
-                    pl.col("long").cast(pl.String).str.to_lowercase(), pl.lit("}}"),
+                    pl.col("long").cast(pl.String).str.to_lowercase(),
+                    pl.lit("}}"),
                 )
             ),
             created_at=pl.when("iso")
@@ -337,25 +347,34 @@ def _patient_records(rng: np.random.Generator, sizes: SampleSizes) -> pl.DataFra
             "created_at": recorded,
         }
     ).select(
-        "id", "patient_id", "record_type",
+        "id",
+        "patient_id",
+        "record_type",
         data=pl.concat_str(
-            pl.lit('{"kind": "'), "record_type", pl.lit('", "value": '), "value",
+            pl.lit('{"kind": "'),
+            "record_type",
+            pl.lit('", "value": '),
+            "value",
             pl.lit(', "unit": "mmHg", "notes": "é"}'),
         ),
-        is_abnormal="is_abnormal", recorded_at="recorded_at", created_at="created_at",
+        is_abnormal="is_abnormal",
+        recorded_at="recorded_at",
+        created_at="created_at",
     )
 
 
 def _user_sessions(rng: np.random.Generator, sizes: SampleSizes) -> pl.DataFrame:
     n = sizes.user_sessions
     token_bits = rng.integers(0, 2**62, size=(n, 2))
-    created_ms = rng.integers(int(HISTORY_START.timestamp() * 1000),
-                              int(HISTORY_END.timestamp() * 1000), size=n)
+    created_ms = rng.integers(
+        int(HISTORY_START.timestamp() * 1000), int(HISTORY_END.timestamp() * 1000), size=n
+    )
     created = pl.Series(created_ms).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
     has_data = pl.Series(rng.random(n) < 0.8)
     frame = pl.DataFrame(
         {
-            "hi": token_bits[:, 0], "lo": token_bits[:, 1],
+            "hi": token_bits[:, 0],
+            "lo": token_bits[:, 1],
             "user_id": rng.integers(1, sizes.users + 1, size=n),
             "has_data": has_data,
             "expires_at": created_ms + 7 * 24 * 3600 * 1000,

@@ -29,7 +29,9 @@ DEFAULT_BATCH_ROWS = 100_000
 def open_readonly(path: Path) -> sqlite3.Connection:
     """Open `path` so that nothing, not even a journal, can be written to it."""
     if not path.exists():
-        raise SourceError(f"SQLite file {path} does not exist. Set EMRSIM_SQLITE_PATH to the app's database.")
+        raise SourceError(
+            f"SQLite file {path} does not exist. Set EMRSIM_SQLITE_PATH to the app's database."
+        )
     if not path.is_file():
         raise SourceError(f"SQLite source {path} is not a file.")
     try:
@@ -40,7 +42,9 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     if header != SQLITE_MAGIC:
         raise SourceError(f"{path} is not a SQLite database (its header is not 'SQLite format 3').")
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
+        )
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
         raise SourceError(f"Cannot open SQLite file {path}: {exc}.") from None
@@ -95,7 +99,11 @@ MANIFEST_FILE = "manifest.json"
 
 
 def take_snapshot(
-    source: Path, snapshot_dir: Path, plan: Plan, months: list[str], batch_rows: int = DEFAULT_BATCH_ROWS
+    source: Path,
+    snapshot_dir: Path,
+    plan: Plan,
+    months: list[str],
+    batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> Manifest:
     """Copy `source` with SQLite's online backup API, verify the copy and describe it.
 
@@ -175,7 +183,9 @@ def _check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Pat
                 f"The plan migrates table {table.source!r}, but {source} has no such table "
                 f"(it has: {', '.join(sorted(tables))})."
             )
-        present = {row[1] for row in conn.execute("SELECT * FROM pragma_table_info(?)", (table.source,))}
+        present = {
+            row[1] for row in conn.execute("SELECT * FROM pragma_table_info(?)", (table.source,))
+        }
         for column in table.columns:
             if column.source not in present:
                 raise SourceError(
@@ -239,7 +249,9 @@ def _select_list(table: Table, columns: list[str] | None) -> list[str]:
         # text in some rows. Conversion parses and validates each value, naming the row if it fails.
         parts.append(f"CAST({_quote(column.source)} AS TEXT) AS {_quote(column.name)}")
         if column.convert == "json":
-            parts.append(f"json_valid({_quote(column.source)}) AS {_quote(convert.json_ok(column.name))}")
+            parts.append(
+                f"json_valid({_quote(column.source)}) AS {_quote(convert.json_ok(column.name))}"
+            )
     return parts
 
 
@@ -258,8 +270,10 @@ def read_batches(
         "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
     )
     names = [part.rsplit(" AS ", 1)[1].strip('"') for part in _select_list(table, columns)]
-    schema = {name: (pl.Int64 if name == ROWID or name.startswith("__json_ok") else pl.String)
-              for name in names}
+    schema = {
+        name: (pl.Int64 if name == ROWID or name.startswith("__json_ok") else pl.String)
+        for name in names
+    }
     after = lo - 1
     while True:
         try:
@@ -276,7 +290,9 @@ def read_batches(
             return
 
 
-def _undecodable(conn: sqlite3.Connection, table: Table, after: int, hi: int, limit: int) -> SourceError:
+def _undecodable(
+    conn: sqlite3.Connection, table: Table, after: int, hi: int, limit: int
+) -> SourceError:
     """Find the row and column holding bytes that are not UTF-8 (the error path only)."""
     conn.text_factory = bytes
     try:

@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from emrsim_assets.convert import QUARANTINE_SCHEMA, Converted
-from emrsim_assets.errors import ConversionError, TargetError
+from emrsim_assets.errors import ConversionError
 from emrsim_assets.plan import Table
 from emrsim_assets.source import ROWID
 
@@ -92,8 +92,9 @@ def _column_defs(table: Table) -> sql.Composed:
     defs = []
     for column in table.columns:
         null = sql.SQL("") if column.nullable else sql.SQL(" NOT NULL")
-        defs.append(sql.SQL("{} {}{}").format(
-            sql.Identifier(column.name), sql.SQL(column.pg_type), null))  # pg_type is plan-validated
+        defs.append(
+            sql.SQL("{} {}{}").format(sql.Identifier(column.name), sql.SQL(column.pg_type), null)
+        )  # pg_type is plan-validated
     return sql.SQL(", ").join(defs)
 
 
@@ -107,7 +108,8 @@ def primary_key_columns(table: Table) -> list[str]:
 
 def _primary_key(table: Table) -> sql.Composed:
     return sql.SQL("PRIMARY KEY ({})").format(
-        sql.SQL(", ").join(sql.Identifier(c) for c in primary_key_columns(table)))
+        sql.SQL(", ").join(sql.Identifier(c) for c in primary_key_columns(table))
+    )
 
 
 def ensure_staging_schema(conn: Conn) -> None:
@@ -118,18 +120,28 @@ def ensure_staging_schema(conn: Conn) -> None:
 def ensure_partitioned_parent(conn: Conn, table: Table, schema: str = STAGING) -> None:
     conn.execute(
         sql.SQL("CREATE TABLE IF NOT EXISTS {}.{} ({}, {}) PARTITION BY RANGE ({})").format(
-            sql.Identifier(schema), sql.Identifier(table.name), _column_defs(table),
-            _primary_key(table), sql.Identifier(str(table.partition_by_month)))
+            sql.Identifier(schema),
+            sql.Identifier(table.name),
+            _column_defs(table),
+            _primary_key(table),
+            sql.Identifier(str(table.partition_by_month)),
+        )
     )
 
 
 def create_month_partition(conn: Conn, table: Table, month: date, schema: str = STAGING) -> str:
     name = partition_name(table, month)
     conn.execute(
-        sql.SQL("CREATE TABLE IF NOT EXISTS {}.{} PARTITION OF {}.{} FOR VALUES FROM ({}) TO ({})").format(
-            sql.Identifier(schema), sql.Identifier(name), sql.Identifier(schema),
-            sql.Identifier(table.name), sql.Literal(f"{month.isoformat()} 00:00:00+00"),
-            sql.Literal(f"{next_month(month).isoformat()} 00:00:00+00"))
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {}.{} PARTITION OF {}.{} FOR VALUES FROM ({}) TO ({})"
+        ).format(
+            sql.Identifier(schema),
+            sql.Identifier(name),
+            sql.Identifier(schema),
+            sql.Identifier(table.name),
+            sql.Literal(f"{month.isoformat()} 00:00:00+00"),
+            sql.Literal(f"{next_month(month).isoformat()} 00:00:00+00"),
+        )
     )
     return name
 
@@ -154,8 +166,12 @@ Progress = Callable[[str], None]
 
 
 def load_table(
-    conn: Conn, table: Table, batches: Iterable[Converted], snapshot_sha: str,
-    progress: Progress = log.info, expected_rows: int | None = None,
+    conn: Conn,
+    table: Table,
+    batches: Iterable[Converted],
+    snapshot_sha: str,
+    progress: Progress = log.info,
+    expected_rows: int | None = None,
 ) -> LoadStats:
     """Replace the staging table with `batches`, in one transaction: a crash keeps the old one."""
     started = time.perf_counter()
@@ -164,7 +180,9 @@ def load_table(
         target = sql.SQL("{}.{}").format(sql.Identifier(STAGING), sql.Identifier(table.name))
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(target))
         conn.execute(sql.SQL("CREATE TABLE {} ({})").format(target, _column_defs(table)))
-        counts = _copy(conn, table, target, batches, snapshot_sha, UNPARTITIONED, progress, expected_rows)
+        counts = _copy(
+            conn, table, target, batches, snapshot_sha, UNPARTITIONED, progress, expected_rows
+        )
         # The key is built after the data is in: faster than maintaining it row by row.
         try:
             conn.execute(sql.SQL("ALTER TABLE {} ADD {}").format(target, _primary_key(table)))
@@ -178,8 +196,13 @@ def load_table(
 
 
 def load_month(
-    conn: Conn, table: Table, month: date, batches: Iterable[Converted], snapshot_sha: str,
-    progress: Progress = log.info, expected_rows: int | None = None,
+    conn: Conn,
+    table: Table,
+    month: date,
+    batches: Iterable[Converted],
+    snapshot_sha: str,
+    progress: Progress = log.info,
+    expected_rows: int | None = None,
 ) -> LoadStats:
     """Replace exactly one month of a partitioned table, in one transaction."""
     started = time.perf_counter()
@@ -188,8 +211,11 @@ def load_month(
         ensure_staging_schema(conn)
         ensure_partitioned_parent(conn, table)
         name = partition_name(table, month)
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(
-            sql.Identifier(STAGING), sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP TABLE IF EXISTS {}.{}").format(
+                sql.Identifier(STAGING), sql.Identifier(name)
+            )
+        )
         create_month_partition(conn, table, month)
         target = sql.SQL("{}.{}").format(sql.Identifier(STAGING), sql.Identifier(name))
         counts = _copy(conn, table, target, batches, snapshot_sha, key, progress, expected_rows)
@@ -206,14 +232,23 @@ class _Counts:
 
 
 def _copy(
-    conn: Conn, table: Table, target: sql.Composable, batches: Iterable[Converted],
-    snapshot_sha: str, partition_key: str, progress: Progress, expected_rows: int | None,
+    conn: Conn,
+    table: Table,
+    target: sql.Composable,
+    batches: Iterable[Converted],
+    snapshot_sha: str,
+    partition_key: str,
+    progress: Progress,
+    expected_rows: int | None,
 ) -> _Counts:
     counts = _Counts()
     spans: list[tuple[int, pl.Series]] = []  # (first line, row ids) of the batches in flight
     conn.execute(
         sql.SQL("DELETE FROM {}.quarantine WHERE table_name = %s AND partition_key = %s").format(
-            sql.Identifier(MIGRATION)), (table.name, partition_key))
+            sql.Identifier(MIGRATION)
+        ),
+        (table.name, partition_key),
+    )
     columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(target, columns)
     started = time.perf_counter()
@@ -252,7 +287,9 @@ def _progress_line(label: str, done: int, seconds: float, expected: int | None) 
     return line
 
 
-def _copy_error(table: Table, exc: psycopg.Error, spans: list[tuple[int, pl.Series]]) -> ConversionError:
+def _copy_error(
+    table: Table, exc: psycopg.Error, spans: list[tuple[int, pl.Series]]
+) -> ConversionError:
     """Turn PostgreSQL's 'COPY t, line N, column c' into the source row id."""
     context = exc.diag.context or ""
     line_match = re.search(r"line (\d+)", context)
@@ -273,21 +310,35 @@ def _copy_error(table: Table, exc: psycopg.Error, spans: list[tuple[int, pl.Seri
     )
 
 
-def _quarantine(cur: psycopg.Cursor[tuple[object, ...]], table: Table, partition_key: str,
-                snapshot_sha: str, rows: pl.DataFrame) -> None:
+def _quarantine(
+    cur: psycopg.Cursor[tuple[object, ...]],
+    table: Table,
+    partition_key: str,
+    snapshot_sha: str,
+    rows: pl.DataFrame,
+) -> None:
     statement = sql.SQL(
         "COPY {}.quarantine (table_name, partition_key, row_id, column_name, reason, value, "
-        "snapshot_sha256) FROM STDIN (FORMAT csv)").format(sql.Identifier(MIGRATION))
+        "snapshot_sha256) FROM STDIN (FORMAT csv)"
+    ).format(sql.Identifier(MIGRATION))
     frame = rows.select(
-        pl.lit(table.name), pl.lit(partition_key), *QUARANTINE_SCHEMA, pl.lit(snapshot_sha))
+        pl.lit(table.name), pl.lit(partition_key), *QUARANTINE_SCHEMA, pl.lit(snapshot_sha)
+    )
     buffer = io.BytesIO()
     frame.write_csv(buffer, include_header=False)
     with cur.connection.cursor() as qcur, qcur.copy(statement) as copy:
         copy.write(buffer.getbuffer())
 
 
-def _record(conn: Conn, table: Table, partition_key: str, snapshot_sha: str, counts: _Counts,
-            started: float, pg_table: str) -> LoadStats:
+def _record(
+    conn: Conn,
+    table: Table,
+    partition_key: str,
+    snapshot_sha: str,
+    counts: _Counts,
+    started: float,
+    pg_table: str,
+) -> LoadStats:
     seconds = time.perf_counter() - started
     conn.execute(
         sql.SQL(
@@ -299,13 +350,25 @@ def _record(conn: Conn, table: Table, partition_key: str, snapshot_sha: str, cou
                    loaded_rows = EXCLUDED.loaded_rows, quarantined_rows = EXCLUDED.quarantined_rows,
                    seconds = EXCLUDED.seconds, loaded_at = now()"""
         ).format(sql.Identifier(MIGRATION)),
-        (table.name, partition_key, snapshot_sha, counts.source, counts.loaded,
-         counts.quarantined, seconds),
+        (
+            table.name,
+            partition_key,
+            snapshot_sha,
+            counts.source,
+            counts.loaded,
+            counts.quarantined,
+            seconds,
+        ),
     )
     return LoadStats(
-        table=table.name, partition_key=partition_key, source_rows=counts.source,
-        loaded_rows=counts.loaded, quarantined_rows=counts.quarantined, seconds=seconds,
-        csv_bytes=counts.csv_bytes, pg_table=f"{STAGING}.{pg_table}",
+        table=table.name,
+        partition_key=partition_key,
+        source_rows=counts.source,
+        loaded_rows=counts.loaded,
+        quarantined_rows=counts.quarantined,
+        seconds=seconds,
+        csv_bytes=counts.csv_bytes,
+        pg_table=f"{STAGING}.{pg_table}",
     )
 
 
@@ -323,20 +386,26 @@ def loads(conn: Conn) -> list[Load]:
     rows = conn.execute(
         sql.SQL(
             "SELECT table_name, partition_key, snapshot_sha256, source_rows, loaded_rows, "
-            "quarantined_rows FROM {}.loads ORDER BY 1, 2").format(sql.Identifier(MIGRATION))
+            "quarantined_rows FROM {}.loads ORDER BY 1, 2"
+        ).format(sql.Identifier(MIGRATION))
     ).fetchall()
     return [Load(*row) for row in rows]  # type: ignore[arg-type]
 
 
 def schema_exists(conn: Conn, schema: str) -> bool:
-    return conn.execute(
-        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is not None
+    return (
+        conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+        is not None
+    )
 
 
 def table_exists(conn: Conn, schema: str, name: str) -> bool:
-    return conn.execute(
-        "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s", (schema, name)
-    ).fetchone() is not None
+    return (
+        conn.execute(
+            "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s", (schema, name)
+        ).fetchone()
+        is not None
+    )
 
 
 def iter_months(first: date, last: date) -> Iterator[date]:

@@ -1,6 +1,5 @@
 """Assets: the source snapshot, one asset per plan table (a factory), and cutover."""
 
-
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -28,13 +27,20 @@ def build_snapshot_asset(plan: Plan, months: dg.PartitionsDefinition) -> dg.Asse
         description="A consistent copy of the app's SQLite file (backup API), integrity-checked, "
         "with row counts, month counts and sha256. Every table reads this copy, never the source.",
     )
-    def _snapshot(context: dg.AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
+    def _snapshot(
+        context: dg.AssetExecutionContext, migration: MigrationResource
+    ) -> dg.MaterializeResult[None]:
         with as_failure():
             manifest = source.take_snapshot(
-                Path(migration.sqlite_path), migration.snapshot_dir, plan,
-                list(months.get_partition_keys()), migration.batch_rows,
+                Path(migration.sqlite_path),
+                migration.snapshot_dir,
+                plan,
+                list(months.get_partition_keys()),
+                migration.batch_rows,
             )
-        context.log.info(f"Snapshot {manifest.sha256[:12]}: {manifest.row_counts} in {manifest.seconds} s")
+        context.log.info(
+            f"Snapshot {manifest.sha256[:12]}: {manifest.row_counts} in {manifest.seconds} s"
+        )
         return dg.MaterializeResult(
             metadata={
                 "sha256": manifest.sha256,
@@ -64,12 +70,13 @@ def _metadata(stats: Sequence[LoadStats]) -> dict[str, Any]:
         "pg_table": stats[0].pg_table if len(stats) == 1 else stats[0].pg_table.rsplit("_y", 1)[0],
     }
     if len(stats) > 1 or stats[0].partition_key:
-        metadata["months"] = dg.MetadataValue.json(
-            {s.partition_key: s.loaded_rows for s in stats})
+        metadata["months"] = dg.MetadataValue.json({s.partition_key: s.loaded_rows for s in stats})
     return metadata
 
 
-def build_table_asset(plan: Plan, table: Table, months: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def build_table_asset(
+    plan: Plan, table: Table, months: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
     deps = [SNAPSHOT, *(p for p in table.parents if p != table.name)]
     common: dict[str, Any] = {
         "name": table.name,
@@ -82,34 +89,53 @@ def build_table_asset(plan: Plan, table: Table, months: dg.PartitionsDefinition)
     if table.partition_by_month:
         # One run may carry a range of months (a backfill): each month is its own transaction.
         @dg.asset(**common, partitions_def=months, backfill_policy=dg.BackfillPolicy.single_run())
-        def _months(context: dg.AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
+        def _months(
+            context: dg.AssetExecutionContext, migration: MigrationResource
+        ) -> dg.MaterializeResult[None]:
             with as_failure(), migration.connect() as conn:
                 manifest = migration.manifest()
                 ensure_migration_schema(conn)
                 stats = []
                 for key in context.partition_keys:
-                    stat = pipeline.load_month(conn, plan, table, date.fromisoformat(key), manifest,
-                                               migration.batch_rows, context.log.info)
-                    context.log.info(f"{table.name} {key[:7]}: {stat.loaded_rows:,} rows, "
-                                     f"{stat.rows_per_second:,.0f} rows/s")
+                    stat = pipeline.load_month(
+                        conn,
+                        plan,
+                        table,
+                        date.fromisoformat(key),
+                        manifest,
+                        migration.batch_rows,
+                        context.log.info,
+                    )
+                    context.log.info(
+                        f"{table.name} {key[:7]}: {stat.loaded_rows:,} rows, "
+                        f"{stat.rows_per_second:,.0f} rows/s"
+                    )
                     stats.append(stat)
             return dg.MaterializeResult(metadata=_metadata(stats))
 
-        return _months
+        return _months  # type: ignore[no-any-return]
 
     @dg.asset(**common)
-    def _table(context: dg.AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
+    def _table(
+        context: dg.AssetExecutionContext, migration: MigrationResource
+    ) -> dg.MaterializeResult[None]:
         with as_failure(), migration.connect() as conn:
             manifest = migration.manifest()
             ensure_migration_schema(conn)
-            stat = pipeline.load_table(conn, plan, table, manifest, migration.batch_rows, context.log.info)
-        context.log.info(f"{table.name}: {stat.loaded_rows:,} rows, {stat.rows_per_second:,.0f} rows/s")
+            stat = pipeline.load_table(
+                conn, plan, table, manifest, migration.batch_rows, context.log.info
+            )
+        context.log.info(
+            f"{table.name}: {stat.loaded_rows:,} rows, {stat.rows_per_second:,.0f} rows/s"
+        )
         return dg.MaterializeResult(metadata=_metadata([stat]))
 
-    return _table
+    return _table  # type: ignore[no-any-return]
 
 
-def build_cutover_asset(plan: Plan, check_specs: Sequence[tuple[dg.AssetCheckKey, Sequence[str]]]) -> dg.AssetsDefinition:
+def build_cutover_asset(
+    plan: Plan, check_specs: Sequence[tuple[dg.AssetCheckKey, Sequence[str]]]
+) -> dg.AssetsDefinition:
     @dg.asset(
         name=CUTOVER,
         deps=list(plan.table_names),
@@ -119,14 +145,18 @@ def build_cutover_asset(plan: Plan, check_specs: Sequence[tuple[dg.AssetCheckKey
         "in one transaction: foreign keys, indexes, autovacuum, live partitions, and the rename "
         "of emrsim_staging to emrsim (the previous emrsim is kept as a backup).",
     )
-    def _cutover(context: dg.AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
+    def _cutover(
+        context: dg.AssetExecutionContext, migration: MigrationResource
+    ) -> dg.MaterializeResult[None]:
         with as_failure():
             problems = gate_problems(context.instance, check_specs)
             if problems:
                 raise GateClosedError("Cutover refused: " + "; ".join(problems) + ".")
             with migration.connect() as conn:
                 result = core_cutover.cutover(conn, plan, migration.manifest())
-        context.log.info(f"Cutover done: {result.row_counts}; backup schema: {result.backup_schema}")
+        context.log.info(
+            f"Cutover done: {result.row_counts}; backup schema: {result.backup_schema}"
+        )
         return dg.MaterializeResult(
             metadata={
                 "row_counts": dg.MetadataValue.json(result.row_counts),

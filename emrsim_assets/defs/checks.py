@@ -1,7 +1,7 @@
 """Blocking asset checks, one per table and proof, built from the plan by a factory."""
 
-
 from collections.abc import Callable
+from functools import partial
 
 import dagster as dg
 
@@ -15,10 +15,22 @@ Proof = Callable[[Conn, MigrationResource], Verdict]
 
 
 def _check(
-    table: Table, name: str, description: str, proof: Proof, blocking: bool = True,
+    table: Table,
+    name: str,
+    description: str,
+    proof: Proof,
+    blocking: bool = True,
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    reads: tuple[str, ...] = (),
 ) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=table.name, name=name, blocking=blocking, description=description)
+    # `reads`: other assets whose data the check reads, so Dagster runs it after them.
+    @dg.asset_check(
+        asset=table.name,
+        name=name,
+        blocking=blocking,
+        description=description,
+        additional_deps=list(reads),
+    )
     def _run(migration: MigrationResource) -> dg.AssetCheckResult:
         with as_failure(), migration.connect() as conn:
             verdict = proof(conn, migration)
@@ -45,30 +57,66 @@ def build_checks(
             gated.append((next(iter(check.check_keys)), reads))
 
     for table in plan.tables:
-        add(_check(table, "row_count_matches_source",
-                   "Rows in staging (+ quarantined) equal the snapshot's, per month when partitioned.",
-                   lambda conn, m, t=table: integrity.row_count_matches_source(conn, t, m.manifest())),
-            [table.name, "source_snapshot"])
+        add(
+            _check(
+                table,
+                "row_count_matches_source",
+                "Rows in staging (+ quarantined) equal the snapshot's, per month when partitioned.",
+                partial(_row_count, table),
+            ),
+            [table.name, "source_snapshot"],
+        )
         for column in table.foreign_keys:
             add(_fk_check(plan, table, column), [table.name, str(column.references)])
         if table.partition_by_month:
-            add(_check(table, "every_source_month_loaded",
-                       "Every source row falls in a partition month loaded from this snapshot.",
-                       lambda conn, m, t=table: integrity.every_source_month_loaded(
-                           conn, t, m.manifest(), list(months.get_partition_keys()))),
-                [table.name, "source_snapshot"])
+            add(
+                _check(
+                    table,
+                    "every_source_month_loaded",
+                    "Every source row falls in a partition month loaded from this snapshot.",
+                    partial(_coverage, table, list(months.get_partition_keys())),
+                ),
+                [table.name, "source_snapshot"],
+            )
         if any(c.on_invalid == "quarantine" for c in table.columns):
-            add(_check(table, "quarantine_is_empty",
-                       "Lists rows the plan sent to emrsim_migration.quarantine (a warning).",
-                       lambda conn, m, t=table: integrity.quarantine_is_empty(conn, t),
-                       blocking=False, severity=dg.AssetCheckSeverity.WARN),
-                [table.name], gate=False)
+            add(
+                _check(
+                    table,
+                    "quarantine_is_empty",
+                    "Lists rows the plan sent to emrsim_migration.quarantine (a warning).",
+                    partial(_quarantine, table),
+                    blocking=False,
+                    severity=dg.AssetCheckSeverity.WARN,
+                ),
+                [table.name],
+                gate=False,
+            )
     return checks, gated
 
 
 def _fk_check(plan: Plan, table: Table, column: Column) -> dg.AssetChecksDefinition:
     return _check(
-        table, f"fk_{column.name}_resolves",
+        table,
+        f"fk_{column.name}_resolves",
         f"Every {table.name}.{column.name} points at an existing {column.references} row.",
-        lambda conn, m: integrity.foreign_key_resolves(conn, plan, table, column),
+        partial(_foreign_key, plan, table, column),
+        reads=(str(column.references),) if column.references != table.name else (),
     )
+
+
+def _row_count(table: Table, conn: Conn, migration: MigrationResource) -> Verdict:
+    return integrity.row_count_matches_source(conn, table, migration.manifest())
+
+
+def _coverage(table: Table, months: list[str], conn: Conn, migration: MigrationResource) -> Verdict:
+    return integrity.every_source_month_loaded(conn, table, migration.manifest(), months)
+
+
+def _quarantine(table: Table, conn: Conn, migration: MigrationResource) -> Verdict:
+    return integrity.quarantine_is_empty(conn, table)
+
+
+def _foreign_key(
+    plan: Plan, table: Table, column: Column, conn: Conn, migration: MigrationResource
+) -> Verdict:
+    return integrity.foreign_key_resolves(conn, plan, table, column)

@@ -22,12 +22,20 @@ def gate_problems(
     for key, reads in check_specs:
         label = f"{key.asset_key.to_user_string()}:{key.name}"
         record = instance.get_latest_asset_check_evaluation_record(key)
-        if record is None or record.event is None or record.status not in (
-            AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED
+        if (
+            record is None
+            or record.event is None
+            or record.status
+            not in (
+                AssetCheckExecutionRecordStatus.SUCCEEDED,
+                AssetCheckExecutionRecordStatus.FAILED,
+            )
         ):
             problems.append(f"{label} has not been evaluated")
             continue
-        evaluation = record.event.dagster_event.event_specific_data if record.event.dagster_event else None
+        evaluation = (
+            record.event.dagster_event.event_specific_data if record.event.dagster_event else None
+        )
         passed = getattr(evaluation, "passed", False)
         severity = getattr(evaluation, "severity", dg.AssetCheckSeverity.ERROR)
         if not passed and severity == dg.AssetCheckSeverity.ERROR:

@@ -1,6 +1,5 @@
 """Jobs and the schedule: migrate everything, roll back, keep next month's partition ready."""
 
-
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -25,7 +24,9 @@ load_tables_job = dg.define_asset_job(
 )
 
 
-@dg.op(description="Swap the live schema back to the one it replaced (the SQLite file is untouched).")
+@dg.op(
+    description="Swap the live schema back to the one it replaced (the SQLite file is untouched)."
+)
 def rollback_cutover(context: dg.OpExecutionContext, migration: MigrationResource) -> None:
     with as_failure(), migration.connect() as conn:
         context.log.info(core_cutover.rollback(conn))
@@ -37,24 +38,33 @@ def rollback() -> None:
 
 
 def build_partition_maintenance(plan: Plan) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
-    @dg.op(name="ensure_next_month_partition",
-           description="Create next month's partition of the live partitioned table.")
-    def create_next_month_partition(context: dg.OpExecutionContext, migration: MigrationResource) -> None:
+    @dg.op(
+        name="ensure_next_month_partition",
+        description="Create next month's partition of the live partitioned table.",
+    )
+    def create_next_month_partition(
+        context: dg.OpExecutionContext, migration: MigrationResource
+    ) -> None:
         table = plan.partitioned_table
         if table is None:
             return
         month = next_month(datetime.now(UTC).date().replace(day=1))
         with as_failure(), migration.connect() as conn:
             name = core_cutover.ensure_live_partition(conn, table, month)
-        context.log.info(f"Partition {name} ready." if name else "No live schema yet: nothing to do.")
+        context.log.info(
+            f"Partition {name} ready." if name else "No live schema yet: nothing to do."
+        )
 
     @dg.job(name="create_next_month_partition")
     def maintenance() -> None:
         create_next_month_partition()
 
     schedule = dg.ScheduleDefinition(
-        name="monthly_partition_schedule", job=maintenance, cron_schedule="0 3 20 * *",
-        execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
+        name="monthly_partition_schedule",
+        job=maintenance,
+        cron_schedule="0 3 20 * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
         description="On the 20th of each month, create next month's live partition.",
     )
     return maintenance, schedule

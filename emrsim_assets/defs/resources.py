@@ -19,12 +19,16 @@ class MigrationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The SQLite file to migrate and the PostgreSQL to migrate it into."""
 
     sqlite_path: str = Field(description="The app's SQLite database (opened read-only).")
-    work_dir: str = Field(default=".emrsim", description="Snapshot, manifest and embedded PostgreSQL.")
+    work_dir: str = Field(
+        default=".emrsim", description="Snapshot, manifest and embedded PostgreSQL."
+    )
     pg_url: str | None = Field(
         default=None,
         description="Target PostgreSQL; unset: the seed's DB_* variables, else the embedded server.",
     )
-    batch_rows: int = Field(default=100_000, description="Rows per extraction batch (bounds memory).")
+    batch_rows: int = Field(
+        default=100_000, description="Rows per extraction batch (bounds memory)."
+    )
 
     @property
     def snapshot_dir(self) -> Path:
@@ -37,7 +41,8 @@ class MigrationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         if self.pg_url:
             return self.pg_url
         return postgres.configured_url() or postgres.embedded_url(
-            Path(self.work_dir).resolve(), postgres.EMBEDDED_DATABASE)
+            Path(self.work_dir).resolve(), postgres.EMBEDDED_DATABASE
+        )
 
     @contextmanager
     def connect(self) -> Iterator[Conn]:

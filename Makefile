@@ -1,0 +1,38 @@
+# The two commands a user needs: `make demo` and `make test`. Nothing but Python >= 3.11 and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_DB := .emrsim/demo.sqlite
+DEMO_MESSAGES ?= 20000
+
+.PHONY: install demo test lint dev bench clean stop
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	@test -f $(DEMO_DB) || $(BIN)/emrsim-migrate sample --out $(DEMO_DB) --messages $(DEMO_MESSAGES)
+	EMRSIM_SQLITE_PATH=$(DEMO_DB) $(BIN)/emrsim-migrate migrate
+
+lint: install
+	$(BIN)/ruff check emrsim_assets emrsim_assets_tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+dev: install
+	$(BIN)/emrsim-migrate dev
+
+stop: install
+	$(BIN)/emrsim-migrate stop
+
+clean:
+	-$(BIN)/emrsim-migrate stop
+	rm -rf .emrsim

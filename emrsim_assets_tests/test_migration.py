@@ -1,0 +1,240 @@
+"""The user's story: migrate, rerun a table or a month, and be stopped by bad data."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from psycopg import sql
+
+from emrsim_assets.convert import legacy_uuid
+from emrsim_assets.plan import Column, Plan, Table
+from emrsim_assets.source import sha256_file
+from emrsim_assets_tests.conftest import Migration
+
+
+def _expected(table: Table, column: Column, value: Any) -> Any:
+    """The conversion, written again as plain scalar Python: an oracle independent of Polars."""
+    if value is None:
+        return None
+    if column.convert == "legacy_id":
+        return uuid.UUID(legacy_uuid(table.name, int(value)))
+    if column.convert == "ref":
+        return uuid.UUID(legacy_uuid(str(column.references), int(value)))
+    if column.convert == "timestamp" and column.epoch == "ms":
+        return datetime.fromtimestamp(int(value) / 1000, UTC)
+    if column.convert == "timestamp":
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if column.convert == "date":
+        return date.fromisoformat(value)
+    if column.convert == "json":
+        return json.loads(value)
+    if column.convert == "boolean":
+        return bool(int(value))
+    return value
+
+
+def _source_rows(path: Path, table: Table) -> dict[Any, dict[str, Any]]:
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute(f'SELECT * FROM "{table.source}"').fetchall()  # noqa: S608
+    finally:
+        conn.close()
+    pk = table.column(table.primary_key)
+    return {
+        _expected(table, pk, row[pk.source]): {
+            c.name: _expected(table, c, row[c.source]) for c in table.columns
+        }
+        for row in rows
+    }
+
+
+def _target_rows(migration: Migration, schema: str, table: Table) -> dict[Any, dict[str, Any]]:
+    with migration.connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT {} FROM {}.{}").format(
+                sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns),
+                sql.Identifier(schema),
+                sql.Identifier(table.name),
+            )
+        )
+        names = [c.name for c in table.columns]
+        return {row[0]: dict(zip(names, row, strict=True)) for row in cur.fetchall()}
+
+
+def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {
+        f"{e.asset_key.to_user_string()}:{e.check_name}": e
+        for e in result.get_asset_check_evaluations()
+    }
+
+
+def _materialized(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {
+        e.event_specific_data.materialization.asset_key.to_user_string()  # type: ignore[union-attr]
+        for e in result.get_asset_materialization_events()
+    }
+
+
+def test_full_migration_reproduces_every_source_row_and_leaves_sqlite_untouched(
+    migration: Migration, sample_db: Path, plan: Plan
+) -> None:
+    before = sha256_file(sample_db)
+    result = migration.run_job("migrate")
+    assert result.success
+    checks = _checks(result)
+    assert checks and all(e.passed for e in checks.values()), checks
+    assert "cutover" in _materialized(result)
+    for table in plan.tables:
+        source = _source_rows(sample_db, table)
+        target = _target_rows(migration, "emrsim", table)
+        assert len(source) > 0
+        assert target == source, f"{table.name} differs from its source"
+    assert sha256_file(sample_db) == before
+    with migration.connect() as conn:
+        # The live schema is the finished product: keys, indexes, and partitions for the app.
+        fks = conn.execute(
+            "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+            "WHERE n.nspname = 'emrsim' AND c.contype = 'f' AND c.conparentid = 0"
+        ).fetchone()
+        assert fks == (sum(len(t.foreign_keys) for t in plan.tables),)
+        gin = conn.execute(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'emrsim' AND indexdef LIKE '%USING gin%' "
+            "AND tablename IN ('messages', 'patient_records')"
+        ).fetchone()
+        assert gin == (2,)
+        this_month = datetime.now(UTC).strftime("messages_y%Ym%m")
+        assert conn.execute(
+            "SELECT 1 FROM pg_tables WHERE schemaname = 'emrsim' AND tablename = %s", (this_month,)
+        ).fetchone()
+        assert not conn.execute(
+            "SELECT 1 FROM pg_namespace WHERE nspname = 'emrsim_staging'"
+        ).fetchone()
+
+
+def test_rerunning_one_table_twice_leaves_exactly_the_source_rows(
+    migration: Migration, sample_db: Path, plan: Plan
+) -> None:
+    assert migration.run_job("load_tables").success
+    users = plan.table("users")
+    for _ in range(2):
+        result = migration.materialize(dg.AssetSelection.assets("users"))
+        assert result.success
+        assert all(e.passed for e in result.get_asset_check_evaluations())
+    assert _target_rows(migration, "emrsim_staging", users) == _source_rows(sample_db, users)
+
+
+def test_rerunning_one_month_replaces_only_that_month(migration: Migration, plan: Plan) -> None:
+    assert migration.run_job("load_tables").success
+    month = "2024-03-01"
+
+    def snapshot() -> dict[str, list[tuple[object, ...]]]:
+        # xmin changes when a row is rewritten: equal xmins mean the partition was not touched.
+        with migration.connect() as conn:
+            return {
+                name: conn.execute(
+                    sql.SQL("SELECT id, xmin::text FROM emrsim_staging.{} ORDER BY id").format(
+                        sql.Identifier(name)
+                    )
+                ).fetchall()
+                for name in ("messages_y2024m02", "messages_y2024m03", "messages_y2024m04")
+            }
+
+    before = snapshot()
+    for _ in range(2):
+        result = migration.materialize(dg.AssetSelection.assets("messages"), partition_key=month)
+        assert result.success
+        assert all(e.passed for e in result.get_asset_check_evaluations())
+    after = snapshot()
+    assert after["messages_y2024m02"] == before["messages_y2024m02"]
+    assert after["messages_y2024m04"] == before["messages_y2024m04"]
+    assert [r[0] for r in after["messages_y2024m03"]] == [r[0] for r in before["messages_y2024m03"]]
+    assert after["messages_y2024m03"] != before["messages_y2024m03"]
+    assert len(after["messages_y2024m03"]) > 0
+
+
+def _add_orphan_message(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        cursor = conn.execute(
+            "INSERT INTO messages (conversation_id, sender, message, metadata, created_at) "
+            "VALUES (987654, 'user', 'orphaned', NULL, '2024-05-05 10:00:00')"
+        )
+        conn.commit()
+        return int(cursor.lastrowid or 0)
+    finally:
+        conn.close()
+
+
+def test_orphan_message_fails_its_fk_check_and_cutover_does_not_happen(
+    migration: Migration, sample_db: Path
+) -> None:
+    orphan = _add_orphan_message(sample_db)
+    result = migration.run_job("migrate")
+    check = _checks(result)["messages:fk_conversation_id_resolves"]
+    assert not check.passed
+    assert orphan in check.metadata["orphan_row_ids"].value  # type: ignore[operator]
+    assert check.metadata["missing_parent_ids"].value == [987654]
+    assert "cutover" not in _materialized(result)
+    with migration.connect() as conn:
+        assert not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'emrsim'").fetchone()
+
+
+def test_cutover_alone_refuses_after_a_failed_check_and_names_it(
+    migration: Migration, sample_db: Path
+) -> None:
+    _add_orphan_message(sample_db)
+    migration.run_job("load_tables")
+    result = migration.materialize(dg.AssetSelection.assets("cutover"))
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data
+    message = str(failure.user_failure_data.description)  # type: ignore[union-attr]
+    assert "messages:fk_conversation_id_resolves failed" in message
+    with migration.connect() as conn:
+        assert not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'emrsim'").fetchone()
+
+
+def test_cutover_alone_refuses_when_a_table_changed_after_its_checks(migration: Migration) -> None:
+    assert migration.run_job("load_tables").success
+    stale = migration.materialize(dg.AssetSelection.assets("users").without_checks())
+    assert stale.success
+    result = migration.materialize(dg.AssetSelection.assets("cutover"))
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data
+    message = str(failure.user_failure_data.description)  # type: ignore[union-attr]
+    assert "users:row_count_matches_source is stale" in message
+    # The children's FK checks read users too: they are stale as well.
+    assert "conversations:fk_user_id_resolves is stale" in message
+    # Rerunning the table with its checks and the FK checks that read it opens the gate again.
+    children = ("patients", "conversations", "user_sessions")
+    rerun = dg.AssetSelection.assets("users") | dg.AssetSelection.checks_for_assets(*children)
+    assert migration.materialize(rerun).success
+    assert migration.materialize(dg.AssetSelection.assets("cutover")).success
+
+
+def test_second_cutover_keeps_the_first_as_backup_and_rollback_restores_it(
+    migration: Migration,
+) -> None:
+    from emrsim_assets.cutover import rollback
+
+    assert migration.run_job("migrate").success
+    assert migration.run_job("migrate").success
+    with migration.connect() as conn:
+        backups = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'emrsim_backup_%'"
+        ).fetchall()
+        assert len(backups) == 1
+        message = rollback(conn)  # type: ignore[arg-type]
+        assert backups[0][0] in message
+        assert conn.execute("SELECT count(*) FROM emrsim.users").fetchone() != (0,)
+        actions = conn.execute(
+            "SELECT action FROM emrsim_migration.cutovers ORDER BY id"
+        ).fetchall()
+        assert actions == [("cutover",), ("cutover",), ("rollback",)]
