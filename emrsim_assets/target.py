@@ -174,6 +174,7 @@ def load_table(
     expected_rows: int | None = None,
 ) -> LoadStats:
     """Replace the staging table with `batches`, in one transaction: a crash keeps the old one."""
+    ensure_migration_schema(conn)
     started = time.perf_counter()
     with conn.transaction():
         ensure_staging_schema(conn)
@@ -205,6 +206,7 @@ def load_month(
     expected_rows: int | None = None,
 ) -> LoadStats:
     """Replace exactly one month of a partitioned table, in one transaction."""
+    ensure_migration_schema(conn)
     started = time.perf_counter()
     key = month.isoformat()
     with conn.transaction():
@@ -242,6 +244,7 @@ def _copy(
     expected_rows: int | None,
 ) -> _Counts:
     counts = _Counts()
+    quarantined: list[pl.DataFrame] = []  # written after the main COPY: one COPY at a time
     spans: list[tuple[int, pl.Series]] = []  # (first line, row ids) of the batches in flight
     conn.execute(
         sql.SQL("DELETE FROM {}.quarantine WHERE table_name = %s AND partition_key = %s").format(
@@ -266,7 +269,7 @@ def _copy(
                 counts.loaded += batch.rows.height
                 if batch.quarantined.height:
                     counts.quarantined += batch.quarantined.height
-                    _quarantine(cur, table, partition_key, snapshot_sha, batch.quarantined)
+                    quarantined.append(batch.quarantined)
                 now = time.perf_counter()
                 if now - last_report >= 5:
                     last_report = now
@@ -275,6 +278,8 @@ def _copy(
         raise _copy_error(table, exc, spans) from None
     except psycopg.errors.IntegrityError as exc:
         raise _copy_error(table, exc, spans) from None
+    if quarantined:
+        _quarantine(conn, table, partition_key, snapshot_sha, pl.concat(quarantined))
     return counts
 
 
@@ -311,7 +316,7 @@ def _copy_error(
 
 
 def _quarantine(
-    cur: psycopg.Cursor[tuple[object, ...]],
+    conn: Conn,
     table: Table,
     partition_key: str,
     snapshot_sha: str,
@@ -322,11 +327,14 @@ def _quarantine(
         "snapshot_sha256) FROM STDIN (FORMAT csv)"
     ).format(sql.Identifier(MIGRATION))
     frame = rows.select(
-        pl.lit(table.name), pl.lit(partition_key), *QUARANTINE_SCHEMA, pl.lit(snapshot_sha)
+        pl.lit(table.name).alias("table_name"),
+        pl.lit(partition_key).alias("partition_key"),
+        *QUARANTINE_SCHEMA,
+        pl.lit(snapshot_sha).alias("snapshot_sha256"),
     )
     buffer = io.BytesIO()
     frame.write_csv(buffer, include_header=False)
-    with cur.connection.cursor() as qcur, qcur.copy(statement) as copy:
+    with conn.cursor() as cur, cur.copy(statement) as copy:
         copy.write(buffer.getbuffer())
 
 

@@ -1,0 +1,93 @@
+"""The plan is validated on load; conversions name the row that does not fit, or quarantine it."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+
+from emrsim_assets.convert import legacy_id_of, legacy_uuid
+from emrsim_assets.errors import ConversionError, PlanError
+from emrsim_assets.plan import default_plan_path, load_plan
+from emrsim_assets_tests.conftest import Migration
+
+
+def _plan_with(tmp_path: Path, edit: object) -> Path:
+    raw = yaml.safe_load(default_plan_path().read_text())
+    edit(raw)  # type: ignore[operator]
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_plan_errors_name_the_offending_key(tmp_path: Path) -> None:
+    def typo(raw: dict) -> None:  # type: ignore[type-arg]
+        raw["tables"][0]["columns"][1]["nulable"] = False
+
+    with pytest.raises(PlanError, match=r"unknown key\(s\) \['nulable'\]"):
+        load_plan(_plan_with(tmp_path, typo))
+
+    def dangling(raw: dict) -> None:  # type: ignore[type-arg]
+        raw["tables"][2]["columns"][2]["references"] = "accounts"
+
+    with pytest.raises(PlanError, match="references 'accounts', which is not in the plan"):
+        load_plan(_plan_with(tmp_path, dangling))
+
+
+def test_uuids_are_deterministic_and_reversible() -> None:
+    value = legacy_uuid("users", 123456789)
+    assert value == legacy_uuid("users", 123456789) != legacy_uuid("patients", 123456789)
+    assert legacy_id_of(value) == 123456789
+
+
+def _break(path: Path, statement: str) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute(statement)
+    conn.commit()
+    conn.close()
+
+
+def test_an_unparseable_timestamp_stops_the_load_naming_table_column_and_row(
+    migration: Migration, sample_db: Path
+) -> None:
+    _break(sample_db, "UPDATE users SET created_at = 'last tuesday' WHERE id = 4")
+    from emrsim_assets import pipeline, source
+
+    manifest = source.take_snapshot(
+        sample_db, migration.resource.snapshot_dir, migration.plan, migration.months
+    )
+    with migration.connect() as conn, pytest.raises(ConversionError) as error:
+        conn.autocommit = False
+        pipeline.load_table(conn, migration.plan, migration.plan.table("users"), manifest, 50)
+    assert "users.created_at: row id 4: value 'last tuesday' is not a valid text timestamp" in str(
+        error.value
+    )
+
+
+def test_invalid_json_goes_to_quarantine_when_the_plan_says_so_and_a_check_reports_it(
+    tmp_path: Path, sample_db: Path, pg_url: str
+) -> None:
+    def quarantine(raw: dict) -> None:  # type: ignore[type-arg]
+        for column in raw["tables"][3]["columns"]:
+            if column["name"] == "metadata":
+                column["on_invalid"] = "quarantine"
+
+    plan = load_plan(_plan_with(tmp_path, quarantine))
+    _break(sample_db, "UPDATE messages SET metadata = '{broken' WHERE id = 10")
+    migration = Migration(plan, sample_db, pg_url, tmp_path / "work")
+    result = migration.run_job("migrate")
+    evaluations = {
+        e.check_name: e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.to_user_string() == "messages"
+    }
+    assert evaluations["row_count_matches_source"].passed
+    assert not evaluations["quarantine_is_empty"].passed
+    assert evaluations["quarantine_is_empty"].metadata["quarantined_rows"].value == 1
+    with migration.connect() as conn:
+        row = conn.execute(
+            "SELECT row_id, column_name, value FROM emrsim_migration.quarantine"
+        ).fetchone()
+    assert row == (10, "metadata", "{broken")
