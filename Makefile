@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DB := .emrsim/demo.sqlite
 DEMO_MESSAGES ?= 20000
 
-.PHONY: install demo test lint dev bench clean stop
+.PHONY: install demo test lint dev clean stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,8 @@ demo: install
 	EMRSIM_SQLITE_PATH=$(DEMO_DB) $(BIN)/emrsim-migrate migrate
 
 lint: install
-	$(BIN)/ruff check emrsim_assets emrsim_assets_tests bench
+	$(BIN)/ruff check emrsim_assets emrsim_assets_tests
+	$(BIN)/ruff format --check emrsim_assets emrsim_assets_tests
 	$(BIN)/mypy
 
 test: lint
