@@ -62,7 +62,8 @@ def staging_problems(conn: Conn, plan: Plan, manifest: Manifest) -> list[str]:
 
 
 def cutover(conn: Conn, plan: Plan, manifest: Manifest, today: date | None = None) -> CutoverResult:
-    """Add FKs and indexes to staging, then rename it to the live schema, all in one transaction."""
+    """Add FKs to staging (its indexes came with the loads), then rename it to the live schema,
+    all in one transaction."""
     started = time.perf_counter()
     problems = staging_problems(conn, plan, manifest)
     if problems:
@@ -74,7 +75,7 @@ def cutover(conn: Conn, plan: Plan, manifest: Manifest, today: date | None = Non
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('emrsim.cutover'))")
         for table in plan.tables:
             foreign_keys += _add_foreign_keys(conn, plan, table)
-            indexes += _add_indexes(conn, table)
+            indexes += len(table.indexes)  # built with each table and month
             if table.partition_by_month:
                 # The live app writes from the first minute: it needs this month and the next.
                 this_month = today.replace(day=1)
@@ -125,21 +126,6 @@ def _add_foreign_keys(conn: Conn, plan: Plan, table: Table) -> int:
             )
         )
     return len(table.foreign_keys)
-
-
-def _add_indexes(conn: Conn, table: Table) -> int:
-    for index in table.indexes:
-        conn.execute(
-            sql.SQL("CREATE {}INDEX {} ON {}.{} USING {} ({})").format(
-                sql.SQL("UNIQUE " if index.unique else ""),
-                sql.Identifier(index.name),
-                sql.Identifier(STAGING),
-                sql.Identifier(table.name),
-                sql.SQL(index.method),  # validated
-                sql.SQL(", ").join(sql.Identifier(c) for c in index.columns),
-            )
-        )
-    return len(table.indexes)
 
 
 def _set_autovacuum(conn: Conn, table: Table, schema: str = STAGING) -> None:

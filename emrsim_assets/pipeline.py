@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from datetime import date
 from pathlib import Path
-
-import polars as pl
 
 from emrsim_assets import convert, source, target
 from emrsim_assets.convert import Converted
@@ -26,19 +28,15 @@ def _converted(
     rowid_range: tuple[int, int] | None = None,
     month: date | None = None,
 ) -> Iterator[Converted]:
-    conn = source.open_readonly(snapshot)
-    try:
-        for frame in source.read_batches(conn, table, batch_rows, rowid_range=rowid_range):
-            if month is not None:
-                # The rowid span of a month may hold rows of neighbouring months: keep this one's.
-                column = table.column(str(table.partition_by_month))
-                stamp = convert.timestamp_expr(pl.col(column.name), column, plan)
-                frame = frame.filter(convert.month_key(stamp) == month.isoformat())
-                if frame.is_empty():
-                    continue
-            yield convert.convert_frame(frame, table, plan)
-    finally:
-        conn.close()
+    for frame in source.read_batches(snapshot, table, batch_rows, rowid_range=rowid_range):
+        if month is not None:
+            # The rowid span of a month may hold rows of neighbouring months: keep this one's.
+            column = table.column(str(table.partition_by_month))
+            stamps = convert.timestamps(frame[column.name], column, plan)
+            frame = frame.filter(convert.month_start(stamps) == month)
+            if frame.is_empty():
+                continue
+        yield convert.convert_frame(frame, table, plan)
 
 
 def load_table(
@@ -65,6 +63,19 @@ def load_month(
     progress: Progress = log.info,
 ) -> LoadStats:
     """Load one month; a month with no source rows becomes an empty partition."""
+    target.prepare_partitioned(conn, table)
+    return _load_month(conn, plan, table, month, manifest, batch_rows, progress)
+
+
+def _load_month(
+    conn: Conn,
+    plan: Plan,
+    table: Table,
+    month: date,
+    manifest: Manifest,
+    batch_rows: int,
+    progress: Progress,
+) -> LoadStats:
     key = month.isoformat()
     span = manifest.month_rowids.get(key)
     batches: Iterator[Converted] = (
@@ -75,3 +86,56 @@ def load_month(
     return target.load_month(
         conn, table, month, batches, manifest.sha256, progress, manifest.month_counts.get(key)
     )
+
+
+def load_months(
+    connect: Callable[[], AbstractContextManager[Conn]],
+    plan: Plan,
+    table: Table,
+    months: Sequence[date],
+    manifest: Manifest,
+    batch_rows: int,
+    workers: int,
+    progress: Progress = log.info,
+) -> list[LoadStats]:
+    """Load `months`, `workers` at a time, each over its own connection and in its own transaction.
+
+    On 2 cores, 2 workers keep both busy: while one converts a batch, PostgreSQL stores the other's.
+    The first failure stops new months from starting and is raised once running ones finish;
+    months already committed stay loaded (a rerun of the failed month completes the table)."""
+    with connect() as conn:
+        target.prepare_partitioned(conn, table)
+    expected = sum(manifest.month_counts.get(m.isoformat(), 0) for m in months)
+    lock = threading.Lock()
+    done: list[LoadStats] = []
+    started = time.perf_counter()
+
+    def say(line: str) -> None:
+        with lock:
+            progress(line)
+
+    def one(month: date) -> LoadStats:
+        with connect() as conn:
+            stats = _load_month(conn, plan, table, month, manifest, batch_rows, say)
+        with lock:
+            done.append(stats)
+            rows = sum(s.source_rows for s in done)
+            seconds = time.perf_counter() - started
+            rate = rows / seconds if seconds > 0 else 0.0
+            eta = (expected - rows) / rate if rate else 0.0
+            progress(
+                f"{table.name} {month.isoformat()[:7]}: {stats.loaded_rows:,} rows in "
+                f"{stats.seconds:.1f} s; {len(done)}/{len(months)} months, {rows:,} of "
+                f"{expected:,} rows, {rate:,.0f} rows/s, ETA {max(eta, 0):.0f} s"
+            )
+        return stats
+
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="month")
+    futures = [pool.submit(one, month) for month in months]
+    try:
+        results = [future.result() for future in futures]
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results

@@ -9,14 +9,22 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
+import pgpq
 import polars as pl
 import psycopg
+import pyarrow as pa
+from pgpq import encoders
+from pgpq import schema as pgpq_schema
+
+if TYPE_CHECKING:
+    from pgpq._pgpq import EncoderBuilder
 from psycopg import sql
 
 from emrsim_assets.convert import QUARANTINE_SCHEMA, Converted
 from emrsim_assets.errors import ConversionError
-from emrsim_assets.plan import Table
+from emrsim_assets.plan import Index, Table
 from emrsim_assets.source import ROWID
 
 log = logging.getLogger(__name__)
@@ -118,8 +126,11 @@ def ensure_staging_schema(conn: Conn) -> None:
 
 
 def ensure_partitioned_parent(conn: Conn, table: Table, schema: str = STAGING) -> None:
+    """The partitioned table and its indexes: a month attached later brings its own copies."""
+    if table_exists(conn, schema, table.name):
+        return
     conn.execute(
-        sql.SQL("CREATE TABLE IF NOT EXISTS {}.{} ({}, {}) PARTITION BY RANGE ({})").format(
+        sql.SQL("CREATE TABLE {}.{} ({}, {}) PARTITION BY RANGE ({})").format(
             sql.Identifier(schema),
             sql.Identifier(table.name),
             _column_defs(table),
@@ -127,6 +138,45 @@ def ensure_partitioned_parent(conn: Conn, table: Table, schema: str = STAGING) -
             sql.Identifier(str(table.partition_by_month)),
         )
     )
+    for index in table.indexes:
+        conn.execute(_create_index(schema, table.name, index.name, index))
+
+
+def _create_index(schema: str, table_name: str, name: str, index: Index) -> sql.Composed:
+    return sql.SQL("CREATE {}INDEX {} ON {}.{} USING {} ({})").format(
+        sql.SQL("UNIQUE " if index.unique else ""),
+        sql.Identifier(name),
+        sql.Identifier(schema),
+        sql.Identifier(table_name),
+        sql.SQL(index.method),  # validated by the plan
+        sql.SQL(", ").join(sql.Identifier(c) for c in index.columns),
+    )
+
+
+def _build_keys(conn: Conn, table: Table, name: str, building: str | None = None) -> None:
+    """Primary key and indexes of staging table `name`, built after the data is in (far faster
+    than row by row). With `building`, they go on that table, named for `name` + `_LOADING`."""
+    on = building or name
+    suffix = _LOADING if building else ""
+    target = sql.SQL("{}.{}").format(sql.Identifier(STAGING), sql.Identifier(on))
+    try:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                target, sql.Identifier(f"{name}_pkey{suffix}"), _primary_key(table)
+            )
+        )
+        for index in table.indexes:
+            conn.execute(_create_index(STAGING, on, index_name(table, name, index) + suffix, index))
+    except psycopg.errors.UniqueViolation as exc:
+        raise ConversionError(
+            f"{table.name}: two source rows convert to the same unique key "
+            f"({exc.diag.message_detail}). The source is not unique where the plan says it is."
+        ) from None
+
+
+def index_name(table: Table, pg_table: str, index: Index) -> str:
+    # A month's copy of a plan index is named after the month's table (one name per schema).
+    return index.name if pg_table == table.name else f"{pg_table}_{index.name}"
 
 
 def create_month_partition(conn: Conn, table: Table, month: date, schema: str = STAGING) -> str:
@@ -139,8 +189,7 @@ def create_month_partition(conn: Conn, table: Table, month: date, schema: str = 
             sql.Identifier(name),
             sql.Identifier(schema),
             sql.Identifier(table.name),
-            sql.Literal(f"{month.isoformat()} 00:00:00+00"),
-            sql.Literal(f"{next_month(month).isoformat()} 00:00:00+00"),
+            *_bounds(month),
         )
     )
     return name
@@ -154,7 +203,7 @@ class LoadStats:
     loaded_rows: int
     quarantined_rows: int
     seconds: float
-    csv_bytes: int
+    copy_bytes: int
     pg_table: str
 
     @property
@@ -184,16 +233,18 @@ def load_table(
         counts = _copy(
             conn, table, target, batches, snapshot_sha, UNPARTITIONED, progress, expected_rows
         )
-        # The key is built after the data is in: faster than maintaining it row by row.
-        try:
-            conn.execute(sql.SQL("ALTER TABLE {} ADD {}").format(target, _primary_key(table)))
-        except psycopg.errors.UniqueViolation as exc:
-            raise ConversionError(
-                f"{table.name}.{table.primary_key}: two source rows convert to the same key "
-                f"({exc.diag.message_detail}). The source's primary key is not unique."
-            ) from None
+        _build_keys(conn, table, table.name)
         stats = _record(conn, table, UNPARTITIONED, snapshot_sha, counts, started, table.name)
     return stats
+
+
+def prepare_partitioned(conn: Conn, table: Table) -> None:
+    """Schemas and the partitioned parent, once, before months load in parallel."""
+    ensure_migration_schema(conn)
+    with conn.transaction():
+        ensure_staging_schema(conn)
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('emrsim_staging.parent'))")
+        ensure_partitioned_parent(conn, table)
 
 
 def load_month(
@@ -205,24 +256,79 @@ def load_month(
     progress: Progress = log.info,
     expected_rows: int | None = None,
 ) -> LoadStats:
-    """Replace exactly one month of a partitioned table, in one transaction."""
-    ensure_migration_schema(conn)
+    """Replace exactly one month of a partitioned table, in one transaction.
+
+    The month is loaded and indexed as a table of its own, then swapped in for the old partition
+    and attached. Only that last step locks the parent, for milliseconds, so months load in
+    parallel."""
     started = time.perf_counter()
     key = month.isoformat()
+    name = partition_name(table, month)
+    fresh = f"{name}{_LOADING}"
+    staging = sql.Identifier(STAGING)
     with conn.transaction():
-        ensure_staging_schema(conn)
-        ensure_partitioned_parent(conn, table)
-        name = partition_name(table, month)
+        # Two loads of the same month (two runs) take turns; different months do not wait.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{STAGING}.{name}",))
+        target = sql.SQL("{}.{}").format(staging, sql.Identifier(fresh))
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(target))
         conn.execute(
-            sql.SQL("DROP TABLE IF EXISTS {}.{}").format(
-                sql.Identifier(STAGING), sql.Identifier(name)
+            sql.SQL("CREATE TABLE {} ({}) {}").format(
+                target, _column_defs(table), _storage_options(table)
             )
         )
-        create_month_partition(conn, table, month)
-        target = sql.SQL("{}.{}").format(sql.Identifier(STAGING), sql.Identifier(name))
         counts = _copy(conn, table, target, batches, snapshot_sha, key, progress, expected_rows)
+        _build_keys(conn, table, name, building=fresh)
+        # A CHECK that implies the partition bound lets ATTACH skip its validating scan.
+        low, high = _bounds(month)
+        column = sql.Identifier(str(table.partition_by_month))
+        bound = sql.Identifier(f"{fresh}_bound")
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} >= {} AND {} < {})").format(
+                target, bound, column, low, column, high
+            )
+        )
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(staging, sql.Identifier(name)))
+        conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(target, sql.Identifier(name)))
+        renames = [f"{name}_pkey"] + [index_name(table, name, i) for i in table.indexes]
+        for index in renames:
+            conn.execute(
+                sql.SQL("ALTER INDEX {}.{} RENAME TO {}").format(
+                    staging, sql.Identifier(index + _LOADING), sql.Identifier(index)
+                )
+            )
+        conn.execute(
+            sql.SQL("ALTER TABLE {}.{} ATTACH PARTITION {}.{} FOR VALUES FROM ({}) TO ({})").format(
+                staging, sql.Identifier(table.name), staging, sql.Identifier(name), low, high
+            )
+        )
+        conn.execute(
+            sql.SQL("ALTER TABLE {}.{} DROP CONSTRAINT {}").format(
+                staging, sql.Identifier(name), bound
+            )
+        )
         stats = _record(conn, table, key, snapshot_sha, counts, started, name)
     return stats
+
+
+_LOADING = "__loading"
+
+
+def _bounds(month: date) -> tuple[sql.Literal, sql.Literal]:
+    return (
+        sql.Literal(f"{month.isoformat()} 00:00:00+00"),
+        sql.Literal(f"{next_month(month).isoformat()} 00:00:00+00"),
+    )
+
+
+def _storage_options(table: Table) -> sql.Composable:
+    if not table.autovacuum:
+        return sql.SQL("")
+    return sql.SQL("WITH ({})").format(
+        sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(sql.SQL(k), sql.Literal(v))  # keys validated by the plan
+            for k, v in table.autovacuum.items()
+        )
+    )
 
 
 @dataclass
@@ -230,7 +336,7 @@ class _Counts:
     source: int = 0
     loaded: int = 0
     quarantined: int = 0
-    csv_bytes: int = 0
+    copy_bytes: int = 0
 
 
 def _copy(
@@ -253,18 +359,22 @@ def _copy(
         (table.name, partition_key),
     )
     columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(target, columns)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(target, columns)
+    schema = arrow_schema(table)
+    encoder = _encoder(table, schema)
     started = time.perf_counter()
     last_report = started
     label = table.name if not partition_key else f"{table.name} {partition_key[:7]}"
     try:
         with conn.cursor() as cur, cur.copy(statement) as copy:
+            copy.write(encoder.write_header())
             for batch in batches:
-                buffer = io.BytesIO()
-                batch.rows.drop(ROWID).write_csv(buffer, include_header=False)
+                rows = batch.rows.drop(ROWID).to_arrow(compat_level=pl.CompatLevel.oldest())
                 spans.append((counts.loaded + 1, batch.rows[ROWID]))
-                copy.write(buffer.getbuffer())
-                counts.csv_bytes += buffer.tell()
+                for record_batch in rows.cast(schema).to_batches():
+                    data = encoder.write_batch(record_batch)
+                    copy.write(data)
+                    counts.copy_bytes += len(data)
                 counts.source += batch.source_rows
                 counts.loaded += batch.rows.height
                 if batch.quarantined.height:
@@ -274,6 +384,7 @@ def _copy(
                 if now - last_report >= 5:
                     last_report = now
                     progress(_progress_line(label, counts.source, now - started, expected_rows))
+            copy.write(encoder.finish())
     except psycopg.errors.DataError as exc:
         raise _copy_error(table, exc, spans) from None
     except psycopg.errors.IntegrityError as exc:
@@ -281,6 +392,36 @@ def _copy(
     if quarantined:
         _quarantine(conn, table, partition_key, snapshot_sha, pl.concat(quarantined))
     return counts
+
+
+# Target column types as Arrow types: pgpq encodes each into PostgreSQL's binary COPY format.
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "legacy_id": pa.binary(16),  # a uuid's binary form is its 16 bytes
+    "ref": pa.binary(16),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "date": pa.date32(),
+    "json": pa.large_string(),
+    "boolean": pa.bool_(),
+    "integer": pa.int64(),
+    "text": pa.large_string(),
+}
+
+
+def arrow_schema(table: Table) -> pa.Schema:
+    return pa.schema([pa.field(c.name, _ARROW_TYPES[c.convert]) for c in table.columns])
+
+
+def _encoder(table: Table, schema: pa.Schema) -> pgpq.ArrowToPostgresBinaryEncoder:
+    builders: dict[str, EncoderBuilder] = {}
+    for column in table.columns:
+        field = schema.field(column.name)
+        if column.convert == "json":
+            builders[column.name] = encoders.LargeStringEncoderBuilder.new_with_output(
+                field, pgpq_schema.Jsonb()
+            )
+        else:
+            builders[column.name] = pgpq.ArrowToPostgresBinaryEncoder.infer_encoder(field)
+    return pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(schema, builders)
 
 
 def _progress_line(label: str, done: int, seconds: float, expected: int | None) -> str:
@@ -375,7 +516,7 @@ def _record(
         loaded_rows=counts.loaded,
         quarantined_rows=counts.quarantined,
         seconds=seconds,
-        csv_bytes=counts.csv_bytes,
+        copy_bytes=counts.copy_bytes,
         pg_table=f"{STAGING}.{pg_table}",
     )
 

@@ -66,7 +66,7 @@ def _metadata(stats: Sequence[LoadStats]) -> dict[str, Any]:
         "quarantined_rows": sum(s.quarantined_rows for s in stats),
         "seconds": round(seconds, 3),
         "rows_per_second": round(sum(s.source_rows for s in stats) / seconds) if seconds else 0,
-        "copy_bytes": sum(s.csv_bytes for s in stats),
+        "copy_bytes": sum(s.copy_bytes for s in stats),
         "pg_table": stats[0].pg_table if len(stats) == 1 else stats[0].pg_table.rsplit("_y", 1)[0],
     }
     if len(stats) > 1 or stats[0].partition_key:
@@ -92,25 +92,17 @@ def build_table_asset(
         def _months(
             context: dg.AssetExecutionContext, migration: MigrationResource
         ) -> dg.MaterializeResult[None]:
-            with as_failure(), migration.connect() as conn:
-                manifest = migration.manifest()
-                ensure_migration_schema(conn)
-                stats = []
-                for key in context.partition_keys:
-                    stat = pipeline.load_month(
-                        conn,
-                        plan,
-                        table,
-                        date.fromisoformat(key),
-                        manifest,
-                        migration.batch_rows,
-                        context.log.info,
-                    )
-                    context.log.info(
-                        f"{table.name} {key[:7]}: {stat.loaded_rows:,} rows, "
-                        f"{stat.rows_per_second:,.0f} rows/s"
-                    )
-                    stats.append(stat)
+            with as_failure():
+                stats = pipeline.load_months(
+                    migration.connect,
+                    plan,
+                    table,
+                    [date.fromisoformat(key) for key in context.partition_keys],
+                    migration.manifest(),
+                    migration.batch_rows,
+                    migration.workers,
+                    context.log.info,
+                )
             return dg.MaterializeResult(metadata=_metadata(stats))
 
         return _months  # type: ignore[no-any-return]

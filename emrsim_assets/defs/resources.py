@@ -29,6 +29,9 @@ class MigrationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     batch_rows: int = Field(
         default=100_000, description="Rows per extraction batch (bounds memory)."
     )
+    workers: int = Field(
+        default=2, description="Months loaded at once, each over its own PostgreSQL connection."
+    )
 
     @property
     def snapshot_dir(self) -> Path:
