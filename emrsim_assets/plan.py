@@ -29,6 +29,8 @@ _TEXT_TYPE = re.compile(r"^(text|varchar\((\d+)\))$")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _ON_DELETE = ("cascade", "set null", "restrict", "no action")
 _INDEX_METHODS = ("btree", "gin")
+# Operator classes a plan may name (one per index, applied to each of its columns).
+_OPCLASSES = ("jsonb_ops", "jsonb_path_ops", "text_pattern_ops", "varchar_pattern_ops")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Index:
     columns: tuple[str, ...]
     unique: bool = False
     method: str = "btree"
+    opclass: str | None = None
 
 
 @dataclass(frozen=True)
@@ -282,18 +285,22 @@ def _parse_column(raw: Any, where: str) -> Column:
 def _parse_index(raw: Any, where: str, columns: list[str]) -> Index:
     if not isinstance(raw, dict):
         raise PlanError(f"{where} must be a mapping.")
-    _only_keys(raw, {"name", "columns", "unique", "method"}, where)
+    _only_keys(raw, {"name", "columns", "unique", "method", "opclass"}, where)
     cols = raw.get("columns")
     if not isinstance(cols, list) or not cols or any(c not in columns for c in cols):
         raise PlanError(f"{where}: columns {cols!r} must be a list of the table's columns.")
     method = raw.get("method", "btree")
     if method not in _INDEX_METHODS:
         raise PlanError(f"{where}: method {method!r} is not one of {_INDEX_METHODS}.")
+    opclass = raw.get("opclass")
+    if opclass is not None and opclass not in _OPCLASSES:
+        raise PlanError(f"{where}: opclass {opclass!r} is not one of {_OPCLASSES}.")
     return Index(
         name=_name(raw.get("name"), f"{where}.name"),
         columns=tuple(cols),
         unique=bool(raw.get("unique", False)),
         method=method,
+        opclass=opclass,
     )
 
 

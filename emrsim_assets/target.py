@@ -149,7 +149,10 @@ def _create_index(schema: str, table_name: str, name: str, index: Index) -> sql.
         sql.Identifier(schema),
         sql.Identifier(table_name),
         sql.SQL(index.method),  # validated by the plan
-        sql.SQL(", ").join(sql.Identifier(c) for c in index.columns),
+        sql.SQL(", ").join(
+            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(index.opclass or ""))  # validated
+            for c in index.columns
+        ),
     )
 
 
@@ -359,7 +362,9 @@ def _copy(
         (table.name, partition_key),
     )
     columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(target, columns)
+    # FREEZE: the table was created in this transaction, so rows can be written frozen and
+    # all-visible; the first scan (index builds, checks) then has no hint bits to set and write.
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(target, columns)
     schema = arrow_schema(table)
     encoder = _encoder(table, schema)
     started = time.perf_counter()
