@@ -152,12 +152,12 @@ def take_snapshot(
         digest = pool.submit(sha256_file, partial)
         checked.result()
         assessed = assessed_future.result()
-        month_counts, month_rowids, unplaceable_count, unplaceable = (
-            profiled.result() if profiled else ({}, {}, 0, [])
-        )
+        profile = profiled.result() if profiled else None
         sha256 = digest.result()
-    row_counts = {name: rows for name, (rows, _) in assessed.items()}
-    column_types = {name: types for name, (_, types) in assessed.items()}
+    if profile is not None and partitioned is not None:
+        assessed[partitioned.name] = (profile.rows, profile.column_types)
+    row_counts = {t.name: assessed[t.name][0] for t in plan.tables}
+    column_types = {t.name: assessed[t.name][1] for t in plan.tables}
     partial.replace(final)
     manifest = Manifest(
         snapshot_path=str(final),
@@ -167,10 +167,10 @@ def take_snapshot(
         taken_at=datetime.now(UTC).isoformat(timespec="seconds"),
         seconds=round(time.perf_counter() - started, 3),
         row_counts=row_counts,
-        month_counts=month_counts,
-        month_rowids=month_rowids,
-        unplaceable_count=unplaceable_count,
-        unplaceable_sample=unplaceable,
+        month_counts=profile.month_counts if profile else {},
+        month_rowids=profile.month_rowids if profile else {},
+        unplaceable_count=profile.unplaceable_count if profile else 0,
+        unplaceable_sample=profile.unplaceable_sample if profile else [],
         column_types=column_types,
     )
     manifest.save(snapshot_dir / MANIFEST_FILE)
@@ -204,7 +204,7 @@ def _quick_check(path: Path, source: Path) -> None:
 def _assess_all(path: Path, plan: Plan) -> dict[str, tuple[int, dict[str, dict[str, int]]]]:
     conn = open_readonly(path)
     try:
-        return {t.name: _assess(conn, t) for t in plan.tables}
+        return {t.name: _assess(conn, t) for t in plan.tables if not t.partition_by_month}
     except sqlite3.DatabaseError as exc:
         raise SourceError(f"Cannot read SQLite file {path}: {exc}.") from None
     finally:
@@ -253,7 +253,7 @@ def _assess(conn: sqlite3.Connection, table: Table) -> tuple[int, dict[str, dict
 
 def _profile_months(
     path: Path, plan: Plan, table: Table, months: set[str], batch_rows: int
-) -> tuple[dict[str, int], dict[str, tuple[int, int]], int, list[dict[str, Any]]]:
+) -> Profile:
     """Rows per month and each month's rowid span; rows that fit no month are counted apart."""
     column = table.column(str(table.partition_by_month))
     counts: dict[str, int] = {}
@@ -261,7 +261,12 @@ def _profile_months(
     unplaceable = 0
     sample: list[dict[str, Any]] = []
     known = pl.Series(sorted(date.fromisoformat(m) for m in months), dtype=pl.Date)
-    for frame in read_batches(path, table, batch_rows, columns=[column.name]):
+    rows_seen = 0
+    combos: dict[str, int] = {}
+    for frame in read_batches(path, table, batch_rows, columns=[column.name], classes=True):
+        rows_seen += frame.height
+        for combo, seen in frame.get_column(CLASSES).value_counts().iter_rows():
+            combos[combo] = combos.get(combo, 0) + seen
         month = convert.month_start(convert.timestamps(frame[column.name], column, plan))
         placed = frame.select(pl.col(ROWID), pl.col(column.name)).with_columns(month=month)
         inside = placed.get_column("month").is_in(known.implode()).fill_null(False)
@@ -283,12 +288,41 @@ def _profile_months(
             counts[key] = counts.get(key, 0) + rows
             old = spans.get(key)
             spans[key] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
-    return dict(sorted(counts.items())), dict(sorted(spans.items())), unplaceable, sample
+    types: dict[str, dict[str, int]] = {c.name: {} for c in table.columns}
+    for combo, seen in combos.items():  # a handful of distinct combinations, not rows
+        for col, kind in zip(table.columns, combo.split(" "), strict=True):
+            types[col.name][kind] = types[col.name].get(kind, 0) + seen
+    return Profile(
+        dict(sorted(counts.items())),
+        dict(sorted(spans.items())),
+        unplaceable,
+        sample,
+        rows_seen,
+        {name: dict(sorted(kinds.items())) for name, kinds in types.items()},
+    )
 
 
-def _select_list(table: Table, columns: list[str] | None) -> list[str]:
+@dataclass(frozen=True)
+class Profile:
+    """One scan of the partitioned table: months, rowid spans, and the assessment's numbers."""
+
+    month_counts: dict[str, int]
+    month_rowids: dict[str, tuple[int, int]]
+    unplaceable_count: int
+    unplaceable_sample: list[dict[str, Any]]
+    rows: int
+    column_types: dict[str, dict[str, int]]
+
+
+CLASSES = "__classes"  # per row: the SQLite storage class of every column, space-separated
+
+
+def _select_list(table: Table, columns: list[str] | None, classes: bool = False) -> list[str]:
     wanted = [c for c in table.columns if columns is None or c.name in columns]
     parts = [f"rowid AS {ROWID}"]
+    if classes:
+        typeofs = " || ' ' || ".join(f"typeof({_quote(c.source)})" for c in table.columns)
+        parts.append(f"{typeofs} AS {CLASSES}")
     for column in wanted:
         # Everything arrives as text: SQLite is dynamically typed, and one INTEGER column may hold
         # text in some rows. Conversion parses and validates each value, naming the row if it fails.
@@ -311,12 +345,13 @@ def read_batches(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     rowid_range: tuple[int, int] | None = None,
     columns: list[str] | None = None,
+    classes: bool = False,
 ) -> Iterator[pl.DataFrame]:
     """Yield the table in rowid order, `batch_rows` at a time (keyset pagination: memory is bounded).
 
     Rows arrive as Arrow record batches (ADBC's SQLite driver), several times faster than Python's
     sqlite3 rows, and straight into Polars without a Python object per value."""
-    parts = _select_list(table, columns)
+    parts = _select_list(table, columns, classes)
     select = ", ".join(parts)
     names = [part.rsplit(" AS ", 1)[1].strip('"') for part in parts]
     counters = {ROWID} | {n for n in names if n.startswith("__json_ok")}

@@ -237,6 +237,7 @@ def load_table(
             conn, table, target, batches, snapshot_sha, UNPARTITIONED, progress, expected_rows
         )
         _build_keys(conn, table, table.name)
+        conn.execute(sql.SQL("ANALYZE {}").format(target))
         stats = _record(conn, table, UNPARTITIONED, snapshot_sha, counts, started, table.name)
     return stats
 
@@ -281,6 +282,9 @@ def load_month(
         )
         counts = _copy(conn, table, target, batches, snapshot_sha, key, progress, expected_rows)
         _build_keys(conn, table, name, building=fresh)
+        # Statistics now, while the month is in cache and in parallel with other months; they
+        # stay with the table through ATTACH and cutover's schema rename.
+        conn.execute(sql.SQL("ANALYZE {}").format(target))
         # A CHECK that implies the partition bound lets ATTACH skip its validating scan.
         low, high = _bounds(month)
         column = sql.Identifier(str(table.partition_by_month))
