@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DB := .emrsim/demo.sqlite
 DEMO_MESSAGES ?= 20000
 
-.PHONY: install demo test lint dev clean stop
+.PHONY: install demo test lint dev clean stop bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,12 +21,19 @@ demo: install
 	EMRSIM_SQLITE_PATH=$(DEMO_DB) $(BIN)/emrsim-migrate migrate
 
 lint: install
-	$(BIN)/ruff check emrsim_assets emrsim_assets_tests
-	$(BIN)/ruff format --check emrsim_assets emrsim_assets_tests
+	$(BIN)/ruff check emrsim_assets emrsim_assets_tests bench
+	$(BIN)/ruff format --check emrsim_assets emrsim_assets_tests bench
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/pytest -q
+
+# Sizes and repetitions: make bench BENCH_SIZES="2000000 10000000" BENCH_REPEAT=3
+BENCH_SIZES ?= 2000000 10000000
+BENCH_REPEAT ?= 3
+bench: install
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python bench/run.py --sizes $(BENCH_SIZES) --repeat $(BENCH_REPEAT)
 
 dev: install
 	$(BIN)/emrsim-migrate dev

@@ -50,7 +50,7 @@ def default_resource() -> MigrationResource:
         sqlite_path=dg.EnvVar("EMRSIM_SQLITE_PATH"),
         work_dir=os.environ.get("EMRSIM_WORK_DIR", ".emrsim"),
         pg_url=dg.EnvVar("EMRSIM_PG_URL") if os.environ.get("EMRSIM_PG_URL") else None,
-        batch_rows=int(os.environ.get("EMRSIM_BATCH_ROWS", "100000")),
+        batch_rows=int(os.environ.get("EMRSIM_BATCH_ROWS", "50000")),
         workers=int(os.environ.get("EMRSIM_WORKERS", "2")),
     )
 

@@ -78,8 +78,10 @@ def _load_month(
 ) -> LoadStats:
     key = month.isoformat()
     span = manifest.month_rowids.get(key)
+    # In a pure month's span every row is the month's own: no need to parse timestamps twice.
+    only = None if key in manifest.pure_months else month
     batches: Iterator[Converted] = (
-        _converted(Path(manifest.snapshot_path), plan, table, batch_rows, span, month)
+        _converted(Path(manifest.snapshot_path), plan, table, batch_rows, span, only)
         if span
         else iter(())
     )

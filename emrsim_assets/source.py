@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 ROWID = "__rowid"
-DEFAULT_BATCH_ROWS = 100_000
+DEFAULT_BATCH_ROWS = 50_000
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
@@ -76,6 +76,8 @@ class Manifest:
     # Partitioned table only: rows per month ("2024-03-01"), and the rowid span of each month.
     month_counts: dict[str, int] = field(default_factory=dict)
     month_rowids: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Months whose rowid span holds only their own rows: loaded with no per-row month filter.
+    pure_months: list[str] = field(default_factory=list)
     # Rows whose partition timestamp is NULL, unparseable or outside the partition range.
     unplaceable_count: int = 0
     unplaceable_sample: list[dict[str, Any]] = field(default_factory=list)
@@ -169,6 +171,7 @@ def take_snapshot(
         row_counts=row_counts,
         month_counts=profile.month_counts if profile else {},
         month_rowids=profile.month_rowids if profile else {},
+        pure_months=profile.pure_months if profile else [],
         unplaceable_count=profile.unplaceable_count if profile else 0,
         unplaceable_sample=profile.unplaceable_sample if profile else [],
         column_types=column_types,
@@ -263,6 +266,7 @@ def _profile_months(
     known = pl.Series(sorted(date.fromisoformat(m) for m in months), dtype=pl.Date)
     rows_seen = 0
     combos: dict[str, int] = {}
+    stray: list[pl.Series] = []
     for frame in read_batches(path, table, batch_rows, columns=[column.name], classes=True):
         rows_seen += frame.height
         for combo, seen in frame.get_column(CLASSES).value_counts().iter_rows():
@@ -272,6 +276,8 @@ def _profile_months(
         inside = placed.get_column("month").is_in(known.implode()).fill_null(False)
         outside = placed.filter(~inside)
         unplaceable += outside.height
+        if outside.height:
+            stray.append(outside.get_column(ROWID))
         for row in outside.head(max(10 - len(sample), 0)).iter_rows(named=True):
             sample.append({"row_id": row[ROWID], "value": row[column.name]})
         grouped = (
@@ -295,11 +301,26 @@ def _profile_months(
     return Profile(
         dict(sorted(counts.items())),
         dict(sorted(spans.items())),
+        _pure_months(spans, pl.concat(stray) if stray else pl.Series(ROWID, [], pl.Int64)),
         unplaceable,
         sample,
         rows_seen,
         {name: dict(sorted(kinds.items())) for name, kinds in types.items()},
     )
+
+
+def _pure_months(spans: dict[str, tuple[int, int]], stray: pl.Series) -> list[str]:
+    """Months whose rowid span overlaps no other month's and holds no unplaceable row: the
+    usual case for an app that inserts as time goes by."""
+    ordered = sorted(spans.items(), key=lambda item: item[1])
+    pure = []
+    for i, (key, (lo, hi)) in enumerate(ordered):
+        before = ordered[i - 1][1][1] if i else None
+        after = ordered[i + 1][1][0] if i + 1 < len(ordered) else None
+        overlaps = (before is not None and before >= lo) or (after is not None and after <= hi)
+        if not overlaps and not ((stray >= lo) & (stray <= hi)).any():
+            pure.append(key)
+    return sorted(pure)
 
 
 @dataclass(frozen=True)
@@ -308,6 +329,7 @@ class Profile:
 
     month_counts: dict[str, int]
     month_rowids: dict[str, tuple[int, int]]
+    pure_months: list[str]
     unplaceable_count: int
     unplaceable_sample: list[dict[str, Any]]
     rows: int

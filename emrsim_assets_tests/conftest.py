@@ -95,6 +95,7 @@ class Migration:
         self.instance = dg.DagsterInstance.ephemeral()
         self.months = list(messages_partitions(plan).get_partition_keys())
         self.pg_url = pg_url
+        self.work = work
 
     def run_job(self, name: str = "migrate") -> dg.ExecuteInProcessResult:
         return self.defs.resolve_job_def(name).execute_in_process(

@@ -110,6 +110,14 @@ def test_full_migration_reproduces_every_source_row_and_leaves_sqlite_untouched(
             "AND tablename IN ('messages', 'patient_records')"
         ).fetchone()
         assert gin == (2,)
+        # Months were indexed as tables of their own, then attached: every index of the
+        # partitioned parent must have found its copy on every partition (else it is invalid).
+        invalid = conn.execute(
+            "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'emrsim' AND NOT i.indisvalid"
+        ).fetchone()
+        assert invalid == (0,)
         this_month = datetime.now(UTC).strftime("messages_y%Ym%m")
         assert conn.execute(
             "SELECT 1 FROM pg_tables WHERE schemaname = 'emrsim' AND tablename = %s", (this_month,)
@@ -238,3 +246,31 @@ def test_second_cutover_keeps_the_first_as_backup_and_rollback_restores_it(
             "SELECT action FROM emrsim_migration.cutovers ORDER BY id"
         ).fetchall()
         assert actions == [("cutover",), ("cutover",), ("rollback",)]
+
+
+def test_a_message_written_late_into_an_earlier_month_lands_in_that_month(
+    migration: Migration, sample_db: Path, plan: Plan
+) -> None:
+    conn = sqlite3.connect(sample_db)
+    try:
+        # The highest rowid, but a timestamp in March 2023: it sits in no month's rowid span.
+        late = conn.execute(
+            "INSERT INTO messages (conversation_id, sender, message, metadata, created_at) "
+            "SELECT min(id), 'user', 'late', NULL, '2023-03-15 12:00:00' FROM conversations"
+        ).lastrowid
+        conn.commit()
+    finally:
+        conn.close()
+    result = migration.run_job("migrate")
+    assert result.success
+    manifest = json.loads((migration.work / "snapshot" / "manifest.json").read_text())
+    assert "2023-03-01" not in manifest["pure_months"]
+    assert "2023-02-01" in manifest["pure_months"]
+    messages = plan.table("messages")
+    with migration.connect() as conn:
+        row = conn.execute(
+            "SELECT tableoid::regclass::text FROM emrsim.messages WHERE id = %s",
+            (legacy_uuid("messages", int(late or 0)),),
+        ).fetchone()
+    assert row == ("emrsim.messages_y2023m03",)
+    assert _target_rows(migration, "emrsim", messages) == _source_rows(sample_db, messages)

@@ -35,6 +35,12 @@ def test_plan_errors_name_the_offending_key(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match="references 'accounts', which is not in the plan"):
         load_plan(_plan_with(tmp_path, dangling))
 
+    def opclass(raw: dict) -> None:  # type: ignore[type-arg]
+        raw["tables"][3]["indexes"][2]["opclass"] = "jsonb_fast_ops"
+
+    with pytest.raises(PlanError, match="opclass 'jsonb_fast_ops' is not one of"):
+        load_plan(_plan_with(tmp_path, opclass))
+
 
 def test_uuids_are_deterministic_and_reversible() -> None:
     value = legacy_uuid("users", 123456789)

@@ -1,0 +1,59 @@
+"""The messages table alone, SQLite read to committed rows: `python bench/messages_load.py SQLITE URL DIR`.
+
+A snapshot first (not timed), then every month loaded by the code path `migrate` uses, with the
+plan's secondary indexes left out; it prints the seconds from the first SQLite read to the last
+commit: what `psql \\copy` of a ready CSV is compared with. The primary key is still built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+from emrsim_assets import pipeline, postgres, source
+from emrsim_assets.definitions import messages_partitions
+from emrsim_assets.plan import load_plan
+from emrsim_assets.target import Conn
+
+
+def main() -> int:
+    sqlite_path, url, work = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+    plan = load_plan(None)
+    months = list(messages_partitions(plan).get_partition_keys())
+    manifest = source.take_snapshot(sqlite_path, work, plan, months)
+    table = dataclasses.replace(plan.table("messages"), indexes=())
+
+    @contextmanager
+    def connect() -> Iterator[Conn]:
+        conn = postgres.connect(url)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    started = time.perf_counter()
+    stats = pipeline.load_months(
+        connect,
+        plan,
+        table,
+        [date.fromisoformat(m) for m in months],
+        manifest,
+        int(os.environ.get("EMRSIM_BATCH_ROWS", "50000")),
+        int(os.environ.get("EMRSIM_WORKERS", "2")),
+        lambda line: None,
+    )
+    seconds = time.perf_counter() - started
+    rows = sum(s.loaded_rows for s in stats)
+    print(json.dumps({"rows": rows, "seconds": seconds}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
