@@ -13,6 +13,7 @@ from pathlib import Path
 
 from emrsim_assets import convert, source, target
 from emrsim_assets.convert import Converted
+from emrsim_assets.memory import release_free_memory
 from emrsim_assets.plan import Plan, Table
 from emrsim_assets.source import Manifest
 from emrsim_assets.target import Conn, LoadStats, Progress
@@ -36,7 +37,10 @@ def _converted(
             frame = frame.filter(convert.month_start(stamps) == month)
             if frame.is_empty():
                 continue
-        yield convert.convert_frame(frame, table, plan)
+        converted = convert.convert_frame(frame, table, plan)
+        del frame  # the source rows are not needed while the converted ones are written
+        yield converted
+        del converted
 
 
 def load_table(
@@ -119,6 +123,7 @@ def load_months(
     def one(month: date) -> LoadStats:
         with connect() as conn:
             stats = _load_month(conn, plan, table, month, manifest, batch_rows, say)
+        release_free_memory()
         with lock:
             done.append(stats)
             rows = sum(s.source_rows for s in done)

@@ -361,6 +361,18 @@ def _arrow_connection(path: Path) -> adbc.Connection:
     return adbc.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1")
 
 
+def _fetch(conn: adbc.Connection, query: str, params: tuple[int, int, int]) -> pa.Table:
+    # A cursor per batch: the driver keeps a statement's result until the cursor closes.
+    with conn.cursor() as cur:
+        # The driver infers each column's type from its first batch: one batch per query, so a
+        # column that is NULL throughout one batch and text in the next cannot trip it.
+        cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(params[2])})
+        cur.execute(query, params)
+        arrow = cur.fetch_arrow_table()
+    arrow.validate(full=True)  # the driver passes invalid UTF-8 through unchecked
+    return arrow
+
+
 def read_batches(
     path: Path,
     table: Table,
@@ -382,30 +394,30 @@ def read_batches(
         f"SELECT {select} FROM {_quote(table.source)} "  # noqa: S608
         "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
     )
-    with _arrow_connection(path) as conn, conn.cursor() as cur:
-        # The driver infers each column's type from its first batch: one batch per query, so a
-        # column that is NULL throughout one batch and text in the next cannot trip it.
-        cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
+    with _arrow_connection(path) as conn:
         after = lo - 1
         while True:
             try:
-                cur.execute(query, (after, hi, batch_rows))
-                arrow = cur.fetch_arrow_table()
-                arrow.validate(full=True)  # the driver passes invalid UTF-8 through unchecked
+                arrow = _fetch(conn, query, (after, hi, batch_rows))
             except pa.ArrowInvalid:
                 raise _undecodable(path, table, after, hi, batch_rows) from None
             except adbc.Error as exc:
                 raise SourceError(f"Reading {table.source} from SQLite failed: {exc}.") from None
-            if arrow.num_rows == 0:
+            rows = arrow.num_rows
+            if rows == 0:
                 return
             frame = pl.from_arrow(arrow)
             assert isinstance(frame, pl.DataFrame)
             # All-NULL columns arrive as integers: everything but the counters is text.
-            yield frame.with_columns(
+            frame = frame.with_columns(
                 pl.col(n).cast(pl.Int64 if n in counters else pl.String) for n in names
             )
             after = int(frame[ROWID][-1])
-            if arrow.num_rows < batch_rows:
+            # Hold nothing while the consumer works: one batch in memory per reader, not three.
+            del arrow
+            yield frame
+            del frame
+            if rows < batch_rows:
                 return
 
 

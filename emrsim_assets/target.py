@@ -318,6 +318,7 @@ def load_month(
 
 
 _LOADING = "__loading"
+_ENCODE_ROWS = 8192
 
 
 def _bounds(month: date) -> tuple[sql.Literal, sql.Literal]:
@@ -378,17 +379,20 @@ def _copy(
         with conn.cursor() as cur, cur.copy(statement) as copy:
             copy.write(encoder.write_header())
             for batch in batches:
-                rows = batch.rows.drop(ROWID).to_arrow(compat_level=pl.CompatLevel.oldest())
+                rows = batch.rows.drop(ROWID).to_arrow(compat_level=pl.CompatLevel.newest())
                 spans.append((counts.loaded + 1, batch.rows[ROWID]))
-                for record_batch in rows.cast(schema).to_batches():
+                # Encoded in slices of a few MB, sent as views: no large buffer is copied, and
+                # none grows the allocator's heap past what one slice needs.
+                for record_batch in rows.cast(schema).to_batches(max_chunksize=_ENCODE_ROWS):
                     data = encoder.write_batch(record_batch)
-                    copy.write(data)
+                    copy.write(memoryview(data))
                     counts.copy_bytes += len(data)
                 counts.source += batch.source_rows
                 counts.loaded += batch.rows.height
                 if batch.quarantined.height:
                     counts.quarantined += batch.quarantined.height
                     quarantined.append(batch.quarantined)
+                del batch, rows  # before the next batch is read, not after
                 now = time.perf_counter()
                 if now - last_report >= 5:
                     last_report = now
@@ -409,10 +413,10 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "ref": pa.binary(16),
     "timestamp": pa.timestamp("us", tz="UTC"),
     "date": pa.date32(),
-    "json": pa.large_string(),
+    "json": pa.string_view(),  # Polars' own string layout: handed over without a copy
     "boolean": pa.bool_(),
     "integer": pa.int64(),
-    "text": pa.large_string(),
+    "text": pa.string_view(),
 }
 
 
@@ -425,7 +429,7 @@ def _encoder(table: Table, schema: pa.Schema) -> pgpq.ArrowToPostgresBinaryEncod
     for column in table.columns:
         field = schema.field(column.name)
         if column.convert == "json":
-            builders[column.name] = encoders.LargeStringEncoderBuilder.new_with_output(
+            builders[column.name] = encoders.StringViewEncoderBuilder.new_with_output(
                 field, pgpq_schema.Jsonb()
             )
         else:
