@@ -274,3 +274,27 @@ def test_a_message_written_late_into_an_earlier_month_lands_in_that_month(
         ).fetchone()
     assert row == ("emrsim.messages_y2023m03",)
     assert _target_rows(migration, "emrsim", messages) == _source_rows(sample_db, messages)
+
+
+def test_snapshot_counts_every_row_once_whatever_the_scan_slices(
+    sample_db: Path, plan: Plan, tmp_path: Path
+) -> None:
+    from emrsim_assets.definitions import messages_partitions
+    from emrsim_assets.source import take_snapshot
+
+    months = list(messages_partitions(plan).get_partition_keys())
+    manifest = take_snapshot(sample_db, tmp_path / "snapshot", plan, months, batch_rows=53)
+    conn = sqlite3.connect(sample_db)
+    try:
+        for table in plan.tables:
+            (rows,) = conn.execute(f'SELECT count(*) FROM "{table.source}"').fetchone()  # noqa: S608
+            assert manifest.row_counts[table.name] == rows, table.name
+        by_month = dict(
+            conn.execute(
+                "SELECT substr(created_at, 1, 7) || '-01', count(*) FROM messages GROUP BY 1"
+            ).fetchall()
+        )
+    finally:
+        conn.close()
+    assert manifest.month_counts == by_month
+    assert manifest.column_types["messages"]["id"] == {"integer": manifest.row_counts["messages"]}
