@@ -148,11 +148,12 @@ def _convert_column(frame: pl.DataFrame, column: Column, table: Table, plan: Pla
         value = over(text.str.to_date("%Y-%m-%d", strict=False))
         return _Column(value, present & value.is_null(), "is not a date (YYYY-MM-DD)")
     if kind == "json":
-        # json_valid() ran in SQLite during extraction; PostgreSQL's jsonb also refuses \u0000.
-        bad = over(
-            (pl.col(json_ok(column.name)) != 1)
-            | pl.col(column.name).str.contains("\\u0000", literal=True)
-        )
+        # PostgreSQL's jsonb refuses \u0000. Validity: SQLite's json_valid(), read beside a
+        # quarantine column; a failing column leaves it to jsonb input, which names the row.
+        invalid = pl.col(column.name).str.contains("\\u0000", literal=True)
+        if json_ok(column.name) in frame.columns:
+            invalid = invalid | (pl.col(json_ok(column.name)) != 1)
+        bad = over(invalid)
         return _Column(raw, present & bad.fill_null(False), "is not valid JSON for jsonb")
     if kind == "boolean":
         lowered = pl.col(column.name).str.strip_chars().str.to_lowercase()

@@ -97,3 +97,36 @@ def test_invalid_json_goes_to_quarantine_when_the_plan_says_so_and_a_check_repor
             "SELECT row_id, column_name, value FROM emrsim_migration.quarantine"
         ).fetchone()
     assert row == (10, "metadata", "{broken")
+
+
+def test_invalid_json_stops_the_month_load_naming_table_column_and_row(
+    migration: Migration, sample_db: Path
+) -> None:
+    # metadata fails by default: PostgreSQL's jsonb input judges it, and the error names the row.
+    _break(sample_db, "UPDATE messages SET metadata = '{\"model\": sim-gpt}' WHERE id = 57")
+    from datetime import date
+
+    from emrsim_assets import pipeline, source
+
+    manifest = source.take_snapshot(
+        sample_db, migration.resource.snapshot_dir, migration.plan, migration.months
+    )
+    month = next(k for k, (lo, hi) in manifest.month_rowids.items() if lo <= 57 <= hi)
+    with migration.connect() as conn, pytest.raises(ConversionError) as error:
+        conn.autocommit = False
+        pipeline.load_month(
+            conn,
+            migration.plan,
+            migration.plan.table("messages"),
+            date.fromisoformat(month),
+            manifest,
+            50,
+        )
+    assert "messages.metadata: row id 57: PostgreSQL refused the value" in str(error.value)
+    assert "json" in str(error.value)
+    with migration.connect() as conn:
+        loaded = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'emrsim_staging' "
+            "AND tablename LIKE 'messages_y%'"
+        ).fetchone()
+    assert loaded == (0,)  # the month's transaction rolled back: nothing half-loaded
