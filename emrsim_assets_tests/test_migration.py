@@ -298,3 +298,32 @@ def test_snapshot_counts_every_row_once_whatever_the_scan_slices(
         conn.close()
     assert manifest.month_counts == by_month
     assert manifest.column_types["messages"]["id"] == {"integer": manifest.row_counts["messages"]}
+
+
+def test_row_count_check_names_a_month_missing_a_row_and_rows_in_a_partition_of_no_month(
+    migration: Migration, plan: Plan
+) -> None:
+    from emrsim_assets import integrity, source
+
+    assert migration.run_job("load_tables").success
+    manifest = source.load_manifest(migration.resource.snapshot_dir)
+    with migration.connect() as conn:
+        conn.execute("DELETE FROM emrsim_staging.messages_y2024m03 WHERE ctid = '(0,1)'")
+        conn.execute(
+            "CREATE TABLE emrsim_staging.messages_stray PARTITION OF emrsim_staging.messages "
+            "FOR VALUES FROM ('2031-01-01 00:00+00') TO ('2031-02-01 00:00+00')"
+        )
+        conn.execute(
+            "INSERT INTO emrsim_staging.messages_stray SELECT id, conversation_id, sender, "
+            "message, metadata, '2031-01-05 00:00+00' FROM emrsim_staging.messages LIMIT 1"
+        )
+        verdict = integrity.row_count_matches_source(conn, plan.table("messages"), manifest)
+    assert not verdict.passed
+    mismatches = verdict.metadata["mismatches"]
+    source_rows = manifest.month_counts["2024-03-01"]
+    assert mismatches["2024-03-01"] == {
+        "source": source_rows,
+        "target": source_rows - 1,
+        "quarantined": 0,
+    }
+    assert mismatches["messages_stray"] == {"source": 0, "target": 1, "quarantined": 0}
