@@ -6,7 +6,8 @@ import io
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
@@ -359,7 +360,7 @@ def _copy(
 ) -> _Counts:
     counts = _Counts()
     quarantined: list[pl.DataFrame] = []  # written after the main COPY: one COPY at a time
-    spans: list[tuple[int, pl.Series]] = []  # (first line, row ids) of the batches in flight
+    spans: list[tuple[int, Sequence[int]]] = []  # (first line, row ids) of the batches sent
     conn.execute(
         sql.SQL("DELETE FROM {}.quarantine WHERE table_name = %s AND partition_key = %s").format(
             sql.Identifier(MIGRATION)
@@ -380,7 +381,7 @@ def _copy(
             copy.write(encoder.write_header())
             for batch in batches:
                 rows = batch.rows.drop(ROWID).to_arrow(compat_level=pl.CompatLevel.newest())
-                spans.append((counts.loaded + 1, batch.rows[ROWID]))
+                spans.append((counts.loaded + 1, _row_ids(batch.rows[ROWID])))
                 # Encoded in slices of a few MB, sent as views: no large buffer is copied, and
                 # none grows the allocator's heap past what one slice needs.
                 for record_batch in rows.cast(schema).to_batches(max_chunksize=_ENCODE_ROWS):
@@ -446,8 +447,24 @@ def _progress_line(label: str, done: int, seconds: float, expected: int | None) 
     return line
 
 
+def _row_ids(column: pl.Series) -> Sequence[int]:
+    """A batch's row ids, kept to name the row PostgreSQL refuses, in memory of their own.
+
+    Never the column itself: it is a view into the Arrow batch the driver returned, which stays
+    alive, message text and all, while anything references it (135 MB held per 400,000-row
+    month). Ids in rowid order without gaps, the usual batch, need no more than a range."""
+    if column.is_empty():
+        return range(0)
+    first, last = int(column[0]), int(column[-1])
+    if last - first + 1 == column.len():
+        return range(first, last + 1)
+    ids = array("q")
+    ids.frombytes(column.cast(pl.Int64).to_numpy().tobytes())
+    return ids
+
+
 def _copy_error(
-    table: Table, exc: psycopg.Error, spans: list[tuple[int, pl.Series]]
+    table: Table, exc: psycopg.Error, spans: list[tuple[int, Sequence[int]]]
 ) -> ConversionError:
     """Turn PostgreSQL's 'COPY t, line N, column c' into the source row id."""
     context = exc.diag.context or ""
@@ -459,8 +476,8 @@ def _copy_error(
         line = int(line_match.group(1))
         for first, ids in reversed(spans):
             if line >= first:
-                if line - first < ids.len():
-                    row_id = ids[line - first]
+                if line - first < len(ids):
+                    row_id = int(ids[line - first])
                 break
     return ConversionError(
         f"{table.name}.{column}: row id {row_id}: PostgreSQL refused the value: "
