@@ -468,8 +468,12 @@ def _copy_error(
 ) -> ConversionError:
     """Turn PostgreSQL's 'COPY t, line N, column c' into the source row id."""
     context = exc.diag.context or ""
-    line_match = re.search(r"line (\d+)", context)
-    column_match = re.search(r"column (\w+)", context)
+    # COPY's own context line: a type's input function may add one of its own before it
+    # ("JSON data, line 1: ..."), whose line is not the row's.
+    copy_line = re.search(r"^COPY [^\n]*$", context, re.MULTILINE)
+    where = copy_line.group(0) if copy_line else ""
+    line_match = re.search(r", line (\d+)", where)
+    column_match = re.search(r", column (\w+)", where)
     column = column_match.group(1) if column_match else "?"
     row_id: object = "?"
     if line_match:

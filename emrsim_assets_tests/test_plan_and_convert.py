@@ -48,9 +48,9 @@ def test_uuids_are_deterministic_and_reversible() -> None:
     assert legacy_id_of(value) == 123456789
 
 
-def _break(path: Path, statement: str) -> None:
+def _break(path: Path, statement: str, params: tuple[object, ...] = ()) -> None:
     conn = sqlite3.connect(path)
-    conn.execute(statement)
+    conn.execute(statement, params)
     conn.commit()
     conn.close()
 
@@ -103,15 +103,19 @@ def test_invalid_json_stops_the_month_load_naming_table_column_and_row(
     migration: Migration, sample_db: Path
 ) -> None:
     # metadata fails by default: PostgreSQL's jsonb input judges it, and the error names the row.
-    _break(sample_db, "UPDATE messages SET metadata = '{\"model\": sim-gpt}' WHERE id = 57")
     from datetime import date
 
     from emrsim_assets import pipeline, source
 
-    manifest = source.take_snapshot(
-        sample_db, migration.resource.snapshot_dir, migration.plan, migration.months
-    )
-    month = next(k for k, (lo, hi) in manifest.month_rowids.items() if lo <= 57 <= hi)
+    def snapshot() -> source.Manifest:
+        return source.take_snapshot(
+            sample_db, migration.resource.snapshot_dir, migration.plan, migration.months
+        )
+
+    month, (lo, hi) = next(iter(snapshot().month_rowids.items()))
+    row = (lo + hi) // 2  # inside the month and inside a batch: not its first row
+    _break(sample_db, "UPDATE messages SET metadata = ? WHERE id = ?", ('{"model": sim-gpt}', row))
+    manifest = snapshot()
     with migration.connect() as conn, pytest.raises(ConversionError) as error:
         conn.autocommit = False
         pipeline.load_month(
@@ -122,7 +126,7 @@ def test_invalid_json_stops_the_month_load_naming_table_column_and_row(
             manifest,
             50,
         )
-    assert "messages.metadata: row id 57: PostgreSQL refused the value" in str(error.value)
+    assert f"messages.metadata: row id {row}: PostgreSQL refused the value" in str(error.value)
     assert "json" in str(error.value)
     with migration.connect() as conn:
         loaded = conn.execute(
@@ -130,3 +134,38 @@ def test_invalid_json_stops_the_month_load_naming_table_column_and_row(
             "AND tablename LIKE 'messages_y%'"
         ).fetchone()
     assert loaded == (0,)  # the month's transaction rolled back: nothing half-loaded
+
+
+def test_a_refused_value_in_a_month_with_late_rows_names_its_own_row_id(
+    migration: Migration, sample_db: Path
+) -> None:
+    # A message written late into an earlier month: that month's batches have gaps in their row
+    # ids, and the refused row must still be named by its own id, not a neighbour's.
+    conn = sqlite3.connect(sample_db)
+    try:
+        late = conn.execute(
+            "INSERT INTO messages (conversation_id, sender, message, metadata, created_at) "
+            "VALUES (1, 'user', 'late', '{broken', '2023-02-10 09:00:00')"
+        ).lastrowid
+        conn.commit()
+    finally:
+        conn.close()
+    from datetime import date
+
+    from emrsim_assets import pipeline, source
+
+    manifest = source.take_snapshot(
+        sample_db, migration.resource.snapshot_dir, migration.plan, migration.months
+    )
+    assert "2023-02-01" not in manifest.pure_months
+    with migration.connect() as pg, pytest.raises(ConversionError) as error:
+        pg.autocommit = False
+        pipeline.load_month(
+            pg,
+            migration.plan,
+            migration.plan.table("messages"),
+            date(2023, 2, 1),
+            manifest,
+            7,
+        )
+    assert f"messages.metadata: row id {late}: PostgreSQL refused the value" in str(error.value)
