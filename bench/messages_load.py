@@ -46,7 +46,7 @@ def main() -> int:
         [date.fromisoformat(m) for m in months],
         manifest,
         int(os.environ.get("EMRSIM_BATCH_ROWS", "50000")),
-        int(os.environ.get("EMRSIM_WORKERS", "2")),
+        int(os.environ.get("EMRSIM_WORKERS", "3")),
         lambda line: None,
     )
     seconds = time.perf_counter() - started

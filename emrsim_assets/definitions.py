@@ -51,7 +51,7 @@ def default_resource() -> MigrationResource:
         work_dir=os.environ.get("EMRSIM_WORK_DIR", ".emrsim"),
         pg_url=dg.EnvVar("EMRSIM_PG_URL") if os.environ.get("EMRSIM_PG_URL") else None,
         batch_rows=int(os.environ.get("EMRSIM_BATCH_ROWS", "50000")),
-        workers=int(os.environ.get("EMRSIM_WORKERS", "2")),
+        workers=int(os.environ.get("EMRSIM_WORKERS", "3")),
     )
 
 

@@ -106,7 +106,9 @@ def load_months(
 ) -> list[LoadStats]:
     """Load `months`, `workers` at a time, each over its own connection and in its own transaction.
 
-    On 2 cores, 2 workers keep both busy: while one converts a batch, PostgreSQL stores the other's.
+    A month alternates between client work (read, convert, encode) and server-only work (primary
+    key, indexes, ANALYZE): on 2 cores, 3 workers keep both busy (9.4 s instead of 10.4 s for 2 M
+    messages, 42 s instead of 44 s for 10 M, for 40 MB more memory).
     The first failure stops new months from starting and is raised once running ones finish;
     months already committed stay loaded (a rerun of the failed month completes the table)."""
     with connect() as conn:
@@ -138,9 +140,12 @@ def load_months(
         return stats
 
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="month")
-    futures = [pool.submit(one, month) for month in months]
+    # Largest months first: the run ends on a small month, not with one worker finishing a big
+    # one alone while the other has nothing left to do.
+    by_size = sorted(months, key=lambda m: -manifest.month_counts.get(m.isoformat(), 0))
+    futures = {month: pool.submit(one, month) for month in by_size}
     try:
-        results = [future.result() for future in futures]
+        results = [futures[month].result() for month in months]
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise

@@ -32,7 +32,9 @@ class MigrationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         "run with 2 workers at 50,000).",
     )
     workers: int = Field(
-        default=2, description="Months loaded at once, each over its own PostgreSQL connection."
+        default=3,
+        description="Months loaded at once, each over its own PostgreSQL connection. One more "
+        "than the cores: while a month's indexes build on the server, another month converts.",
     )
 
     @property
