@@ -10,7 +10,9 @@ For each size it writes (or reuses) a sample SQLite file, then times, each as a 
   - psql \\copy:    a ready-made CSV of the converted messages into the typed table (uuid, jsonb,
                    timestamptz; no indexes): the COPY limit of one stream;
   - pgloader:      the same SQLite file, default settings (installed from Debian's packages when
-                   apt-get is there; otherwise the benchmark says so and carries on).
+                   apt-get is there; otherwise the benchmark says so and carries on);
+  - pgloader + SQL: pgloader, then bench/pgloader_to_typed.sql, which turns its untyped output
+                   into the schema migrate delivers: the cost of the same result by that route.
 All run against one embedded PostgreSQL 18 under bench/work. Peak RSS is the child process's own
 (os.wait4), so the server's memory counts for no tool. Results: bench/results/bench.{md,json,png}.
 """
@@ -156,7 +158,11 @@ def bench_messages_load(admin_url: str, path: Path, messages: int, repeat: int) 
         m.seconds.append(seconds)
         m.peak_rss_mb.append(rss)
         print(f"  messages load: {seconds:.2f} s, {rss:.0f} MB", flush=True)
-    m.note = "first SQLite read to last commit: read, convert, binary COPY, primary keys; 2 workers"
+    workers = os.environ.get("EMRSIM_WORKERS", "3")
+    m.note = (
+        "first SQLite read to last commit: read, convert, binary COPY, primary keys, ANALYZE; "
+        f"{workers} workers"
+    )
     return m
 
 
@@ -212,16 +218,23 @@ def ensure_pgloader() -> str | None:
 
 def bench_pgloader(
     admin_url: str, socket: Path, path: Path, rows: int, messages: int, repeat: int
-) -> Measurement:
+) -> list[Measurement]:
+    """pgloader as it comes, and pgloader followed by the SQL that turns its output into the
+    schema `migrate` delivers (bench/pgloader_to_typed.sql): the same result, for comparison."""
     m = Measurement("pgloader", messages, rows, [], [])
+    typed = Measurement("pgloader + SQL to the same typed schema", messages, rows, [], [])
     exe = ensure_pgloader()
     if exe is None:
-        m.note = "not available (no pgloader, and it could not be installed): skipped"
+        m.note = typed.note = "not available (no pgloader, and it could not be installed): skipped"
         print(f"  pgloader: {m.note}", flush=True)
-        return m
+        return [m, typed]
     version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.split("\n")[
         0
     ]
+    from emrsim_assets.convert import uuid_prefix
+    from emrsim_assets.plan import load_plan
+
+    prefixes = [f"{t.name}={uuid_prefix(t.name).replace('-', '')}" for t in load_plan(None).tables]
     for _ in range(repeat):
         recreate_database(admin_url, "bench_pgloader")
         # pgloader opens SQLite read-write: give it its own copy, so the sample stays pristine.
@@ -232,31 +245,46 @@ def bench_pgloader(
         copy.unlink()
         m.seconds.append(seconds)
         m.peak_rss_mb.append(rss)
-        print(f"  pgloader: {seconds:.2f} s, {rss:.0f} MB", flush=True)
+        variables = [arg for prefix in prefixes for arg in ("-v", prefix)]
+        script = str(BENCH / "pgloader_to_typed.sql")
+        url = database_url(admin_url, "bench_pgloader")
+        sql_seconds, sql_rss, _ = run_timed(
+            [psql(), url, "-qX", "-v", "ON_ERROR_STOP=1", *variables, "-f", script]
+        )
+        typed.seconds.append(seconds + sql_seconds)
+        typed.peak_rss_mb.append(max(rss, sql_rss))
+        print(f"  pgloader: {seconds:.2f} s, {rss:.0f} MB; + SQL: {sql_seconds:.2f} s", flush=True)
     m.note = f"{version}, defaults, every table (untyped: bigint/text, no uuid/jsonb/timestamptz)"
-    return m
+    typed.note = (
+        "pgloader, then bench/pgloader_to_typed.sql: uuid, timestamptz, jsonb, partitions, "
+        "the plan's keys, indexes and FKs, ANALYZE (no checks, no snapshot)"
+    )
+    return [m, typed]
 
 
 def table(results: list[Measurement]) -> tuple[str, list[dict[str, object]]]:
     lines = [
-        "| messages | tool | seconds (median) | rows/s | peak RSS MB | x COPY limit | pgloader / this | note |",
-        "|---:|---|---:|---:|---:|---:|---:|---|",
+        "| messages | tool | seconds (median) | rows/s | peak RSS MB | x COPY limit | pgloader / this "
+        "| (pgloader + SQL) / this | note |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     rows: list[dict[str, object]] = []
     for size in sorted({r.messages for r in results}):
         group = [r for r in results if r.messages == size]
         copy = next((r for r in group if r.tool.startswith("psql") and r.seconds), None)
         loader = next((r for r in group if r.tool == "pgloader" and r.seconds), None)
+        same = next((r for r in group if r.tool.startswith("pgloader +") and r.seconds), None)
         for r in group:
             if not r.seconds:
-                lines.append(f"| {size:,} | {r.tool} | - | - | - | - | - | {r.note} |")
+                lines.append(f"| {size:,} | {r.tool} | - | - | - | - | - | - | {r.note} |")
                 rows.append({**asdict(r), "median": None})
                 continue
             vs_copy = r.median / copy.median if copy else None
             vs_loader = loader.median / r.median if loader else None
+            vs_same = same.median / r.median if same else None
             lines.append(
                 f"| {size:,} | {r.tool} | {r.median:.2f} | {r.rows / r.median:,.0f} | {r.rss:.0f} | "
-                f"{f'{vs_copy:.2f}' if vs_copy else '-'} | {f'{vs_loader:.2f}' if vs_loader else '-'} | {r.note} |"
+                f"{_ratio(vs_copy)} | {_ratio(vs_loader)} | {_ratio(vs_same)} | {r.note} |"
             )
             rows.append(
                 {
@@ -265,9 +293,14 @@ def table(results: list[Measurement]) -> tuple[str, list[dict[str, object]]]:
                     "rows_per_second": r.rows / r.median,
                     "ratio_to_copy": vs_copy,
                     "pgloader_over_this": vs_loader,
+                    "pgloader_and_sql_over_this": vs_same,
                 }
             )
     return "\n".join(lines), rows
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}" if value else "-"
 
 
 def chart(results: list[Measurement], path: Path) -> bool:
@@ -315,7 +348,7 @@ def main() -> int:
         results.append(bench_migrate(admin_url, path, rows, size, args.repeat))
         results.append(bench_messages_load(admin_url, path, size, args.repeat))
         results.append(bench_copy(admin_url, socket, size, args.repeat))
-        results.append(bench_pgloader(admin_url, socket, path, rows, size, args.repeat))
+        results.extend(bench_pgloader(admin_url, socket, path, rows, size, args.repeat))
     markdown, rows_json = table(results)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, embedded PostgreSQL 18"
     header = f"# Benchmark ({time.strftime('%Y-%m-%d')}; {machine}; median of {args.repeat})\n\n"
