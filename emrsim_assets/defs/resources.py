@@ -28,8 +28,8 @@ class MigrationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     )
     batch_rows: int = Field(
         default=50_000,
-        description="Rows per extraction batch: bounds memory (about 480 MB peak for the whole "
-        "run with 2 workers at 50,000).",
+        description="Rows per extraction batch: bounds memory (the whole run peaked at about 385 MB "
+        "with 3 workers at 50,000, at 2 M and at 10 M messages alike).",
     )
     workers: int = Field(
         default=3,
