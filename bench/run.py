@@ -30,6 +30,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -317,6 +318,7 @@ def chart(results: list[Measurement], path: Path) -> bool:
         points = sorted((r.messages, r.median) for r in results if r.tool == tool and r.seconds)
         if points:
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=tool)
+    ax.xaxis.set_major_formatter(lambda value, _: f"{value / 1e6:g} M")
     ax.set_xlabel("messages in the SQLite file")
     ax.set_ylabel("seconds (median)")
     ax.set_title("SQLite to PostgreSQL: time against rows")
@@ -325,6 +327,37 @@ def chart(results: list[Measurement], path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return True
+
+
+PACKAGES = ("dagster", "polars", "pyarrow", "adbc-driver-sqlite", "pgpq", "psycopg")
+
+
+def environment(admin_url: str) -> dict[str, Any]:
+    """What the numbers depend on: CPU, server and package versions, and a calibration time
+    (one core, a fixed pure-Python loop) so runs on different days or machines compare."""
+    from importlib.metadata import version
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with psycopg.connect(admin_url) as conn:
+        server_version = conn.info.parameter_status("server_version")
+    started = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "postgresql": server_version,
+        "packages": {name: version(name) for name in PACKAGES},
+        "calibration_seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def main() -> int:
@@ -337,6 +370,7 @@ def main() -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     admin_url, socket = server()
+    env = environment(admin_url)
     results: list[Measurement] = []
     for size in args.sizes:
         path = sample(size)
@@ -350,11 +384,22 @@ def main() -> int:
         results.append(bench_copy(admin_url, socket, size, args.repeat))
         results.extend(bench_pgloader(admin_url, socket, path, rows, size, args.repeat))
     markdown, rows_json = table(results)
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, embedded PostgreSQL 18"
-    header = f"# Benchmark ({time.strftime('%Y-%m-%d')}; {machine}; median of {args.repeat})\n\n"
+    machine = (
+        f"{env['cpu']}, {env['cores']} cores, Python {env['python']}, "
+        f"embedded PostgreSQL {env['postgresql']}; median of {args.repeat}"
+    )
+    packages = ", ".join(f"{name} {v}" for name, v in env["packages"].items())
+    header = (
+        f"# Benchmark ({time.strftime('%Y-%m-%d')}; {machine})\n\n"
+        f"{packages}. Calibration (10 M iterations of a pure-Python loop on one core): "
+        f"{env['calibration_seconds']} s.\n\n"
+    )
     (RESULTS / "bench.md").write_text(header + markdown + "\n", encoding="utf-8")
     (RESULTS / "bench.json").write_text(
-        json.dumps({"machine": machine, "repeat": args.repeat, "results": rows_json}, indent=1),
+        json.dumps(
+            {"machine": machine, "environment": env, "repeat": args.repeat, "results": rows_json},
+            indent=1,
+        ),
         encoding="utf-8",
     )
     drew = chart(results, RESULTS / "bench.png")
