@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import uuid
 from datetime import UTC, date, datetime
@@ -10,8 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from psycopg import sql
+import psycopg
+import pytest
+import yaml
+from psycopg import conninfo, sql
+from sqlalchemy.engine import URL
 
+from emrsim_assets import cli
 from emrsim_assets.convert import legacy_uuid
 from emrsim_assets.plan import Column, Plan, Table
 from emrsim_assets.source import sha256_file
@@ -327,3 +333,66 @@ def test_row_count_check_names_a_month_missing_a_row_and_rows_in_a_partition_of_
         "quarantined": 0,
     }
     assert mismatches["messages_stray"] == {"source": 0, "target": 1, "quarantined": 0}
+
+
+def test_cli_run_is_recorded_in_a_dagster_instance_kept_in_postgres(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    sample_db: Path,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The deployed shape: DAGSTER_HOME's storage is PostgreSQL (dagster-postgres, with the
+    pooled connections the CLI asks for); the run, its checks and the cutover land there."""
+    params = conninfo.conninfo_to_dict(pg_url)
+    storage_db = f"{params['dbname']}_dagster"
+    admin = conninfo.make_conninfo(pg_url, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(storage_db)))
+    try:
+        storage_url = URL.create(
+            "postgresql+psycopg2",
+            username=str(params.get("user", "postgres")),
+            password=str(params["password"]) if params.get("password") else None,
+            database=storage_db,
+            query={k: str(params[k]) for k in ("host", "port") if params.get(k)},
+        ).render_as_string(hide_password=False)
+        home = tmp_path / "dagster_home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text(
+            yaml.safe_dump({"storage": {"postgres": {"postgres_url": storage_url}}}),
+            encoding="utf-8",
+        )
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        monkeypatch.setenv("EMRSIM_SQLITE_PATH", str(sample_db))
+        monkeypatch.setenv("EMRSIM_PG_URL", pg_url)
+        monkeypatch.setenv("EMRSIM_WORK_DIR", str(tmp_path / "work"))
+
+        code = cli.main(["migrate"])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert "cutover: done" in out
+        reported = re.search(r"checks: (\d+) passed, 0 failed", out)
+        assert reported is not None, out
+
+        with psycopg.connect(conninfo.make_conninfo(pg_url, dbname=storage_db)) as conn:
+            runs = conn.execute("SELECT status FROM runs").fetchall()
+            checks = conn.execute(
+                "SELECT count(*) FROM event_logs "
+                "WHERE dagster_event_type = 'ASSET_CHECK_EVALUATION'"
+            ).fetchone()
+            cutover = conn.execute(
+                "SELECT count(*) FROM event_logs WHERE dagster_event_type = "
+                "'ASSET_MATERIALIZATION' AND asset_key = %s",
+                (dg.AssetKey("cutover").to_string(),),
+            ).fetchone()
+        assert runs == [("SUCCESS",)]
+        assert checks is not None and checks[0] == int(reported.group(1)) > 0
+        assert cutover == (1,)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(storage_db)
+                )
+            )
