@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
+from emrsim_assets import cli
 from emrsim_assets.definitions import build_defs, messages_partitions
 from emrsim_assets.defs.resources import MigrationResource
 from emrsim_assets.plan import Plan, load_plan
@@ -61,6 +62,25 @@ def pg_url(pg_server: dict[str, object]) -> Iterator[str]:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+def run_cli(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    sqlite: Path,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[int, str]:
+    """`emrsim-migrate migrate` in this process, configured the way a user does: by environment."""
+    monkeypatch.setenv("EMRSIM_SQLITE_PATH", str(sqlite))
+    monkeypatch.setenv("EMRSIM_PG_URL", pg_url)
+    monkeypatch.setenv("EMRSIM_WORK_DIR", str(tmp_path / "work"))
+    # Dagster's own storage: a throwaway DAGSTER_HOME, SQLite unless the test wrote a dagster.yaml
+    # there (unset, the CLI would use the embedded PostgreSQL).
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    code = cli.main(["migrate"])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
 
 
 @pytest.fixture(scope="session")

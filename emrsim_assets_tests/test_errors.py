@@ -9,25 +9,7 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-from emrsim_assets import cli
-from emrsim_assets_tests.conftest import PASSWORD, PASSWORD_USER, Migration
-
-
-def _run_cli(
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    sqlite: Path,
-    pg_url: str,
-    capsys: pytest.CaptureFixture[str],
-) -> tuple[int, str]:
-    monkeypatch.setenv("EMRSIM_SQLITE_PATH", str(sqlite))
-    monkeypatch.setenv("EMRSIM_PG_URL", pg_url)
-    monkeypatch.setenv("EMRSIM_WORK_DIR", str(tmp_path / "work"))
-    # Dagster's own storage: a throwaway DAGSTER_HOME (the default would use embedded PostgreSQL).
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    code = cli.main(["migrate"])
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+from emrsim_assets_tests.conftest import PASSWORD, PASSWORD_USER, Migration, run_cli
 
 
 def _one_sentence(output: str) -> str:
@@ -40,7 +22,7 @@ def _one_sentence(output: str) -> str:
 def test_missing_source_file_is_one_sentence(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out = _run_cli(monkeypatch, tmp_path, tmp_path / "nope.sqlite", pg_url, capsys)
+    code, out = run_cli(monkeypatch, tmp_path, tmp_path / "nope.sqlite", pg_url, capsys)
     assert code == 2
     assert "nope.sqlite does not exist" in _one_sentence(out)
 
@@ -50,7 +32,7 @@ def test_a_file_that_is_not_sqlite_is_one_sentence(
 ) -> None:
     fake = tmp_path / "notes.sqlite"
     fake.write_text("just some text, not a database\n" * 10)
-    code, out = _run_cli(monkeypatch, tmp_path, fake, pg_url, capsys)
+    code, out = run_cli(monkeypatch, tmp_path, fake, pg_url, capsys)
     assert code == 2
     assert "is not a SQLite database" in _one_sentence(out)
 
@@ -61,7 +43,7 @@ def test_unreachable_postgres_is_one_sentence(
     sample_db: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code, out = _run_cli(
+    code, out = run_cli(
         monkeypatch, tmp_path, sample_db, "postgresql://postgres:s3cret@127.0.0.1:1/emrsim", capsys
     )
     assert code == 2
@@ -81,7 +63,7 @@ def test_bad_password_is_one_sentence_without_the_password(
     if not pg_server["password_auth"]:
         pytest.skip("this server trusts every login; the embedded run checks passwords")
     wrong = conninfo.make_conninfo(pg_url, user=PASSWORD_USER, password="wrong-" + PASSWORD)
-    code, out = _run_cli(monkeypatch, tmp_path, sample_db, wrong, capsys)
+    code, out = run_cli(monkeypatch, tmp_path, sample_db, wrong, capsys)
     assert code == 2
     line = _one_sentence(out)
     assert "password authentication failed" in line
@@ -100,7 +82,7 @@ def test_migrate_exits_nonzero_naming_the_failed_check(
     from emrsim_assets_tests.test_migration import _add_orphan_message
 
     _add_orphan_message(sample_db)
-    code, out = _run_cli(monkeypatch, tmp_path, sample_db, pg_url, capsys)
+    code, out = run_cli(monkeypatch, tmp_path, sample_db, pg_url, capsys)
     assert code == 1
     assert "FAILED messages:fk_conversation_id_resolves" in out
     assert "cutover: NOT done" in out

@@ -17,11 +17,10 @@ import yaml
 from psycopg import conninfo, sql
 from sqlalchemy.engine import URL
 
-from emrsim_assets import cli
 from emrsim_assets.convert import legacy_uuid
 from emrsim_assets.plan import Column, Plan, Table
 from emrsim_assets.source import sha256_file
-from emrsim_assets_tests.conftest import Migration
+from emrsim_assets_tests.conftest import Migration, run_cli
 
 
 def _expected(table: Table, column: Column, value: Any) -> Any:
@@ -363,13 +362,7 @@ def test_cli_run_is_recorded_in_a_dagster_instance_kept_in_postgres(
             yaml.safe_dump({"storage": {"postgres": {"postgres_url": storage_url}}}),
             encoding="utf-8",
         )
-        monkeypatch.setenv("DAGSTER_HOME", str(home))
-        monkeypatch.setenv("EMRSIM_SQLITE_PATH", str(sample_db))
-        monkeypatch.setenv("EMRSIM_PG_URL", pg_url)
-        monkeypatch.setenv("EMRSIM_WORK_DIR", str(tmp_path / "work"))
-
-        code = cli.main(["migrate"])
-        out = capsys.readouterr().out
+        code, out = run_cli(monkeypatch, tmp_path, sample_db, pg_url, capsys)
         assert code == 0, out
         assert "cutover: done" in out
         reported = re.search(r"checks: (\d+) passed, 0 failed", out)
