@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-DEMO_DB := .emrsim/demo.sqlite
+# The work dir: snapshot, embedded server, demo database (EMRSIM_WORK_DIR, as the CLI reads it).
+WORK_DIR := $(or $(EMRSIM_WORK_DIR),.emrsim)
+DEMO_DB := $(WORK_DIR)/demo.sqlite
 DEMO_MESSAGES ?= 20000
+DEV_PORT ?= 3000
 
 .PHONY: install demo test lint dev clean stop bench
 
@@ -36,11 +39,11 @@ bench: install
 	$(BIN)/python bench/run.py --sizes $(BENCH_SIZES) --repeat $(BENCH_REPEAT)
 
 dev: install
-	$(BIN)/emrsim-migrate dev
+	$(BIN)/emrsim-migrate dev --port $(DEV_PORT)
 
 stop: install
 	$(BIN)/emrsim-migrate stop
 
 clean:
 	-$(BIN)/emrsim-migrate stop
-	rm -rf .emrsim
+	rm -rf $(WORK_DIR)

@@ -150,7 +150,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
     _preflight()
     home = _dagster_home()
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
-    command = ["dagster", "dev", "-h", args.host, "-p", str(args.port)]
+    # The venv's own interpreter, not `dagster` from PATH: `make dev` runs without an activated
+    # venv, where no `dagster` is on PATH (or a different one is).
+    command = [sys.executable, "-m", "dagster", "dev", "-h", args.host, "-p", str(args.port)]
     if workspace.exists():
         command += ["-w", str(workspace)]
     else:
@@ -168,8 +170,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    pgdata = postgres.work_dir() / "pgdata"
     stopped = postgres.stop_embedded(postgres.work_dir())
-    print("Embedded PostgreSQL stopped." if stopped else "Embedded PostgreSQL was not running.")
+    print(
+        f"Embedded PostgreSQL ({pgdata}) stopped."
+        if stopped
+        else f"Embedded PostgreSQL ({pgdata}) was not running."
+    )
     return 0
 
 

