@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -77,26 +76,46 @@ def uuid_bytes(ids: pl.Series, table: str) -> pl.Series:
 _UUID_VARIANT = 0x8 << 60
 
 
+# What PostgreSQL's numeric input takes and returns digit for digit (no Infinity/NaN text).
+_DECIMAL = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+# Only the canonical form converts: uuid output is lower-case with dashes, so any other spelling
+# would come back changed.
+_CANONICAL_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
 def _localize(naive: pl.Expr, plan: Plan) -> pl.Expr:
     return naive.dt.replace_time_zone(
         str(plan.source_timezone.key), ambiguous="earliest", non_existent="null"
     ).dt.convert_time_zone("UTC")
 
 
+_EPOCH_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000}
+_EPOCH_NUMBER = r"^\s*(-?\d+)(?:\.(\d*))?\s*$"
+
+
+def epoch_micros(expr: pl.Expr, unit: str) -> pl.Expr:
+    """Epoch text in `unit` (whole or fractional: '1700000000.25') to integer microseconds,
+    exactly (decimal digits, never a float); null where not a number, finer than a
+    microsecond, or beyond year 9999."""
+    scale = 1_000_000 // _EPOCH_PER_SECOND[unit]
+    digits = len(str(scale)) - 1  # fraction digits that still fit in microseconds
+    whole = expr.str.extract(_EPOCH_NUMBER, 1).str.to_integer(strict=False)
+    fraction = expr.str.extract(_EPOCH_NUMBER, 2).fill_null("")
+    kept = fraction.str.slice(0, digits).str.pad_end(digits, "0") if digits else pl.lit("0")
+    exact = fraction.str.slice(digits).str.replace_all("0", "").str.len_chars() == 0
+    part = kept.str.to_integer(strict=False) if digits else pl.lit(0, pl.Int64)
+    sign = pl.when(expr.str.strip_chars().str.starts_with("-")).then(-1).otherwise(1)
+    limit = _MAX_EPOCH_MS * 1000
+    # Bounded before multiplying: integer overflow would wrap around in silence.
+    fits = exact & (whole.abs() <= limit // scale)
+    return pl.when(fits).then(whole * scale + sign * part).otherwise(None)
+
+
 def timestamp_expr(expr: pl.Expr, column: Column, plan: Plan) -> pl.Expr:
     """Text (CURRENT_TIMESTAMP or ISO-8601) or epoch numbers to UTC datetimes; null if unparseable."""
     if column.epoch:
-        value = _integer(expr)
-        value = (
-            pl.when(
-                value.abs() <= (_MAX_EPOCH_MS if column.epoch == "ms" else _MAX_EPOCH_MS // 1000)
-            )
-            .then(value)
-            .otherwise(None)
-        )
-        unit: Literal["ms", "s"] = "ms" if column.epoch == "ms" else "s"
-        return (
-            pl.from_epoch(value, time_unit=unit).dt.replace_time_zone("UTC").dt.cast_time_unit("us")
+        return pl.from_epoch(epoch_micros(expr, column.epoch), time_unit="us").dt.replace_time_zone(
+            "UTC"
         )
     text = (
         expr.str.strip_chars().str.replace("T", " ", literal=True).str.replace(r"[zZ]$", "+00:00")
@@ -187,6 +206,24 @@ def _convert_column(frame: pl.DataFrame, column: Column, table: Table, plan: Pla
     if kind == "integer":
         value = over(_integer(pl.col(column.name)))
         return _Column(value, present & value.is_null(), "is not an integer")
+    if kind == "real":
+        value = over(pl.col(column.name).cast(pl.Float64, strict=False))
+        return _Column(value, present & value.is_null(), "is not a number")
+    if kind == "numeric":
+        text = pl.col(column.name).str.strip_chars()
+        ok = over(text.str.contains(_DECIMAL))
+        return _Column(over(text), present & ~ok.fill_null(False), "is not a decimal number")
+    if kind == "blob":
+        value = over(pl.col(column.name).str.decode("hex", strict=False))
+        return _Column(value, present & value.is_null(), "is not a blob")
+    if kind == "uuid":
+        ok = over(pl.col(column.name).str.contains(_CANONICAL_UUID))
+        value = over(
+            pl.when(ok).then(
+                pl.col(column.name).str.replace_all("-", "", literal=True).str.decode("hex")
+            )
+        )
+        return _Column(value, present & ~ok.fill_null(False), "is not a canonical lower-case UUID")
     # text
     bad = raw.str.contains("\x00", literal=True)
     reason = "contains a NUL byte, which PostgreSQL text cannot hold"
@@ -234,8 +271,8 @@ def convert_frame(frame: pl.DataFrame, table: Table, plan: Plan) -> Converted:
                 pl.lit(reason).alias("reason"),
                 pl.col(column.name).str.slice(0, 200).alias("value"),
             )
-            if column.on_invalid == "fail":
-                raise _conversion_error(table, column, hit)
+            if column.on_invalid == "fail" or column.name in table.primary_key:
+                raise _conversion_error(table, column, hit, frame)
             problems.append(hit)
             dropped = dropped | mask
     rows = pl.DataFrame([*values, frame.get_column(ROWID)])
@@ -244,8 +281,14 @@ def convert_frame(frame: pl.DataFrame, table: Table, plan: Plan) -> Converted:
     return Converted(rows.filter(~dropped), pl.concat(problems), frame.height)
 
 
-def _conversion_error(table: Table, column: Column, hit: pl.DataFrame) -> ConversionError:
+def _conversion_error(
+    table: Table, column: Column, hit: pl.DataFrame, frame: pl.DataFrame
+) -> ConversionError:
+    from emrsim_assets.source import ROWID, key_label
+
     first = hit.row(0, named=True)
+    row = frame.filter(pl.col(ROWID) == first["row_id"]).row(0, named=True)
+    where = key_label(table, row)
     value = first["value"]
     shown = "NULL" if value is None else repr(value if len(value) <= 80 else value[:80] + "...")
     more = ""
@@ -253,6 +296,6 @@ def _conversion_error(table: Table, column: Column, hit: pl.DataFrame) -> Conver
         ids = ", ".join(str(i) for i in hit["row_id"].head(5).to_list())
         more = f" {hit.height} rows of this batch fail the same way (row ids {ids}...)."
     return ConversionError(
-        f"{table.name}.{column.name}: row id {first['row_id']}: value {shown} {first['reason']}."
+        f"{table.name}.{column.name}: row id {first['row_id']}{where}: value {shown} {first['reason']}."
         f"{more} Fix the source rows, or set on_invalid: quarantine on this column in the plan."
     )

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 from psycopg import sql
 
 from emrsim_assets.errors import GateClosedError, TargetError
+from emrsim_assets.integrity import quarantined_rows
 from emrsim_assets.plan import Plan, Table
 from emrsim_assets.source import Manifest
 from emrsim_assets.target import (
@@ -58,6 +59,12 @@ def staging_problems(conn: Conn, plan: Plan, manifest: Manifest) -> list[str]:
                 problems.append(f"{label} is not loaded")
             elif load.snapshot_sha256 != manifest.sha256:
                 problems.append(f"{label} was loaded from an older snapshot")
+        quarantined = quarantined_rows(conn, table.name)
+        if quarantined > table.max_quarantined_rows:
+            problems.append(
+                f"{table.name} has {quarantined} quarantined row(s), more than its plan allows "
+                f"({table.max_quarantined_rows})"
+            )
     return problems
 
 
@@ -75,6 +82,7 @@ def cutover(conn: Conn, plan: Plan, manifest: Manifest, today: date | None = Non
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('emrsim.cutover'))")
         for table in plan.tables:
             foreign_keys += _add_foreign_keys(conn, plan, table)
+            _restart_identities(conn, table)
             indexes += len(table.indexes)  # built with each table and month
             if table.partition_by_month:
                 # The live app writes from the first minute: it needs this month and the next.
@@ -114,8 +122,11 @@ def cutover(conn: Conn, plan: Plan, manifest: Manifest, today: date | None = Non
 
 
 def _add_foreign_keys(conn: Conn, plan: Plan, table: Table) -> int:
-    for column in table.foreign_keys:
+    enforced = [c for c in table.foreign_keys if c.enforce == "constraint"]
+    for column in enforced:
         parent = plan.table(str(column.references))
+        key = parent.key_column
+        assert key is not None  # validated by the plan
         conn.execute(
             sql.SQL(
                 "ALTER TABLE {}.{} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {}.{} ({}) "
@@ -127,11 +138,31 @@ def _add_foreign_keys(conn: Conn, plan: Plan, table: Table) -> int:
                 sql.Identifier(column.name),
                 sql.Identifier(STAGING),
                 sql.Identifier(parent.name),
-                sql.Identifier(parent.primary_key),
+                sql.Identifier(key.name),
                 sql.SQL(column.on_delete.upper()),  # validated
             )
         )
-    return len(table.foreign_keys)
+    return len(enforced)
+
+
+def _restart_identities(conn: Conn, table: Table) -> None:
+    """An integer key kept as bigint: the app's next insert gets max(id) + 1, as in SQLite."""
+    for column in table.columns:
+        if not column.identity:
+            continue
+        row = conn.execute(
+            sql.SQL("SELECT coalesce(max({}), 0) + 1 FROM {}.{}").format(
+                sql.Identifier(column.name), sql.Identifier(STAGING), sql.Identifier(table.name)
+            )
+        ).fetchone()
+        conn.execute(
+            sql.SQL("ALTER TABLE {}.{} ALTER COLUMN {} RESTART WITH {}").format(
+                sql.Identifier(STAGING),
+                sql.Identifier(table.name),
+                sql.Identifier(column.name),
+                sql.Literal(int(row[0]) if row else 1),  # type: ignore[call-overload]
+            )
+        )
 
 
 def _set_autovacuum(conn: Conn, table: Table, schema: str = STAGING) -> None:

@@ -127,13 +127,8 @@ def foreign_key_resolves(conn: Conn, plan: Plan, table: Table, column: Column) -
         return Verdict(
             False, f"{parent.name} (referenced by {table.name}.{column.name}) is not loaded."
         )
-    child_key = (
-        sql.SQL("{}.legacy_id(c.{})").format(
-            sql.Identifier(MIGRATION), sql.Identifier(table.primary_key)
-        )
-        if table.keyed_by_legacy_id
-        else sql.SQL("NULL::bigint")
-    )
+    key = parent.key_column
+    assert key is not None  # the plan validates that a reference points at a one-column key
     orphans = sql.SQL(
         "FROM {}.{} c WHERE c.{} IS NOT NULL AND NOT EXISTS "
         "(SELECT 1 FROM {}.{} p WHERE p.{} = c.{})"
@@ -143,34 +138,63 @@ def foreign_key_resolves(conn: Conn, plan: Plan, table: Table, column: Column) -
         sql.Identifier(column.name),
         sql.Identifier(STAGING),
         sql.Identifier(parent.name),
-        sql.Identifier(parent.primary_key),
+        sql.Identifier(key.name),
         sql.Identifier(column.name),
     )
     count_row = conn.execute(sql.SQL("SELECT count(*) ") + orphans).fetchone()
     count = int(count_row[0]) if count_row else 0  # type: ignore[call-overload]
     metadata: dict[str, Any] = {
         "orphan_rows": count,
-        "references": f"{parent.name}.{parent.primary_key}",
+        "references": f"{parent.name}.{key.name}",
+        "enforce": column.enforce,
     }
     if count:
         sample = conn.execute(
-            sql.SQL("SELECT {} AS row_id, {}.legacy_id(c.{}) AS missing ").format(
-                child_key, sql.Identifier(MIGRATION), sql.Identifier(column.name)
+            sql.SQL("SELECT {} AS row_key, {} AS missing ").format(
+                _as_source_text(table, "c"), _source_text(column, "c")
             )
             + orphans
-            + sql.SQL(" ORDER BY 1 LIMIT {}").format(sql.Literal(SAMPLE))
+            + sql.SQL(" ORDER BY 2, 1 LIMIT {}").format(sql.Literal(SAMPLE))
         ).fetchall()
-        metadata["orphan_row_ids"] = [r[0] for r in sample if r[0] is not None]
-        metadata["missing_parent_ids"] = sorted({int(r[1]) for r in sample})  # type: ignore[call-overload]
-        ids = ", ".join(str(i) for i in metadata["orphan_row_ids"][:5]) or "(text-keyed rows)"
+        metadata["orphan_row_keys"] = [r[0] for r in sample]
+        metadata["missing_parent_keys"] = sorted({str(r[1]) for r in sample})
+        keys = ", ".join(str(k) for k in metadata["orphan_row_keys"][:5])
+        missing = ", ".join(metadata["missing_parent_keys"][:5])
+        what = (
+            "reported, not enforced (the plan says enforce: report)"
+            if column.enforce == "report"
+            else "cutover needs every one to resolve"
+        )
         return Verdict(
             False,
-            f"{count} {table.name} row(s) reference a missing {parent.name}: {table.name} row ids "
-            f"{ids} point at {column.name} = {', '.join(map(str, metadata['missing_parent_ids'][:5]))}.",
+            f"{count} {table.name} row(s) reference a missing {parent.name}: rows {keys} point "
+            f"at {column.name} = {missing}; {what}.",
             metadata,
         )
     return Verdict(
         True, f"Every {table.name}.{column.name} resolves to a {parent.name} row.", metadata
+    )
+
+
+def _source_text(column: Column, alias: str) -> sql.Composable:
+    """A target column as the source's key text: a legacy uuid gives its integer id back."""
+    ref = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(column.name))
+    if column.convert in ("legacy_id", "ref"):
+        return sql.SQL("{}.legacy_id({})::text").format(sql.Identifier(MIGRATION), ref)
+    return sql.SQL("{}::text").format(ref)
+
+
+def _as_source_text(table: Table, alias: str) -> sql.Composable:
+    """A row's key as text (`a=1, b=x` for a composite one; the whole row for a keyless table)."""
+    if not table.primary_key:
+        return sql.SQL("left({}::text, 200)").format(sql.Identifier(alias))
+    if len(table.primary_key) == 1:
+        return _source_text(table.column(table.primary_key[0]), alias)
+    return sql.SQL("concat_ws(', ', {})").format(
+        sql.SQL(", ").join(
+            sql.SQL("{} || '=' || {}").format(sql.Literal(k), _source_text(table.column(k), alias))
+            for k in table.primary_key
+        )
     )
 
 
@@ -209,10 +233,28 @@ def every_source_month_loaded(
     )
 
 
-def quarantine_is_empty(conn: Conn, table: Table) -> Verdict:
-    """Quarantined rows are never silent: this check lists them (a warning, not a gate)."""
+def quarantined_rows(conn: Conn, table: str) -> int:
     if not schema_exists(conn, MIGRATION):
-        return Verdict(True, "Nothing quarantined.", {"quarantined_rows": 0})
+        return 0
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {}.quarantine WHERE table_name = %s").format(
+            sql.Identifier(MIGRATION)
+        ),
+        (table,),
+    ).fetchone()
+    return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+
+def quarantine_within_limit(conn: Conn, table: Table) -> Verdict:
+    """Quarantined rows are never silent: this check lists them, and fails (closing the cutover
+    gate) while there are more than the plan's max_quarantined_rows (default 0)."""
+    total = quarantined_rows(conn, table.name)
+    metadata: dict[str, Any] = {
+        "quarantined_rows": total,
+        "max_quarantined_rows": table.max_quarantined_rows,
+    }
+    if not total:
+        return Verdict(True, f"No {table.name} rows quarantined.", metadata)
     rows = conn.execute(
         sql.SQL(
             "SELECT row_id, column_name, reason FROM {}.quarantine WHERE table_name = %s "
@@ -220,20 +262,17 @@ def quarantine_is_empty(conn: Conn, table: Table) -> Verdict:
         ).format(sql.Identifier(MIGRATION), sql.Literal(SAMPLE)),
         (table.name,),
     ).fetchall()
-    total_row = conn.execute(
-        sql.SQL("SELECT count(*) FROM {}.quarantine WHERE table_name = %s").format(
-            sql.Identifier(MIGRATION)
-        ),
-        (table.name,),
-    ).fetchone()
-    total = int(total_row[0]) if total_row else 0  # type: ignore[call-overload]
-    metadata: dict[str, Any] = {"quarantined_rows": total}
-    if total:
-        metadata["sample"] = [{"row_id": r[0], "column": r[1], "reason": r[2]} for r in rows]
-        return Verdict(
-            False,
-            f"{total} {table.name} row(s) are in {MIGRATION}.quarantine instead of the table "
-            f"(first: row id {rows[0][0]}, {rows[0][1]} {rows[0][2]}).",
-            metadata,
-        )
-    return Verdict(True, f"No {table.name} rows quarantined.", metadata)
+    metadata["sample"] = [{"row_id": r[0], "column": r[1], "reason": r[2]} for r in rows]
+    within = total <= table.max_quarantined_rows
+    verdict = (
+        f"within the plan's max_quarantined_rows of {table.max_quarantined_rows}"
+        if within
+        else f"more than the plan's max_quarantined_rows of {table.max_quarantined_rows}, so "
+        "cutover is refused"
+    )
+    return Verdict(
+        within,
+        f"{total} {table.name} row(s) are in {MIGRATION}.quarantine instead of the table, "
+        f"{verdict} (first: row id {rows[0][0]}, {rows[0][1]} {rows[0][2]}).",
+        metadata,
+    )

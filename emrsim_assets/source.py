@@ -231,27 +231,80 @@ def _assess_all(path: Path, plan: Plan) -> dict[str, tuple[int, dict[str, dict[s
         conn.close()
 
 
+_INTERNAL = "sqlite_%"  # SQLite's own tables (sqlite_sequence, sqlite_stat1): not app data
+
+
+def source_objects(conn: sqlite3.Connection) -> dict[str, tuple[str, list[str]]]:
+    """Every table and view of the app, with its kind and columns, in the source's spelling."""
+    objects = {}
+    for name, kind in conn.execute(
+        "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
+        "AND name NOT LIKE ? ESCAPE '\\' ORDER BY name",
+        (_INTERNAL.replace("_", "\\_"),),
+    ):
+        columns = [row[1] for row in conn.execute("SELECT * FROM pragma_table_xinfo(?)", (name,))]
+        objects[str(name)] = (str(kind), [str(c) for c in columns])
+    return objects
+
+
 def _check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Path) -> None:
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    """Both ways: everything the plan reads exists, and everything the source holds is either
+    migrated or skipped with a reason. Nothing is left behind without a word."""
+    objects = source_objects(conn)
     for table in plan.tables:
-        if table.source not in tables:
+        kind, present = objects.get(table.source, ("", []))
+        if kind != "table":
             raise SourceError(
                 f"The plan migrates table {table.source!r}, but {source} has no such table "
-                f"(it has: {', '.join(sorted(tables))})."
+                f"(it has: {', '.join(sorted(objects))})."
             )
-        present = {
-            row[1] for row in conn.execute("SELECT * FROM pragma_table_info(?)", (table.source,))
-        }
         for column in table.columns:
             if column.source not in present:
                 raise SourceError(
                     f"The plan reads column {table.source}.{column.source}, but {source} has no "
-                    f"such column (it has: {', '.join(sorted(present))})."
+                    f"such column (it has: {', '.join(present)})."
                 )
+    planned = {t.source: {c.source for c in t.columns} for t in plan.tables}
+    left: list[str] = []
+    for name, (kind, columns) in objects.items():
+        if plan.skipped(name) is not None:
+            continue
+        if name not in planned:
+            left.append(f"{kind} {name!r}")
+            continue
+        left.extend(
+            f"column {name}.{column}"
+            for column in columns
+            if column not in planned[name] and plan.skipped(name, column) is None
+        )
+    if left:
+        raise SourceError(
+            f"{source} holds data the plan neither migrates nor skips: {', '.join(left[:12])}"
+            f"{' and more' if len(left) > 12 else ''}. Add them to the plan, or list them under "
+            "skip with a reason (emrsim-migrate plan --sqlite FILE drafts a complete plan)."
+        )
+
+
+def row_locator(conn: sqlite3.Connection, table: Table) -> str | None:
+    """The name that reaches this table's rowid, or None for a WITHOUT ROWID table (or one whose
+    columns shadow rowid, _rowid_ and oid alike): such tables are read in primary-key order."""
+    columns = {
+        str(row[1]).lower()
+        for row in conn.execute("SELECT * FROM pragma_table_xinfo(?)", (table.source,))
+    }
+    for alias in ("rowid", "_rowid_", "oid"):
+        if alias in columns:
+            continue
+        try:
+            conn.execute(f"SELECT {alias} FROM {_quote(table.source)} LIMIT 0")  # noqa: S608
+        except sqlite3.OperationalError:
+            return None  # WITHOUT ROWID: no alias reaches a rowid
+        return alias
+    return None
 
 
 def _quote(name: str) -> str:
-    # SQLite identifiers: names come from the validated plan ([a-z_][a-z0-9_]*), quoted anyway.
+    """The one way a SQLite name enters SQL: double-quoted, inner quotes doubled (any name)."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -333,8 +386,14 @@ def _profile_months(
     known = pl.Series(sorted(date.fromisoformat(m) for m in months), dtype=pl.Date)
     conn = open_readonly(path)
     try:
+        locator = row_locator(conn, table)
+        if locator is None:
+            raise SourceError(
+                f"{table.source} has no rowid (WITHOUT ROWID), and a table partitioned by month "
+                "is read by rowid ranges: do not partition it in the plan."
+            )
         first, last = conn.execute(
-            f"SELECT min(rowid), max(rowid) FROM {_quote(table.source)}"  # noqa: S608
+            f"SELECT min({locator}), max({locator}) FROM {_quote(table.source)}"  # noqa: S608
         ).fetchone()
     finally:
         conn.close()
@@ -411,9 +470,11 @@ def _decode_classes(code: int, count: int) -> list[str]:
     return names
 
 
-def _select_list(table: Table, columns: list[str] | None, classes: bool = False) -> list[str]:
+def _select_list(
+    table: Table, columns: list[str] | None, locator: str | None, classes: bool = False
+) -> list[str]:
     wanted = [c for c in table.columns if columns is None or c.name in columns]
-    parts = [f"rowid AS {ROWID}"]
+    parts = [f"{locator} AS {ROWID}"] if locator else []
     if classes:
         # One integer per row, a base-5 digit per column: far cheaper than strings to build.
         digits = " + ".join(
@@ -422,8 +483,13 @@ def _select_list(table: Table, columns: list[str] | None, classes: bool = False)
         )
         parts.append(f"{digits} AS {CLASSES}")
     for column in wanted:
-        # Everything arrives as text: SQLite is dynamically typed, and one INTEGER column may hold
-        # text in some rows. Conversion parses and validates each value, naming the row if it fails.
+        if column.convert == "blob":
+            # Bytes as hex text: lossless whatever they hold (CAST AS TEXT would read them as UTF-8).
+            parts.append(f"hex({_quote(column.source)}) AS {_quote(column.name)}")
+            continue
+        # Everything else arrives as text: SQLite is dynamically typed, and one INTEGER column
+        # may hold text in some rows (SQLite 3.53's text of a REAL round-trips: 17 digits).
+        # Conversion parses and validates each value, naming the row if it fails.
         parts.append(f"CAST({_quote(column.source)} AS TEXT) AS {_quote(column.name)}")
         if column.convert == "json" and column.on_invalid == "quarantine":
             # Only where an invalid value must be sorted out before COPY: elsewhere PostgreSQL's
@@ -439,16 +505,24 @@ def _arrow_connection(path: Path) -> adbc.Connection:
     return adbc.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1")
 
 
-def _fetch(conn: adbc.Connection, query: str, params: tuple[int, int, int]) -> pa.Table:
+def _fetch(conn: adbc.Connection, query: str, params: tuple[int, ...], batch_rows: int) -> pa.Table:
     # A cursor per batch: the driver keeps a statement's result until the cursor closes.
     with conn.cursor() as cur:
         # The driver infers each column's type from its first batch: one batch per query, so a
         # column that is NULL throughout one batch and text in the next cannot trip it.
-        cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(params[2])})
+        cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
         cur.execute(query, params)
         arrow = cur.fetch_arrow_table()
     arrow.validate(full=True)  # the driver passes invalid UTF-8 through unchecked
     return arrow
+
+
+def locate_rows(path: Path, table: Table) -> str | None:
+    conn = open_readonly(path)
+    try:
+        return row_locator(conn, table)
+    finally:
+        conn.close()
 
 
 def read_batches(
@@ -459,26 +533,46 @@ def read_batches(
     columns: list[str] | None = None,
     classes: bool = False,
 ) -> Iterator[pl.DataFrame]:
-    """Yield the table in rowid order, `batch_rows` at a time (keyset pagination: memory is bounded).
+    """Yield the table `batch_rows` at a time, in rowid order (keyset pagination: memory is
+    bounded). A WITHOUT ROWID table is read in primary-key order, its row id being the row's
+    position in that order (counted from 1).
 
     Rows arrive as Arrow record batches (ADBC's SQLite driver), several times faster than Python's
     sqlite3 rows, and straight into Polars without a Python object per value."""
-    parts = _select_list(table, columns, classes)
+    locator = locate_rows(path, table)
+    if locator is None and rowid_range is not None:
+        raise SourceError(
+            f"{table.source} has no rowid (WITHOUT ROWID), so it cannot be read by month ranges."
+        )
+    parts = _select_list(table, columns, locator, classes)
     select = ", ".join(parts)
     names = [part.rsplit(" AS ", 1)[1].strip('"') for part in parts]
     counters = {ROWID, CLASSES} | {n for n in names if n.startswith("__json_ok")}
-    lo, hi = rowid_range if rowid_range else (-(2**63) + 1, 2**63 - 1)
-    query = (
-        f"SELECT {select} FROM {_quote(table.source)} "  # noqa: S608
-        "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
-    )
+    source = _quote(table.source)
+    if locator is None:
+        order = ", ".join(_quote(table.column(k).source) for k in table.primary_key)
+        paged = (
+            f"SELECT {select} FROM {source} {'ORDER BY ' + order if order else ''} LIMIT ? OFFSET ?"  # noqa: S608
+        )
+    else:
+        first_page = f"SELECT {select} FROM {source} WHERE {locator} >= ? AND {locator} <= ? ORDER BY {locator} LIMIT ?"  # noqa: S608
+        next_page = first_page.replace(f"{locator} >= ?", f"{locator} > ?", 1)
+    lo, hi = rowid_range if rowid_range else (-(2**63), 2**63 - 1)
     with _arrow_connection(path) as conn:
-        after = lo - 1
+        after: int | None = None
+        offset = 0
         while True:
+            params: tuple[int, ...]
+            if locator is None:
+                query, params = paged, (batch_rows, offset)
+            elif after is None:
+                query, params = first_page, (lo, hi, batch_rows)
+            else:
+                query, params = next_page, (after, hi, batch_rows)
             try:
-                arrow = _fetch(conn, query, (after, hi, batch_rows))
+                arrow = _fetch(conn, query, params, batch_rows)
             except pa.ArrowInvalid:
-                raise _undecodable(path, table, after, hi, batch_rows) from None
+                raise _undecodable(path, table, locator, query, params) from None
             except adbc.Error as exc:
                 raise SourceError(f"Reading {table.source} from SQLite failed: {exc}.") from None
             rows = arrow.num_rows
@@ -486,11 +580,19 @@ def read_batches(
                 return
             frame = pl.from_arrow(arrow)
             assert isinstance(frame, pl.DataFrame)
+            if locator is None:
+                frame = frame.with_columns(
+                    pl.int_range(offset + 1, offset + rows + 1, dtype=pl.Int64).alias(ROWID)
+                ).select(ROWID, *names)
+                names_all = [ROWID, *names]
+            else:
+                names_all = names
             # All-NULL columns arrive as integers: everything but the counters is text.
             frame = frame.with_columns(
-                pl.col(n).cast(pl.Int64 if n in counters else pl.String) for n in names
+                pl.col(n).cast(pl.Int64 if n in counters else pl.String) for n in names_all
             )
             after = int(frame[ROWID][-1])
+            offset += rows
             # Hold nothing while the consumer works: one batch in memory per reader, not three.
             del arrow
             yield frame
@@ -499,26 +601,50 @@ def read_batches(
                 return
 
 
-def _undecodable(path: Path, table: Table, after: int, hi: int, limit: int) -> SourceError:
-    """Find the row and column holding bytes that are not UTF-8 (the error path only)."""
+def _undecodable(
+    path: Path, table: Table, locator: str | None, query: str, params: tuple[int, ...]
+) -> SourceError:
+    """Find the row and column holding bytes that are not UTF-8 (the error path only): the
+    failed batch again, through Python's sqlite3, as bytes."""
     conn = open_readonly(path)
     conn.text_factory = bytes
     try:
-        for column in table.columns:
-            query = (
-                f"SELECT rowid, CAST({_quote(column.source)} AS TEXT) FROM {_quote(table.source)} "  # noqa: S608
-                "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
-            )
-            for rowid, value in conn.execute(query, (after, hi, limit)):
-                if isinstance(value, bytes):
-                    try:
-                        value.decode("utf-8")
-                    except UnicodeDecodeError:
-                        return SourceError(
-                            f"{table.name}.{column.name}: row id {rowid}: value {value[:40]!r} is not "
-                            "valid UTF-8, and PostgreSQL text must be. Fix the row in the app's "
-                            "database (or re-encode it) and run again."
-                        )
+        cursor = conn.execute(query, params)
+        names = [d[0] for d in cursor.description]
+        for position, row in enumerate(cursor, start=1):
+            values = dict(zip(names, row, strict=True))
+            for column in table.columns:
+                value = values.get(column.name)
+                if not isinstance(value, bytes):
+                    continue
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError:
+                    row_id = values[ROWID] if locator else params[1] + position
+                    return SourceError(
+                        f"{table.name}.{column.name}: row id {row_id}{key_label(table, values)}: "
+                        f"value {value[:40]!r} is not valid UTF-8, and PostgreSQL text must be. "
+                        "Fix the row in the app's database (or re-encode it) and run again."
+                    )
     finally:
         conn.close()
-    return SourceError(f"{table.name}: a value is not valid UTF-8 after row id {after}.")
+    return SourceError(f"{table.name}: a value is not valid UTF-8 near {params}.")
+
+
+def key_label(table: Table, values: dict[str, Any]) -> str:
+    """' (key id='abc')' for a table keyed by columns of its own; '' for one keyed by rowid."""
+    keys = [k for k in table.primary_key if table.column(k).convert not in ("legacy_id", "integer")]
+    if not keys:
+        return ""
+    shown = ", ".join(f"{k}={_show(values.get(k))}" for k in keys)
+    return f" (key {shown})"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return (
+        "NULL"
+        if value is None
+        else repr(value if len(str(value)) <= 60 else str(value)[:60] + "...")
+    )

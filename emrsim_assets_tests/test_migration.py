@@ -52,7 +52,8 @@ def _source_rows(path: Path, table: Table) -> dict[Any, dict[str, Any]]:
         rows = conn.execute(f'SELECT * FROM "{table.source}"').fetchall()  # noqa: S608
     finally:
         conn.close()
-    pk = table.column(table.primary_key)
+    pk = table.key_column
+    assert pk is not None
     return {
         _expected(table, pk, row[pk.source]): {
             c.name: _expected(table, c, row[c.source]) for c in table.columns
@@ -123,6 +124,16 @@ def test_full_migration_reproduces_every_source_row_and_leaves_sqlite_untouched(
             "WHERE n.nspname = 'emrsim' AND NOT i.indisvalid"
         ).fetchone()
         assert invalid == (0,)
+        # The app's inserts keep working: its defaults came along, and new ids are uuids.
+        defaults = dict(
+            conn.execute(
+                "SELECT column_name, column_default FROM information_schema.columns "
+                "WHERE table_schema = 'emrsim' AND table_name = 'users'"
+            ).fetchall()
+        )
+        assert defaults["id"] == "gen_random_uuid()"
+        assert defaults["created_at"] == "now()"
+        assert str(defaults["role"]).startswith("'student'")
         this_month = datetime.now(UTC).strftime("messages_y%Ym%m")
         assert conn.execute(
             "SELECT 1 FROM pg_tables WHERE schemaname = 'emrsim' AND tablename = %s", (this_month,)
@@ -193,8 +204,8 @@ def test_orphan_message_fails_its_fk_check_and_cutover_does_not_happen(
     result = migration.run_job("migrate")
     check = _checks(result)["messages:fk_conversation_id_resolves"]
     assert not check.passed
-    assert orphan in check.metadata["orphan_row_ids"].value  # type: ignore[operator]
-    assert check.metadata["missing_parent_ids"].value == [987654]
+    assert str(orphan) in check.metadata["orphan_row_keys"].value  # type: ignore[operator]
+    assert check.metadata["missing_parent_keys"].value == ["987654"]
     assert "cutover" not in _materialized(result)
     with migration.connect() as conn:
         assert not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'emrsim'").fetchone()

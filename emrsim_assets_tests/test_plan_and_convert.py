@@ -72,7 +72,7 @@ def test_an_unparseable_timestamp_stops_the_load_naming_table_column_and_row(
     )
 
 
-def test_invalid_json_goes_to_quarantine_when_the_plan_says_so_and_a_check_reports_it(
+def test_quarantined_rows_close_the_cutover_gate_until_the_plan_allows_them(
     tmp_path: Path, sample_db: Path, pg_url: str
 ) -> None:
     def quarantine(raw: dict) -> None:  # type: ignore[type-arg]
@@ -90,13 +90,32 @@ def test_invalid_json_goes_to_quarantine_when_the_plan_says_so_and_a_check_repor
         if e.asset_key.to_user_string() == "messages"
     }
     assert evaluations["row_count_matches_source"].passed
-    assert not evaluations["quarantine_is_empty"].passed
-    assert evaluations["quarantine_is_empty"].metadata["quarantined_rows"].value == 1
+    assert not evaluations["quarantine_within_limit"].passed
+    assert evaluations["quarantine_within_limit"].metadata["quarantined_rows"].value == 1
+    assert "cutover" not in {
+        e.event_specific_data.materialization.asset_key.to_user_string()  # type: ignore[union-attr]
+        for e in result.get_asset_materialization_events()
+    }
     with migration.connect() as conn:
         row = conn.execute(
             "SELECT row_id, column_name, value FROM emrsim_migration.quarantine"
         ).fetchone()
     assert row == (10, "metadata", "{broken")
+
+    # The plan may accept a known number of quarantined rows: then the gate opens.
+    def allow_one(raw: dict) -> None:  # type: ignore[type-arg]
+        quarantine(raw)
+        raw["tables"][3]["max_quarantined_rows"] = 1
+
+    allowed = Migration(
+        load_plan(_plan_with(tmp_path, allow_one)), sample_db, pg_url, tmp_path / "w2"
+    )
+    result = allowed.run_job("migrate")
+    assert result.success
+    assert "cutover" in {
+        e.event_specific_data.materialization.asset_key.to_user_string()  # type: ignore[union-attr]
+        for e in result.get_asset_materialization_events()
+    }
 
 
 def test_invalid_json_stops_the_month_load_naming_table_column_and_row(

@@ -67,7 +67,11 @@ def build_checks(
             [table.name, "source_snapshot"],
         )
         for column in table.foreign_keys:
-            add(_fk_check(plan, table, column), [table.name, str(column.references)])
+            add(
+                _fk_check(plan, table, column),
+                [table.name, str(column.references)],
+                gate=column.enforce == "constraint",
+            )
         if table.partition_by_month:
             add(
                 _check(
@@ -78,28 +82,32 @@ def build_checks(
                 ),
                 [table.name, "source_snapshot"],
             )
-        if any(c.on_invalid == "quarantine" for c in table.columns):
+        if table.quarantines:
             add(
                 _check(
                     table,
-                    "quarantine_is_empty",
-                    "Lists rows the plan sent to emrsim_migration.quarantine (a warning).",
+                    "quarantine_within_limit",
+                    "Lists rows the plan sent to emrsim_migration.quarantine; fails while there "
+                    "are more than the plan's max_quarantined_rows (default 0).",
                     partial(_quarantine, table),
-                    blocking=False,
-                    severity=dg.AssetCheckSeverity.WARN,
                 ),
                 [table.name],
-                gate=False,
             )
     return checks, gated
 
 
 def _fk_check(plan: Plan, table: Table, column: Column) -> dg.AssetChecksDefinition:
+    """A reference the plan enforces blocks and gates cutover; one it only reports (an app that
+    writes orphans by design) warns, with the orphans counted and named."""
+    enforced = column.enforce == "constraint"
     return _check(
         table,
         f"fk_{column.name}_resolves",
-        f"Every {table.name}.{column.name} points at an existing {column.references} row.",
+        f"Every {table.name}.{column.name} points at an existing {column.references} row"
+        + ("." if enforced else " (reported, not enforced)."),
         partial(_foreign_key, plan, table, column),
+        blocking=enforced,
+        severity=dg.AssetCheckSeverity.ERROR if enforced else dg.AssetCheckSeverity.WARN,
         reads=(str(column.references),) if column.references != table.name else (),
     )
 
@@ -113,7 +121,7 @@ def _coverage(table: Table, months: list[str], conn: Conn, migration: MigrationR
 
 
 def _quarantine(table: Table, conn: Conn, migration: MigrationResource) -> Verdict:
-    return integrity.quarantine_is_empty(conn, table)
+    return integrity.quarantine_within_limit(conn, table)
 
 
 def _foreign_key(

@@ -1,0 +1,390 @@
+"""Read a plan from YAML and validate it; every error names the offending key."""
+
+from __future__ import annotations
+
+from datetime import date
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from emrsim_assets.errors import PlanError
+from emrsim_assets.plan.model import (
+    CONVERSIONS,
+    ENFORCE,
+    EPOCH_UNITS,
+    FIXED_TYPES,
+    TEXT_TYPE,
+    Column,
+    Index,
+    Plan,
+    Skip,
+    Table,
+)
+from emrsim_assets.plan.names import MAX_NAME, MAX_TABLE_NAME, RESERVED, TARGET_NAME
+
+_ON_DELETE = ("cascade", "set null", "restrict", "no action")
+_INDEX_METHODS = ("btree", "gin")
+# Operator classes a plan may name (one per index, applied to each of its columns).
+_OPCLASSES = ("jsonb_ops", "jsonb_path_ops", "text_pattern_ops", "varchar_pattern_ops")
+_PLAN_KEYS = {"version", "source_timezone", "messages_partition_start", "tables", "skip"}
+_TABLE_KEYS = {
+    "name",
+    "source",
+    "primary_key",
+    "columns",
+    "indexes",
+    "partition_by_month",
+    "autovacuum",
+    "max_quarantined_rows",
+}
+_COLUMN_KEYS = {
+    "name",
+    "source",
+    "convert",
+    "type",
+    "nullable",
+    "references",
+    "on_delete",
+    "enforce",
+    "epoch",
+    "on_invalid",
+    "default",
+    "identity",
+}
+
+
+def default_plan_path() -> Path:
+    return Path(str(resources.files("emrsim_assets") / "plans" / "emrsim_chat.yaml"))
+
+
+def load_plan(path: Path | None = None) -> Plan:
+    """Read and validate a plan; every error names the offending key."""
+    path = path or default_plan_path()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlanError(f"Plan file {path} does not exist.") from None
+    except yaml.YAMLError as exc:
+        raise PlanError(f"Plan file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise PlanError(f"Plan file {path} must be a mapping with a 'tables' list.")
+    return parse_plan(raw, path)
+
+
+def parse_plan(raw: dict[str, Any], path: Path) -> Plan:
+    _only_keys(raw, _PLAN_KEYS, "plan")
+    if raw.get("version") != 1:
+        raise PlanError(f"plan.version must be 1 (got {raw.get('version')!r}).")
+    tz_name = str(raw.get("source_timezone", "UTC"))
+    try:
+        timezone = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise PlanError(f"plan.source_timezone {tz_name!r} is not a known time zone.") from None
+    start_raw = raw.get("messages_partition_start", "2023-01-01")
+    try:
+        start = date.fromisoformat(str(start_raw))
+    except ValueError:
+        raise PlanError(
+            f"plan.messages_partition_start {start_raw!r} is not a date (YYYY-MM-01)."
+        ) from None
+    if start.day != 1:
+        raise PlanError(f"plan.messages_partition_start {start} must be the first of a month.")
+    tables_raw = raw.get("tables")
+    if not isinstance(tables_raw, list) or not tables_raw:
+        raise PlanError("plan.tables must be a non-empty list.")
+    tables = tuple(_parse_table(t, i) for i, t in enumerate(tables_raw))
+    skip_raw = raw.get("skip") or []
+    if not isinstance(skip_raw, list):
+        raise PlanError("plan.skip must be a list of {table, column (optional), reason}.")
+    skips = tuple(_parse_skip(s, i) for i, s in enumerate(skip_raw))
+    plan = Plan(
+        tables=tables,
+        source_timezone=timezone,
+        messages_partition_start=start,
+        path=path,
+        skip=skips,
+    )
+    _check_references(plan)
+    plan.load_order()
+    return plan
+
+
+def _parse_skip(raw: Any, index: int) -> Skip:
+    where = f"plan.skip[{index}]"
+    if not isinstance(raw, dict):
+        raise PlanError(f"{where} must be a mapping with table, column (optional) and reason.")
+    _only_keys(raw, {"table", "column", "reason"}, where)
+    table = _source_name(raw.get("table"), f"{where}.table")
+    column = raw.get("column")
+    reason = raw.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise PlanError(f"{where} ({table}): 'reason' must say why the data is left behind.")
+    return Skip(
+        table=table,
+        column=None if column is None else _source_name(column, f"{where}.column"),
+        reason=reason.strip(),
+    )
+
+
+def _parse_table(raw: Any, index: int) -> Table:
+    where = f"plan.tables[{index}]"
+    if not isinstance(raw, dict):
+        raise PlanError(f"{where} must be a mapping.")
+    _only_keys(raw, _TABLE_KEYS, where)
+    name = _target_name(raw.get("name"), f"{where}.name", MAX_TABLE_NAME)
+    if name in RESERVED:
+        raise PlanError(
+            f"{where}.name: {name!r} is reserved by Dagster or this pipeline; name the table "
+            f"{name}_ (keeping source: {raw.get('source', name)!r})."
+        )
+    where = f"plan table {name!r}"
+    columns_raw = raw.get("columns")
+    if not isinstance(columns_raw, list) or not columns_raw:
+        raise PlanError(f"{where}: 'columns' must be a non-empty list.")
+    keys_raw = raw.get("primary_key")
+    keys: tuple[str, ...]
+    if keys_raw is None:
+        keys = ()
+    elif isinstance(keys_raw, str):
+        keys = (keys_raw,)
+    elif isinstance(keys_raw, list) and all(isinstance(k, str) for k in keys_raw):
+        keys = tuple(keys_raw)
+    else:
+        raise PlanError(f"{where}: primary_key must be a column name or a list of them.")
+    columns = tuple(
+        _parse_column(c, f"{where} column {i}", keys) for i, c in enumerate(columns_raw)
+    )
+    names = [c.name for c in columns]
+    if len(set(names)) != len(names):
+        raise PlanError(f"{where}: column names repeat: {names}.")
+    sources = [c.source for c in columns]
+    if len(set(sources)) != len(sources):
+        raise PlanError(f"{where}: source columns repeat: {sources}.")
+    for key in keys:
+        if key not in names:
+            raise PlanError(f"{where}: primary_key {key!r} is not one of its columns.")
+    if len(set(keys)) != len(keys):
+        raise PlanError(f"{where}: primary_key repeats a column: {list(keys)}.")
+    for column in columns:
+        if column.convert == "legacy_id" and keys != (column.name,):
+            raise PlanError(
+                f"{where}: convert legacy_id is for a single-column primary key only "
+                f"(column {column.name!r})."
+            )
+        if column.identity and (keys != (column.name,) or column.convert != "integer"):
+            raise PlanError(
+                f"{where}: identity is for a single-column integer primary key only "
+                f"(column {column.name!r})."
+            )
+    partition_column = raw.get("partition_by_month")
+    if partition_column is not None:
+        if partition_column not in names:
+            raise PlanError(f"{where}: partition_by_month {partition_column!r} is not a column.")
+        column = columns[names.index(partition_column)]
+        if column.convert != "timestamp" or column.nullable:
+            raise PlanError(
+                f"{where}: partition_by_month needs a NOT NULL timestamp column, "
+                f"and {partition_column!r} is not one."
+            )
+    if partition_column and any(c.identity for c in columns):
+        raise PlanError(
+            f"{where}: identity keys are not kept on a table partitioned by month; turn the key "
+            "into a legacy_id uuid, or do not partition this table."
+        )
+    indexes = tuple(
+        _parse_index(ix, f"{where} index {i}", names)
+        for i, ix in enumerate(raw.get("indexes") or [])
+    )
+    for ix in indexes:
+        if partition_column and ix.unique and partition_column not in ix.columns:
+            raise PlanError(
+                f"{where} index {ix.name!r}: PostgreSQL cannot keep a unique index on a table "
+                f"partitioned by month unless it includes {partition_column!r}. Add that column "
+                "to the index (unique per instant), or do not partition this table."
+            )
+    autovacuum = raw.get("autovacuum") or {}
+    if not isinstance(autovacuum, dict) or not all(
+        isinstance(k, str) and k.startswith("autovacuum_") and isinstance(v, int)
+        for k, v in autovacuum.items()
+    ):
+        raise PlanError(f"{where}: autovacuum must map autovacuum_* settings to integers.")
+    allowed = raw.get("max_quarantined_rows", 0)
+    if not isinstance(allowed, int) or isinstance(allowed, bool) or allowed < 0:
+        raise PlanError(f"{where}: max_quarantined_rows must be a whole number (default 0).")
+    return Table(
+        name=name,
+        source=_source_name(raw.get("source", name), f"{where}.source"),
+        primary_key=keys,
+        columns=columns,
+        indexes=indexes,
+        partition_by_month=partition_column,
+        autovacuum=autovacuum,
+        max_quarantined_rows=allowed,
+    )
+
+
+def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
+    if not isinstance(raw, dict):
+        raise PlanError(f"{where} must be a mapping.")
+    _only_keys(raw, _COLUMN_KEYS, where)
+    name = _target_name(raw.get("name"), f"{where}.name", MAX_NAME)
+    where = f"{where} ({name})"
+    convert = raw.get("convert")
+    if convert not in CONVERSIONS:
+        raise PlanError(f"{where}: convert {convert!r} is not one of {', '.join(CONVERSIONS)}.")
+    if convert == "text":
+        pg_type = str(raw.get("type", "text")).lower().replace(" ", "")
+        if not TEXT_TYPE.match(pg_type):
+            raise PlanError(f"{where}: type {raw.get('type')!r} must be text or varchar(n).")
+    else:
+        if "type" in raw and str(raw["type"]).lower() != FIXED_TYPES[convert]:
+            raise PlanError(f"{where}: convert {convert} always gives {FIXED_TYPES[convert]}.")
+        pg_type = FIXED_TYPES[convert]
+    references = raw.get("references")
+    if convert == "ref" and references is None:
+        raise PlanError(f"{where}: convert ref needs 'references' (the table it points at).")
+    on_delete = str(raw.get("on_delete", "no action")).lower()
+    if on_delete not in _ON_DELETE:
+        raise PlanError(f"{where}: on_delete {on_delete!r} is not one of {_ON_DELETE}.")
+    enforce = raw.get("enforce", "constraint")
+    if enforce not in ENFORCE:
+        raise PlanError(f"{where}: enforce must be one of {ENFORCE}.")
+    epoch = raw.get("epoch")
+    if epoch is not None and (convert != "timestamp" or epoch not in EPOCH_UNITS):
+        raise PlanError(f"{where}: epoch must be one of {EPOCH_UNITS} on a timestamp column.")
+    on_invalid = raw.get("on_invalid", "fail")
+    if on_invalid not in ("fail", "quarantine"):
+        raise PlanError(f"{where}: on_invalid must be 'fail' or 'quarantine'.")
+    if on_invalid == "quarantine" and name in keys:
+        raise PlanError(
+            f"{where}: a primary-key column cannot quarantine: a row whose key does not convert "
+            "stops the load (fix it in the source)."
+        )
+    nullable = raw.get("nullable", name not in keys)
+    if not isinstance(nullable, bool):
+        raise PlanError(f"{where}: nullable must be true or false.")
+    if name in keys and nullable:
+        raise PlanError(f"{where}: a primary-key column cannot be nullable.")
+    default = raw.get("default")
+    if default is not None:
+        if not isinstance(default, str | int | float | bool):
+            raise PlanError(f"{where}: default must be now() or a literal value.")
+        if default == "now()" and convert not in ("timestamp", "date"):
+            raise PlanError(f"{where}: default now() is for timestamp and date columns.")
+    identity = raw.get("identity", False)
+    if not isinstance(identity, bool):
+        raise PlanError(f"{where}: identity must be true or false.")
+    return Column(
+        name=name,
+        convert=convert,
+        source=_source_name(raw.get("source", name), f"{where}.source"),
+        pg_type=pg_type,
+        nullable=nullable,
+        references=None
+        if references is None
+        else _target_name(references, f"{where}.references", MAX_TABLE_NAME),
+        on_delete=on_delete,
+        enforce=enforce,
+        epoch=epoch,
+        on_invalid=on_invalid,
+        default=default,
+        identity=identity,
+    )
+
+
+def _parse_index(raw: Any, where: str, columns: list[str]) -> Index:
+    if not isinstance(raw, dict):
+        raise PlanError(f"{where} must be a mapping.")
+    _only_keys(raw, {"name", "columns", "unique", "method", "opclass"}, where)
+    cols = raw.get("columns")
+    if not isinstance(cols, list) or not cols or any(c not in columns for c in cols):
+        raise PlanError(f"{where}: columns {cols!r} must be a list of the table's columns.")
+    method = raw.get("method", "btree")
+    if method not in _INDEX_METHODS:
+        raise PlanError(f"{where}: method {method!r} is not one of {_INDEX_METHODS}.")
+    opclass = raw.get("opclass")
+    if opclass is not None and opclass not in _OPCLASSES:
+        raise PlanError(f"{where}: opclass {opclass!r} is not one of {_OPCLASSES}.")
+    return Index(
+        name=_target_name(raw.get("name"), f"{where}.name", MAX_NAME),
+        columns=tuple(cols),
+        unique=bool(raw.get("unique", False)),
+        method=method,
+        opclass=opclass,
+    )
+
+
+def _check_references(plan: Plan) -> None:
+    names = set(plan.table_names)
+    if len(names) != len(plan.tables):
+        raise PlanError(f"plan.tables repeats a table name: {list(plan.table_names)}.")
+    sources = [t.source for t in plan.tables]
+    if len(set(sources)) != len(sources):
+        raise PlanError(f"plan.tables reads a source table twice: {sources}.")
+    partitioned = [t.name for t in plan.tables if t.partition_by_month]
+    if len(partitioned) > 1:
+        raise PlanError(f"Only one table can be partitioned by month; the plan has {partitioned}.")
+    for table in plan.tables:
+        for column in table.foreign_keys:
+            where = f"plan table {table.name!r} column {column.name!r}"
+            if column.references not in names:
+                raise PlanError(
+                    f"{where} references {column.references!r}, which is not in the plan."
+                )
+            parent = plan.table(str(column.references))
+            key = parent.key_column
+            if key is None:
+                raise PlanError(
+                    f"{where} references {parent.name!r}, which has no single-column primary key "
+                    "to point at."
+                )
+            if (key.convert == "legacy_id") != (column.convert == "ref"):
+                raise PlanError(
+                    f"{where}: a reference to a legacy_id key converts with 'ref', and 'ref' "
+                    f"points only at legacy_id keys ({parent.name}.{key.name} is {key.convert})."
+                )
+            if _type_family(key.pg_type) != _type_family(column.pg_type):
+                raise PlanError(
+                    f"{where} is {column.pg_type}, but {parent.name}.{key.name} is {key.pg_type}: "
+                    "a reference has its key's type."
+                )
+            if parent.partition_by_month and column.enforce == "constraint":
+                raise PlanError(
+                    f"{where} references {parent.name!r}, which is partitioned by month: "
+                    "PostgreSQL cannot enforce that key, so set enforce: report (a check "
+                    "counts orphans)."
+                )
+    for skip in plan.skip:
+        planned = next((t for t in plan.tables if t.source == skip.table), None)
+        if planned is not None and skip.column is None:
+            raise PlanError(f"plan.skip names table {skip.table!r}, which the plan also migrates.")
+        if planned is not None and any(c.source == skip.column for c in planned.columns):
+            raise PlanError(f"plan.skip names column {skip.label!r}, which the plan also migrates.")
+
+
+def _type_family(pg_type: str) -> str:
+    return "text" if TEXT_TYPE.match(pg_type) else pg_type
+
+
+def _only_keys(raw: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise PlanError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}.")
+
+
+def _target_name(value: Any, where: str, limit: int) -> str:
+    if not isinstance(value, str) or not TARGET_NAME.match(value) or len(value) > limit:
+        raise PlanError(
+            f"{where}: {value!r} is not a valid target name (lower-case letters, digits and _, "
+            f"at most {limit} characters; the SQLite name goes in 'source')."
+        )
+    return value
+
+
+def _source_name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise PlanError(f"{where}: {value!r} is not a SQLite name.")
+    return value

@@ -1,0 +1,162 @@
+"""The plan's concepts as frozen dataclasses: tables, columns, keys, references, indexes, skips."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from emrsim_assets.errors import PlanError
+
+# convert kind -> PostgreSQL type (text and numeric take the plan's `type`).
+FIXED_TYPES = {
+    "legacy_id": "uuid",  # integer key -> deterministic, reversible uuid
+    "ref": "uuid",  # integer reference to a legacy_id key -> the same uuid
+    "uuid": "uuid",  # canonical UUID text -> uuid
+    "timestamp": "timestamptz",
+    "date": "date",
+    "json": "jsonb",
+    "boolean": "boolean",
+    "integer": "bigint",
+    "real": "double precision",
+    "numeric": "numeric",
+    "blob": "bytea",
+}
+CONVERSIONS = (*FIXED_TYPES, "text")
+TEXT_TYPE = re.compile(r"^(text|varchar\((\d+)\))$")
+ENFORCE = ("constraint", "report")
+EPOCH_UNITS = ("s", "ms", "us")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str  # the PostgreSQL column
+    convert: str
+    source: str  # the SQLite column, spelled as in the source
+    pg_type: str
+    nullable: bool = True
+    references: str | None = None  # a plan table, by its target name
+    on_delete: str = "no action"
+    enforce: str = "constraint"  # constraint: a PostgreSQL FK; report: a check counts orphans
+    epoch: str | None = None  # s, ms or us for numeric timestamps
+    on_invalid: str = "fail"
+    default: str | int | float | bool | None = None  # "now()" or a literal
+    identity: bool = False  # integer key kept as bigint: the app's inserts get the next id
+
+    @property
+    def max_length(self) -> int | None:
+        match = TEXT_TYPE.match(self.pg_type)
+        return int(match.group(2)) if match and match.group(2) else None
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    columns: tuple[str, ...]
+    unique: bool = False
+    method: str = "btree"
+    opclass: str | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str  # the PostgreSQL table and the Dagster asset
+    source: str  # the SQLite table, spelled as in the source
+    primary_key: tuple[str, ...]  # empty: no key (the table is reloaded whole)
+    columns: tuple[Column, ...]
+    indexes: tuple[Index, ...] = ()
+    partition_by_month: str | None = None
+    autovacuum: Mapping[str, int] = field(default_factory=dict)
+    max_quarantined_rows: int = 0  # cutover refuses while more rows than this are quarantined
+
+    def column(self, name: str) -> Column:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(name)
+
+    @property
+    def foreign_keys(self) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns if c.references is not None)
+
+    @property
+    def parents(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c.references for c in self.foreign_keys if c.references))
+
+    @property
+    def key_column(self) -> Column | None:
+        """The single-column primary key, the one a reference can point at."""
+        return self.column(self.primary_key[0]) if len(self.primary_key) == 1 else None
+
+    @property
+    def keyed_by_legacy_id(self) -> bool:
+        key = self.key_column
+        return key is not None and key.convert == "legacy_id"
+
+    @property
+    def quarantines(self) -> bool:
+        return any(c.on_invalid == "quarantine" for c in self.columns)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A source table or column the plan leaves behind on purpose, and why."""
+
+    table: str
+    reason: str
+    column: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.table}.{self.column}" if self.column else self.table
+
+
+@dataclass(frozen=True)
+class Plan:
+    tables: tuple[Table, ...]
+    source_timezone: ZoneInfo
+    messages_partition_start: date
+    path: Path
+    skip: tuple[Skip, ...] = ()
+
+    def table(self, name: str) -> Table:
+        for table in self.tables:
+            if table.name == name:
+                return table
+        raise PlanError(f"The plan has no table {name!r}; it has {', '.join(self.table_names)}.")
+
+    @property
+    def table_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tables)
+
+    @property
+    def partitioned_table(self) -> Table | None:
+        return next((t for t in self.tables if t.partition_by_month), None)
+
+    def load_order(self) -> tuple[Table, ...]:
+        """Parents before children, so FK checks see their parents loaded."""
+        done: list[str] = []
+        pending = list(self.tables)
+        while pending:
+            ready = [t for t in pending if all(p in done or p == t.name for p in t.parents)]
+            if not ready:
+                names = ", ".join(t.name for t in pending)
+                raise PlanError(f"The plan's foreign keys form a cycle among: {names}.")
+            for table in ready:
+                done.append(table.name)
+                pending.remove(table)
+        return tuple(self.table(name) for name in done)
+
+    def skipped(self, table: str, column: str | None = None) -> Skip | None:
+        for skip in self.skip:
+            if skip.table == table and skip.column in (None, column):
+                return skip
+        return None
+
+
+def describe_default(value: Any) -> str:
+    return "now()" if value == "now()" else repr(value)
