@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from emrsim_assets import postgres
-from emrsim_assets.errors import MigrationError
+from emrsim_assets.errors import MigrationError, SourceError
 
 
 def _dagster_home() -> Path:
@@ -39,10 +39,37 @@ def _dagster_home() -> Path:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from emrsim_assets.sample import write_sample
+    from emrsim_assets.sample_app import write_app_sample
 
     started = time.perf_counter()
-    sizes = write_sample(Path(args.out), messages=args.messages, seed=args.seed)
+    out = Path(args.out)
+    if out.exists():
+        raise SourceError(f"{out} already exists; remove it or choose another --out.")
+    sizes: object
+    if args.schema == "app":
+        sizes = write_app_sample(out, turns=args.messages, seed=args.seed)
+    else:
+        sizes = write_sample(out, messages=args.messages, seed=args.seed)
     print(f"Wrote {args.out} in {time.perf_counter() - started:.1f} s: {sizes}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import yaml
+
+    from emrsim_assets.plan import parse_plan
+    from emrsim_assets.plan.draft import draft_plan
+
+    started = time.perf_counter()
+    source = Path(args.sqlite)
+    text = draft_plan(source)
+    out = Path(args.out)
+    # The draft runs as written: it is validated before it is written.
+    parse_plan(yaml.safe_load(text), out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(f"Drafted {out} from {source} in {time.perf_counter() - started:.1f} s. Review it, then:")
+    print(f"  emrsim-migrate migrate --sqlite {source} --plan {out}")
     return 0
 
 
@@ -59,20 +86,36 @@ def _preflight() -> None:
         postgres.connect(url).close()
 
 
+def _use_plan(args: argparse.Namespace) -> Path:
+    """The plan this run uses, said out loud when it was drafted rather than chosen."""
+    from emrsim_assets.plan.load import default_plan_path
+    from emrsim_assets.plan.resolve import resolve_plan_path
+
+    if args.plan:
+        os.environ["EMRSIM_PLAN"] = str(Path(args.plan).resolve())
+    path = resolve_plan_path()
+    if not os.environ.get("EMRSIM_PLAN"):
+        os.environ["EMRSIM_PLAN"] = str(path)
+        if path != default_plan_path():
+            print(
+                f"The source does not have the EMRsim-chat schema: using the plan drafted from it, "
+                f"{path} (review it; --plan uses your own)."
+            )
+    return path
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     if args.sqlite:
         os.environ["EMRSIM_SQLITE_PATH"] = str(Path(args.sqlite).resolve())
     _preflight()
+    plan_path = _use_plan(args)
     home = _dagster_home()
     import dagster as dg
 
     from emrsim_assets.definitions import defs, messages_partitions
     from emrsim_assets.plan import load_plan
 
-    plan_env = os.environ.get("EMRSIM_PLAN")
-    months = messages_partitions(
-        load_plan(Path(plan_env) if plan_env else None)
-    ).get_partition_keys()
+    months = messages_partitions(load_plan(plan_path)).get_partition_keys()
     job = defs.resolve_job_def(args.job)
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
@@ -101,8 +144,11 @@ def _report(result: Any, seconds: float, home: Path, needs_cutover: bool) -> int
         if count is not None and name not in ("source_snapshot", "cutover"):
             # A range run records the same metadata once per month: count each asset once.
             rows[name] = int(count.value)
+    import dagster as dg
+
     evaluations = result.get_asset_check_evaluations()
-    failed = [e for e in evaluations if not e.passed]
+    failed = [e for e in evaluations if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
+    warned = [e for e in evaluations if not e.passed and e not in failed]
     cut = any(
         e.event_specific_data.materialization.asset_key.to_user_string() == "cutover"
         for e in result.get_asset_materialization_events()
@@ -112,10 +158,12 @@ def _report(result: Any, seconds: float, home: Path, needs_cutover: bool) -> int
         print(f"  {name:<16} {count:>12,} rows")
     total = sum(rows.values())
     print(f"  {'total':<16} {total:>12,} rows, {total / seconds:,.0f} rows/s")
-    print(f"  checks: {len(evaluations) - len(failed)} passed, {len(failed)} failed")
-    for evaluation in failed:
-        name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
-        print(f"    FAILED {name}: {evaluation.description}")
+    passed = len(evaluations) - len(failed) - len(warned)
+    print(f"  checks: {passed} passed, {len(failed)} failed, {len(warned)} warned")
+    for label, group in (("FAILED", failed), ("WARNED", warned)):
+        for evaluation in group:
+            name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+            print(f"    {label} {name}: {evaluation.description}")
     for event in result.get_step_failure_events():
         print(f"  step {event.step_key} failed: {_failure_message(event)}")
     if needs_cutover and cut:
@@ -148,6 +196,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         os.environ["EMRSIM_SQLITE_PATH"] = str(sample)
         print(f"EMRSIM_SQLITE_PATH not set: using the sample database {sample}")
     _preflight()
+    args.plan = None
+    _use_plan(args)
     home = _dagster_home()
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     # The venv's own interpreter, not `dagster` from PATH: `make dev` runs without an activated
@@ -183,15 +233,29 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="emrsim-migrate", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
-    sample = sub.add_parser("sample", help="write a legacy EMRsim-chat SQLite database")
-    sample.add_argument("--out", required=True)
-    sample.add_argument("--messages", type=int, default=2_000)
-    sample.add_argument("--seed", type=int, default=7)
+    sample = sub.add_parser("sample", help="write an EMRsim-chat SQLite database to migrate")
+    sample.add_argument("--out", required=True, help="the file to write (must not exist)")
+    sample.add_argument(
+        "--messages", type=int, default=2_000, help="messages (turns, for --schema app); 2000"
+    )
+    sample.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    sample.add_argument(
+        "--schema",
+        choices=["seed", "app"],
+        default="seed",
+        help="seed: the migration plan's schema (integer ids, the default); app: the app's "
+        "current schema (text keys, undeclared references, a unique fingerprint)",
+    )
     sample.set_defaults(func=cmd_sample)
     migrate = sub.add_parser(
         "migrate", help="snapshot, load, check and cut over (exit 0 = cutover done)"
     )
     migrate.add_argument("--sqlite", help="the SQLite file (default: $EMRSIM_SQLITE_PATH)")
+    migrate.add_argument(
+        "--plan",
+        help="the migration plan (default: $EMRSIM_PLAN; else the bundled EMRsim-chat plan when "
+        "the source has its schema; else a draft written under the work dir)",
+    )
     migrate.add_argument(
         "--job",
         default="migrate",
@@ -199,6 +263,10 @@ def parser() -> argparse.ArgumentParser:
         help="load_tables: everything but cutover (a dry run)",
     )
     migrate.set_defaults(func=cmd_migrate)
+    plan = sub.add_parser("plan", help="draft a complete migration plan from a SQLite file")
+    plan.add_argument("--sqlite", required=True, help="the SQLite file to describe")
+    plan.add_argument("--out", required=True, help="where to write the plan (YAML)")
+    plan.set_defaults(func=cmd_plan)
     dev = sub.add_parser("dev", help="open the Dagster UI on the embedded PostgreSQL")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)

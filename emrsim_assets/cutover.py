@@ -151,7 +151,10 @@ def _restart_identities(conn: Conn, table: Table) -> None:
         if not column.identity:
             continue
         row = conn.execute(
-            sql.SQL("SELECT coalesce(max({}), 0) + 1 FROM {}.{}").format(
+            # At bigint's largest id there is no next one: the app's next insert then fails loudly.
+            sql.SQL(
+                "SELECT least(coalesce(max({}), 0), 9223372036854775806) + 1 FROM {}.{}"
+            ).format(
                 sql.Identifier(column.name), sql.Identifier(STAGING), sql.Identifier(table.name)
             )
         ).fetchone()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import dagster as dg
 
@@ -16,7 +15,8 @@ from emrsim_assets.defs.jobs import (
     rollback,
 )
 from emrsim_assets.defs.resources import MigrationResource
-from emrsim_assets.plan import Plan, load_plan
+from emrsim_assets.plan import Plan
+from emrsim_assets.plan.resolve import resolve_plan
 
 
 def messages_partitions(plan: Plan) -> dg.MonthlyPartitionsDefinition:
@@ -55,9 +55,4 @@ def default_resource() -> MigrationResource:
     )
 
 
-def _plan_path() -> Path | None:
-    value = os.environ.get("EMRSIM_PLAN")
-    return Path(value) if value else None
-
-
-defs = build_defs(load_plan(_plan_path()))
+defs = build_defs(resolve_plan())

@@ -151,7 +151,7 @@ def take_snapshot(
 
     conn = open_readonly(partial)
     try:
-        _check_plan_matches_source(conn, plan, source)
+        check_plan_matches_source(conn, plan, source)
     finally:
         conn.close()
     # Independent scans of the copy, in threads (SQLite and hashlib release the GIL, and
@@ -207,13 +207,14 @@ def _quick_check(path: Path, source: Path) -> None:
     integrity_check also cross-checks SQLite's own indexes against their tables, at four to seven
     times the cost; the migration reads table b-trees by rowid and never those indexes, and
     PostgreSQL re-proves uniqueness when it builds each primary key."""
-    conn = open_readonly(path)
+    # Through the Arrow driver's SQLite (3.53): Python's 3.40 reports NULLs that are not there
+    # in WITHOUT ROWID tables whose key lists columns out of their declared order.
     try:
-        verdict = [row[0] for row in conn.execute("PRAGMA quick_check(20)")]
-    except sqlite3.DatabaseError as exc:
+        with _arrow_connection(path) as conn, conn.cursor() as cur:
+            cur.execute("PRAGMA quick_check(20)")
+            verdict = [str(row[0]) for row in cur.fetchall()]
+    except adbc.Error as exc:
         verdict = [str(exc)]
-    finally:
-        conn.close()
     if verdict != ["ok"]:
         raise SourceError(
             f"SQLite file {source} failed PRAGMA quick_check: {'; '.join(verdict[:5])}. "
@@ -247,7 +248,7 @@ def source_objects(conn: sqlite3.Connection) -> dict[str, tuple[str, list[str]]]
     return objects
 
 
-def _check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Path) -> None:
+def check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Path) -> None:
     """Both ways: everything the plan reads exists, and everything the source holds is either
     migrated or skipped with a reason. Nothing is left behind without a word."""
     objects = source_objects(conn)
@@ -283,6 +284,16 @@ def _check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Pat
             f"{' and more' if len(left) > 12 else ''}. Add them to the plan, or list them under "
             "skip with a reason (emrsim-migrate plan --sqlite FILE drafts a complete plan)."
         )
+
+
+def schema_digest(conn: sqlite3.Connection) -> str:
+    """A digest of the source's declared schema: a drafted plan is kept until it changes."""
+    digest = hashlib.sha256()
+    for row in conn.execute(
+        "SELECT type, name, coalesce(sql, '') FROM sqlite_master ORDER BY 1, 2"
+    ):
+        digest.update("\x1f".join(map(str, row)).encode() + b"\x1e")
+    return digest.hexdigest()
 
 
 def row_locator(conn: sqlite3.Connection, table: Table) -> str | None:
@@ -485,7 +496,9 @@ def _select_list(
     for column in wanted:
         if column.convert == "blob":
             # Bytes as hex text: lossless whatever they hold (CAST AS TEXT would read them as UTF-8).
-            parts.append(f"hex({_quote(column.source)}) AS {_quote(column.name)}")
+            # hex(NULL) is '': NULL stays NULL, an empty blob becomes ''.
+            quoted = _quote(column.source)
+            parts.append(f"iif({quoted} IS NULL, NULL, hex({quoted})) AS {_quote(column.name)}")
             continue
         # Everything else arrives as text: SQLite is dynamically typed, and one INTEGER column
         # may hold text in some rows (SQLite 3.53's text of a REAL round-trips: 17 digits).

@@ -1,0 +1,710 @@
+"""Draft a complete plan from a SQLite file: introspect, infer one rule per kind, say what was seen.
+
+Each inference returns its choice and what it saw, so the YAML carries the evidence beside the
+choice. Wherever the draft must guess, it picks what loses nothing and keeps the app working;
+the load then checks every value, so a wrong guess stops the run naming the row, never in silence.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from emrsim_assets.errors import SourceError
+from emrsim_assets.plan.names import MAX_NAME, MAX_TABLE_NAME, target_name
+
+SAMPLE_ROWS = 2_000  # from each end of a table: the values a format is inferred from
+_CLASSES = ("integer", "real", "text", "blob", "null")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_TIMESTAMP = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|z|[+-]\d{2}:\d{2})?$"
+)
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_EPOCH_TEXT = re.compile(r"^-?\d+(\.\d{1,6})?$")
+_VARCHAR = re.compile(r"^\s*(?:VAR)?CHAR(?:ACTER)?\s*\(\s*(\d+)\s*\)", re.IGNORECASE)
+_TIME_NAME = re.compile(r"(_at|_on|_time|_ts|timestamp|date|datetime)$", re.IGNORECASE)
+# Plausible epochs (1970 to 2100) per unit: a column outside every range is not a timestamp.
+_EPOCH_RANGES = {"s": (0, 4_102_444_800), "ms": (10**11, 4_102_444_800_000)}
+_EPOCH_RANGES["us"] = (10**14, 4_102_444_800_000_000)
+
+
+@dataclass
+class _Column:
+    source: str
+    declared: str
+    notnull: bool
+    default: str | None
+    pk: int
+    hidden: int
+    classes: dict[str, int] = field(default_factory=dict)
+    samples: list[Any] = field(default_factory=list)
+    entry: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Table:
+    source: str
+    name: str
+    rows: int
+    without_rowid: bool
+    columns: list[_Column]
+    foreign_keys: list[dict[str, Any]]
+    indexes: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+    entry: dict[str, Any] = field(default_factory=dict)
+
+
+def draft_plan(path: Path) -> str:
+    """The YAML text of a plan for the SQLite file at `path`, with what was seen as comments."""
+    from emrsim_assets.source import open_readonly
+
+    started = time.perf_counter()
+    conn = open_readonly(path)
+    try:
+        return _Drafter(conn, path).draft(started)
+    except sqlite3.DatabaseError as exc:
+        raise SourceError(f"Cannot read SQLite file {path} to draft a plan: {exc}.") from None
+    finally:
+        conn.close()
+
+
+def _q(name: str) -> str:
+    from emrsim_assets.source import _quote
+
+    return _quote(name)
+
+
+class _Drafter:
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+        self.tables: list[_Table] = []
+        self.skips: list[dict[str, Any]] = []
+        self.table_names: set[str] = set()
+        self.index_names: set[str] = set()
+        self.partition_column: _Column | None = None
+
+    # -- introspection -------------------------------------------------------------------------
+    def draft(self, started: float) -> str:
+        kinds = {
+            str(row[1]): (str(row[2]), bool(row[4]))
+            for row in self.conn.execute("SELECT * FROM pragma_table_list WHERE schema = 'main'")
+        }
+        objects = self.conn.execute(
+            "SELECT name, type, coalesce(sql, '') FROM sqlite_master "
+            "WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+            "ORDER BY name"
+        ).fetchall()
+        for name, kind, ddl in objects:
+            table_kind, without_rowid = kinds.get(name, ("table", False))
+            if kind == "view":
+                self._skip(
+                    name, f"a view: it holds no rows of its own. Its SQLite SQL: {_one_line(ddl)}"
+                )
+            elif table_kind == "virtual":
+                self._skip(
+                    name,
+                    f"a virtual table (its module keeps the data in shadow tables): {_one_line(ddl)}",
+                )
+            elif table_kind == "shadow":
+                self._skip(name, "a shadow table of a virtual table: rebuilt from it, not app data")
+            else:
+                self.tables.append(self._introspect(name, without_rowid))
+        for table in self.tables:
+            self._infer_columns(table)
+        for table in self.tables:
+            self._infer_key(table)
+        for table in self.tables:
+            self._infer_references(table)
+        partitioned = self._choose_partitioned()
+        for table in self.tables:
+            self._infer_indexes(table, partitioned)
+        return self._render(partitioned, time.perf_counter() - started)
+
+    def _skip(self, table: str, reason: str, column: str | None = None) -> None:
+        entry: dict[str, Any] = {"table": table}
+        if column is not None:
+            entry["column"] = column
+        entry["reason"] = reason
+        self.skips.append(entry)
+
+    def _introspect(self, source: str, without_rowid: bool) -> _Table:
+        columns = [
+            _Column(str(r[1]), str(r[2] or ""), bool(r[3]), r[4], int(r[5]), int(r[6]))
+            for r in self.conn.execute("SELECT * FROM pragma_table_xinfo(?)", (source,))
+        ]
+        planned = []
+        for column in columns:
+            if column.hidden in (2, 3):
+                self._skip(
+                    source,
+                    "a generated column: SQLite computes it from the others; declare it in "
+                    "PostgreSQL as GENERATED if the app reads it",
+                    column.source,
+                )
+            else:
+                planned.append(column)
+        rows = self._classes(source, planned)
+        self._sample(source, planned, not without_rowid and rows > 2 * SAMPLE_ROWS)
+        fks: dict[int, list[Any]] = {}
+        for r in self.conn.execute("SELECT * FROM pragma_foreign_key_list(?)", (source,)):
+            fks.setdefault(int(r[0]), []).append(r)
+        foreign_keys = [
+            {
+                "table": str(parts[0][2]),
+                "from": [str(p[3]) for p in parts],
+                "to": [p[4] for p in parts],
+                "on_delete": str(parts[0][6]).lower(),
+            }
+            for parts in fks.values()
+        ]
+        indexes = []
+        for r in self.conn.execute("SELECT * FROM pragma_index_list(?)", (source,)):
+            info = self.conn.execute(
+                "SELECT cid, name FROM pragma_index_info(?) ORDER BY seqno", (r[1],)
+            ).fetchall()
+            indexes.append(
+                {
+                    "name": str(r[1]),
+                    "unique": bool(r[2]),
+                    "origin": str(r[3]),
+                    "partial": bool(r[4]),
+                    "columns": [None if cid < 0 else str(name) for cid, name in info],
+                }
+            )
+        name = target_name(source, self.table_names, MAX_TABLE_NAME)
+        return _Table(source, name, rows, without_rowid, planned, foreign_keys, indexes)
+
+    def _classes(self, source: str, columns: list[_Column]) -> int:
+        """One scan: the row count and every column's storage classes, exactly."""
+        parts = ["count(*)"] + [
+            f"sum(typeof({_q(c.source)}) = '{kind}')" for c in columns for kind in _CLASSES
+        ]
+        row = self.conn.execute(f"SELECT {', '.join(parts)} FROM {_q(source)}").fetchone()  # noqa: S608
+        values = iter(row)
+        rows = int(next(values))
+        for column in columns:
+            counts = {kind: int(next(values) or 0) for kind in _CLASSES}
+            column.classes = {k: v for k, v in counts.items() if v}
+        return rows
+
+    def _sample(self, source: str, columns: list[_Column], both_ends: bool) -> None:
+        """Values from both ends of the table (old rows and new ones may be written differently)."""
+        select = ", ".join(_q(c.source) for c in columns)
+        first = self.conn.execute(
+            f"SELECT {select} FROM {_q(source)} LIMIT ?",  # noqa: S608
+            (SAMPLE_ROWS if both_ends else 2 * SAMPLE_ROWS,),
+        ).fetchall()
+        last: list[Any] = []
+        if both_ends:
+            try:
+                last = self.conn.execute(
+                    f"SELECT {select} FROM {_q(source)} ORDER BY _rowid_ DESC LIMIT ?",  # noqa: S608
+                    (SAMPLE_ROWS,),
+                ).fetchall()
+            except sqlite3.OperationalError:
+                last = []
+        for i, column in enumerate(columns):
+            column.samples = [row[i] for row in (*first, *last) if row[i] is not None]
+
+    # -- one rule per kind of column --------------------------------------------------------------
+    def _infer_columns(self, table: _Table) -> None:
+        taken: set[str] = set()
+        for column in table.columns:
+            entry: dict[str, Any] = {"name": target_name(column.source, taken, MAX_NAME)}
+            if entry["name"] != column.source:
+                entry["source"] = column.source
+            convert, extra, saw = _infer_convert(column)
+            entry["convert"] = convert
+            entry.update(extra)
+            if column.notnull:
+                entry["nullable"] = False
+            default, default_note = _infer_default(column.default, convert)
+            if default is not None:
+                entry["default"] = default
+            column.entry = entry
+            column.notes.append(saw)
+            if default_note:
+                column.notes.append(default_note)
+
+    def _infer_key(self, table: _Table) -> None:
+        keys = sorted((c for c in table.columns if c.pk), key=lambda c: c.pk)
+        if not keys:
+            table.notes.append(
+                "no primary key: the table is reloaded whole, and its rows have no key to name"
+            )
+            return
+        with_nulls = [c for c in keys if c.classes.get("null")]
+        if with_nulls:
+            names = ", ".join(c.source for c in with_nulls)
+            table.notes.append(
+                f"its declared key has NULLs in {names} (SQLite allows that, PostgreSQL does not): "
+                "no primary key; a unique index keeps the key unique where it is set"
+            )
+            table.indexes.append(
+                {
+                    "name": f"{table.source}_key",
+                    "unique": True,
+                    "origin": "pk",
+                    "partial": False,
+                    "columns": [c.source for c in keys],
+                }
+            )
+            return
+        table.entry["primary_key"] = [c.entry["name"] for c in keys]
+        for column in keys:
+            column.entry.pop("nullable", None)
+        if len(keys) == 1 and keys[0].entry["convert"] == "integer":
+            keys[0].entry["identity"] = True
+            keys[0].notes.append("an integer key: kept as bigint; new rows numbered after the last")
+        if table.without_rowid:
+            table.notes.append("WITHOUT ROWID: read in primary-key order")
+
+    def _infer_references(self, table: _Table) -> None:
+        declared = {tuple(fk["from"]): fk for fk in table.foreign_keys}
+        for column in table.columns:
+            fk = declared.get((column.source,))
+            parent = self._table(fk["table"]) if fk else self._named_parent(column, table)
+            if parent is None:
+                if fk:
+                    column.notes.append(
+                        f"declares a reference to {fk['table']}, which is not a table here"
+                    )
+                continue
+            key = _single_key(parent)
+            if key is None or (fk and fk["to"][0] not in (None, key.source)):
+                if fk:
+                    column.notes.append(
+                        f"references {fk['table']}({fk['to'][0]}), which is not its one-column "
+                        "primary key: checked by nothing, kept as a value"
+                    )
+                continue
+            if parent is table and key is column:
+                continue
+            if not fk and key.entry["convert"] != column.entry["convert"]:
+                continue
+            orphans, total = self._orphans(table, column, parent, key)
+            if not fk and (total == 0 or orphans * 2 > total):
+                if total:
+                    column.notes.append(
+                        f"named like a reference to {parent.name}, but {orphans:,} of {total:,} "
+                        "values are not its keys: kept as a value"
+                    )
+                continue
+            column.entry["convert"] = key.entry["convert"]
+            for copied in ("type", "epoch"):
+                if copied in key.entry:
+                    column.entry[copied] = key.entry[copied]
+                else:
+                    column.entry.pop(copied, None)
+            column.entry["references"] = parent.name
+            if fk and fk["on_delete"] not in ("", "no action"):
+                column.entry["on_delete"] = fk["on_delete"]
+            how = "declared" if fk else "inferred from its name and values"
+            if orphans or not fk:
+                column.entry["enforce"] = "report"
+                column.notes.append(
+                    f"a reference to {parent.name} ({how}): {orphans:,} of {total:,} "
+                    f"{table.source} rows point at no {parent.source} row; reported, not "
+                    "enforced, so the app may go on writing them"
+                )
+            else:
+                column.notes.append(f"a reference to {parent.name} ({how}), every value resolves")
+
+    def _named_parent(self, column: _Column, table: _Table) -> _Table | None:
+        match = re.match(r"^(.*?)_?id$", column.source, re.IGNORECASE)
+        if not match or not match.group(1) or column.pk:
+            return None
+        stem = match.group(1).lower().rstrip("_")
+        for candidate in self.tables:
+            name = candidate.source.lower()
+            if candidate is not table and name in (stem, f"{stem}s", f"{stem}es"):
+                return candidate
+        return None
+
+    def _table(self, source: str) -> _Table | None:
+        return next((t for t in self.tables if t.source.lower() == source.lower()), None)
+
+    def _orphans(
+        self, table: _Table, column: _Column, parent: _Table, key: _Column
+    ) -> tuple[int, int]:
+        row = self.conn.execute(
+            f"SELECT count(*), sum(NOT EXISTS (SELECT 1 FROM {_q(parent.source)} p "  # noqa: S608
+            f"WHERE p.{_q(key.source)} = c.{_q(column.source)})) "
+            f"FROM {_q(table.source)} c WHERE c.{_q(column.source)} IS NOT NULL"
+        ).fetchone()
+        return int(row[1] or 0), int(row[0] or 0)
+
+    def _choose_partitioned(self) -> _Table | None:
+        """The largest table with a NOT NULL timestamp column, when partitioning loses nothing."""
+        candidates = []
+        for table in self.tables:
+            for column in table.columns:
+                if column.entry["convert"] == "timestamp" and table.rows:
+                    candidates.append((table.rows, column.source == "created_at", table, column))
+        if not candidates:
+            return None
+        _, _, table, column = max(candidates, key=lambda c: (c[0], c[1]))
+        why_not = None
+        if column.classes.get("null"):
+            why_not = (
+                f"{column.source} has {column.classes['null']:,} NULLs, and a month needs a time"
+            )
+        elif table.without_rowid:
+            why_not = "it is WITHOUT ROWID, and months are read by rowid ranges"
+        elif any(c.entry.get("identity") for c in table.columns):
+            why_not = (
+                "its integer key numbers the app's new rows, which a partitioned table here does "
+                "not keep (turn the key into legacy_id to partition it)"
+            )
+        else:
+            for index in table.indexes:
+                if (
+                    index["unique"]
+                    and index["origin"] != "pk"
+                    and column.source not in index["columns"]
+                ):
+                    why_not = (
+                        f"unique index {index['name']} ({', '.join(map(str, index['columns']))}) "
+                        "could not be kept: PostgreSQL enforces uniqueness on a partitioned "
+                        "table only within one instant's partition, and the app relies on it"
+                    )
+                    break
+        if why_not:
+            table.notes.append(
+                f"the largest table with a timestamp ({column.source}); not partitioned by month "
+                f"because {why_not}"
+            )
+            return None
+        table.entry["partition_by_month"] = column.entry["name"]
+        column.entry["nullable"] = False
+        table.notes.append(
+            f"the largest table with a timestamp: partitioned by month on {column.source}"
+        )
+        for other in self.tables:
+            for col in other.columns:
+                if col.entry.get("references") == table.name:
+                    col.entry["enforce"] = "report"
+                    col.notes.append(
+                        f"{table.name} is partitioned by month, so PostgreSQL cannot enforce "
+                        "this reference: reported by a check"
+                    )
+        self.partition_column = column
+        return table
+
+    def _infer_indexes(self, table: _Table, partitioned: _Table | None) -> None:
+        by_source = {c.source: c for c in table.columns}
+        entries = []
+        for index in table.indexes:
+            if index["origin"] == "pk" and "primary_key" in table.entry:
+                continue
+            if index["partial"] or None in index["columns"]:
+                table.notes.append(
+                    f"index {index['name']} is partial or on an expression: not drafted "
+                    "(write it by hand in PostgreSQL if the app needs it)"
+                )
+                continue
+            if any(c not in by_source for c in index["columns"]):
+                continue
+            columns = [by_source[c].entry["name"] for c in index["columns"]]
+            if table is partitioned and index["unique"]:
+                partition = table.entry["partition_by_month"]
+                if partition not in columns:
+                    columns.append(partition)
+            name = index["name"]
+            if name.startswith("sqlite_autoindex_"):
+                name = f"{table.name}_{'_'.join(columns)}_key"
+            entry: dict[str, Any] = {
+                "name": target_name(name, self.index_names, MAX_NAME),
+                "columns": columns,
+            }
+            if index["unique"]:
+                entry["unique"] = True
+            entries.append(entry)
+        if entries:
+            table.entry["indexes"] = entries
+
+    # -- the YAML, with what was seen beside each choice -------------------------------------------
+    def _render(self, partitioned: _Table | None, seconds: float) -> str:
+        start = self._first_month(partitioned) if partitioned else None
+        lines = [
+            f"# Drafted by `emrsim-migrate plan` from {self.path} on "
+            f"{datetime.now(UTC).isoformat(timespec='seconds')} ({seconds:.1f} s).",
+            "# Review it: every choice is followed by what the draft saw. Storage classes are",
+            "# counted over every row; formats are inferred from up to "
+            f"{2 * SAMPLE_ROWS:,} values a column,",
+            "# and the load checks every value, so a guess that does not hold stops the run",
+            "# naming the row. The plan format is described in README.md.",
+            "version: 1",
+            "source_timezone: UTC          # naive source timestamps are read in this zone",
+        ]
+        if start:
+            lines.append(
+                f'messages_partition_start: "{start.isoformat()}"  # first month with data'
+            )
+        lines.append("tables:")
+        for table in _parents_first(self.tables):
+            lines.extend(self._render_table(table))
+        if self.skips:
+            lines.append("skip:")
+            for entry in self.skips:
+                lines.append(f"  - {_flow(entry)}")
+        return "\n".join(lines) + "\n"
+
+    def _render_table(self, table: _Table) -> list[str]:
+        lines = [f"  - name: {table.name}"]
+        if table.name != table.source:
+            lines.append(f"    source: {_flow(table.source)}")
+        lines.append(f"    # {table.rows:,} rows" + "".join(f"; {n}" for n in table.notes))
+        if "primary_key" in table.entry:
+            keys = table.entry["primary_key"]
+            lines.append(f"    primary_key: {_flow(keys[0] if len(keys) == 1 else keys)}")
+        if "partition_by_month" in table.entry:
+            lines.append(f"    partition_by_month: {table.entry['partition_by_month']}")
+        lines.append("    columns:")
+        for column in table.columns:
+            lines.append(f"      # {column.source}: " + "; ".join(n for n in column.notes if n))
+            lines.append(f"      - {_flow(column.entry)}")
+        if "indexes" in table.entry:
+            lines.append("    indexes:")
+            lines.extend(f"      - {_flow(ix)}" for ix in table.entry["indexes"])
+        return lines
+
+    def _first_month(self, table: _Table) -> date | None:
+        column = self.partition_column
+        assert column is not None
+        first = self.conn.execute(
+            f"SELECT min({_q(column.source)}) FROM {_q(table.source)}"  # noqa: S608
+        ).fetchone()[0]
+        if first is None:
+            return None
+        epoch = column.entry.get("epoch")
+        if epoch:
+            per_second = {"s": 1, "ms": 1_000, "us": 1_000_000}[epoch]
+            when = datetime.fromtimestamp(float(first) / per_second, UTC)
+        else:
+            when = datetime.fromisoformat(str(first)[:10])
+        return date(when.year, when.month, 1)
+
+
+def _single_key(table: _Table) -> _Column | None:
+    keys = table.entry.get("primary_key") or []
+    if len(keys) != 1:
+        return None
+    return next(c for c in table.columns if c.entry["name"] == keys[0])
+
+
+def _parents_first(tables: list[_Table]) -> list[_Table]:
+    done: list[_Table] = []
+    pending = list(tables)
+    while pending:
+        ready = [
+            t
+            for t in pending
+            if all(
+                c.entry.get("references") in (None, t.name)
+                or any(d.name == c.entry["references"] for d in done)
+                for c in t.columns
+            )
+        ]
+        if not ready:  # a cycle: references among these are reported, not ordered
+            ready = pending[:1]
+            for column in ready[0].columns:
+                if column.entry.get("references") and column.entry["references"] != ready[0].name:
+                    if not any(d.name == column.entry["references"] for d in done):
+                        column.entry.pop("references")
+                        column.entry.pop("enforce", None)
+                        column.entry.pop("on_delete", None)
+                        column.notes.append("part of a cycle of references: kept as a value")
+        for table in ready:
+            done.append(table)
+            pending.remove(table)
+    return done
+
+
+def _infer_convert(column: _Column) -> tuple[str, dict[str, Any], str]:
+    """The conversion that loses nothing for what this column holds, and what was seen."""
+    classes = column.classes
+    seen = ", ".join(f"{n:,} {k}" for k, n in classes.items()) or "no rows"
+    declared = column.declared.upper()
+    saw = f"{column.declared or 'no declared type'}; {seen}"
+    present = set(classes) - {"null"}
+    if not present:
+        return _from_declared(declared), {}, saw + " (typed from its declaration)"
+    if "blob" in present:
+        if present != {"blob"}:
+            saw += "; bytea keeps the bytes of every value, but not which were text"
+        return "blob", {}, saw
+    if present == {"integer"}:
+        return _integer_kind(column, declared, saw)
+    if present <= {"integer", "real"}:
+        if "NUM" in declared or "DEC" in declared:
+            return "numeric", {}, saw
+        ints = [v for v in column.samples if isinstance(v, int)]
+        if ints and max(abs(v) for v in ints) > 2**53:
+            return "numeric", {}, saw + "; integers beyond 2^53 would not fit a double"
+        return "real", {}, saw
+    if present == {"text"}:
+        return _text_kind(column, declared, saw)
+    return "text", {}, saw + "; mixed storage classes: kept as their text"
+
+
+def _from_declared(declared: str) -> str:
+    if "INT" in declared:
+        return "integer"
+    if any(k in declared for k in ("REAL", "FLOA", "DOUB")):
+        return "real"
+    if "BLOB" in declared:
+        return "blob"
+    if "NUM" in declared or "DEC" in declared:
+        return "numeric"
+    return "text"
+
+
+def _integer_kind(column: _Column, declared: str, saw: str) -> tuple[str, dict[str, Any], str]:
+    values = column.samples
+    if "BOOL" in declared and set(values) <= {0, 1}:
+        return "boolean", {}, saw + "; declared boolean, only 0 and 1"
+    if values and (_TIME_NAME.search(column.source) or "DATE" in declared or "TIME" in declared):
+        low, high = min(values), max(values)
+        for unit, (lo, hi) in _EPOCH_RANGES.items():
+            if lo <= low and high <= hi:
+                when = datetime.fromtimestamp(high / {"s": 1, "ms": 1e3, "us": 1e6}[unit], UTC)
+                return (
+                    "timestamp",
+                    {"epoch": unit},
+                    saw + f"; epoch {unit} (latest sampled: {when:%Y-%m-%d %H:%M})",
+                )
+        saw += "; named like a time, but its values fit no one epoch unit: kept as integers"
+    return "integer", {}, saw
+
+
+def _text_kind(column: _Column, declared: str, saw: str) -> tuple[str, dict[str, Any], str]:
+    values = [v for v in column.samples if isinstance(v, str)]
+    sampled = f"{len(values):,} sampled"
+    if values and all(_UUID.match(v) for v in values):
+        return "uuid", {}, saw + f"; {sampled} are canonical UUID text"
+    if values and all(_DATE.match(v) for v in values) and _valid(values, date.fromisoformat):
+        return "date", {}, saw + f"; {sampled} are dates"
+    if values and all(_TIMESTAMP.match(v.strip()) for v in values):
+        forms = sorted({_form(v) for v in values})
+        return "timestamp", {}, saw + f"; {sampled} are timestamps ({' and '.join(forms)})"
+    if values and _TIME_NAME.search(column.source) and all(_EPOCH_TEXT.match(v) for v in values):
+        numbers = [float(v) for v in values]
+        for unit, (lo, hi) in _EPOCH_RANGES.items():
+            if lo <= min(numbers) and max(numbers) <= hi:
+                return "timestamp", {"epoch": unit}, saw + f"; {sampled} are epoch {unit} text"
+    if values and all(v.lstrip()[:1] in ("{", "[") for v in values):
+        duplicates = sum(_has_duplicate_keys(v) for v in values)
+        invalid = sum(not _is_json(v) for v in values)
+        if not invalid and not duplicates:
+            return "json", {}, saw + f"; {sampled} are JSON objects or arrays"
+        saw += f"; looks like JSON, but {invalid} invalid and {duplicates} with duplicate keys (jsonb would drop one): kept as text"
+    extra: dict[str, Any] = {}
+    match = _VARCHAR.match(declared)
+    if match:
+        limit = int(match.group(1))
+        longest = max((len(v) for v in values), default=0)
+        if longest <= limit:
+            extra["type"] = f"varchar({limit})"
+        else:
+            saw += f"; declared {limit} characters, but a value has {longest}: text"
+    return "text", extra, saw
+
+
+def _form(value: str) -> str:
+    form = "ISO 8601 with T" if "T" in value else "SQLite text"
+    if value.endswith(("Z", "z")):
+        form += ", Z"
+    elif re.search(r"[+-]\d{2}:?\d{2}$", value):
+        form += ", offset"
+    if "." in value:
+        form += ", fractional seconds"
+    return form
+
+
+def _valid(values: Iterable[str], parse: Any) -> bool:
+    try:
+        for value in values:
+            parse(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_json(value: str) -> bool:
+    try:
+        json.loads(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _has_duplicate_keys(value: str) -> bool:
+    found = False
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal found
+        keys = [k for k, _ in items]
+        found = found or len(keys) != len(set(keys))
+        return dict(items)
+
+    try:
+        json.loads(value, object_pairs_hook=pairs)
+    except ValueError:
+        return False
+    return found
+
+
+def _infer_default(raw: str | None, convert: str) -> tuple[Any, str]:
+    if raw is None:
+        return None, ""
+    text = raw.strip()
+    while text.startswith("(") and text.endswith(")"):
+        text = text[1:-1].strip()
+    upper = text.upper()
+    if upper == "NULL":
+        return None, ""
+    if upper in ("CURRENT_TIMESTAMP", "CURRENT_DATE") or re.match(
+        r"^(DATETIME|DATE)\('NOW'\)$", upper
+    ):
+        if convert in ("timestamp", "date"):
+            return "now()", f"default {raw} -> now()"
+        return (
+            None,
+            f"default {raw} not kept: the column is {convert}, and now() would change its text form",
+        )
+    if text.startswith("'") and text.endswith("'"):
+        literal: Any = text[1:-1].replace("''", "'")
+    elif re.match(r"^[+-]?\d+$", text):
+        literal = int(text)
+    elif re.match(r"^[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?$", text):
+        literal = float(text)
+    else:
+        return None, f"default {raw} is an expression the draft does not translate"
+    if convert == "boolean" and literal in (0, 1):
+        literal = bool(literal)
+    return literal, ""
+
+
+def _flow(value: Any) -> str:
+    return (
+        str(yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False))
+        .strip()
+        .removesuffix("...")
+        .strip()
+    )
+
+
+def _one_line(ddl: str) -> str:
+    return " ".join(ddl.split())

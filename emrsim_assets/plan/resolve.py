@@ -1,0 +1,47 @@
+"""Which plan a run uses: the user's, the bundled one when the source has its schema, else a draft."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from emrsim_assets.errors import SourceError
+from emrsim_assets.plan.draft import draft_plan
+from emrsim_assets.plan.load import default_plan_path, load_plan
+from emrsim_assets.plan.model import Plan
+
+
+def resolve_plan_path(env: Mapping[str, str] = os.environ) -> Path:
+    """EMRSIM_PLAN if set; else the bundled EMRsim-chat plan if it covers the source exactly;
+    else a draft of the source, written once per source schema under the work dir."""
+    if env.get("EMRSIM_PLAN"):
+        return Path(env["EMRSIM_PLAN"])
+    bundled = default_plan_path()
+    sqlite = env.get("EMRSIM_SQLITE_PATH")
+    if not sqlite:
+        return bundled
+    from emrsim_assets.source import check_plan_matches_source, open_readonly, schema_digest
+
+    source = Path(sqlite)
+    conn = open_readonly(source)
+    try:
+        try:
+            check_plan_matches_source(conn, load_plan(bundled), source)
+            return bundled
+        except SourceError:
+            digest = schema_digest(conn)
+    finally:
+        conn.close()
+    work = Path(env.get("EMRSIM_WORK_DIR", ".emrsim")).resolve()
+    drafted = work / "plans" / f"{source.stem}-{digest[:12]}.yaml"
+    if not drafted.exists():
+        drafted.parent.mkdir(parents=True, exist_ok=True)
+        partial = drafted.with_suffix(".partial")
+        partial.write_text(draft_plan(source), encoding="utf-8")
+        partial.replace(drafted)
+    return drafted
+
+
+def resolve_plan(env: Mapping[str, str] = os.environ) -> Plan:
+    return load_plan(resolve_plan_path(env))

@@ -1,0 +1,204 @@
+"""Hostile SQLite files, one writer per shape: the databases people actually bring.
+
+Each writer creates its tables in a fresh file through Python's sqlite3, the way an app would.
+Adding a shape is adding a function here and a row in SHAPES.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from emrsim_assets.sample_app import write_app_sample
+
+LONG = "A" + "very_long_name_" * 5  # 76 characters: past PostgreSQL's 63
+
+
+def mixed_case_and_long_names(conn: sqlite3.Connection) -> None:
+    """Chinook's spelling: CamelCase tables and columns, a declared reference, NVARCHAR."""
+    conn.executescript(
+        f"""
+        CREATE TABLE "Artist" ("ArtistId" INTEGER PRIMARY KEY, "Name" NVARCHAR(120));
+        CREATE TABLE "Album" (
+            "AlbumId" INTEGER PRIMARY KEY,
+            "Title" NVARCHAR(160) NOT NULL,
+            "ArtistId" INTEGER NOT NULL REFERENCES "Artist" ("ArtistId")
+        );
+        CREATE INDEX "IFK_AlbumArtistId" ON "Album" ("ArtistId");
+        CREATE TABLE "{LONG}" ("{LONG}_column" TEXT, "{LONG}_Column2" TEXT);
+        """
+    )
+    conn.executemany('INSERT INTO "Artist" VALUES (?, ?)', [(1, "AC/DC"), (2, "Björk"), (3, None)])
+    conn.executemany(
+        'INSERT INTO "Album" VALUES (?, ?, ?)',
+        [(i, f"Album №{i}", 1 + i % 3) for i in range(1, 260)],
+    )
+    conn.execute(
+        'CREATE TABLE "Order Details" ("Order ID" INTEGER PRIMARY KEY, "Unit ""Price""" REAL)'
+    )
+    conn.executemany('INSERT INTO "Order Details" VALUES (?, ?)', [(1, 0.99), (2, 1.5e-7)])
+    rows = [("a", "b"), ("a", "b"), (None, "c")]
+    conn.executemany(f'INSERT INTO "{LONG}" VALUES (?, ?)', rows)  # noqa: S608 (our constant)
+
+
+def composite_and_missing_keys(conn: sqlite3.Connection) -> None:
+    conn.executescript(
+        """
+        CREATE TABLE enrollment (
+            student_id INTEGER NOT NULL, course_code TEXT NOT NULL, grade REAL,
+            PRIMARY KEY (student_id, course_code)
+        );
+        CREATE TABLE log_lines (line TEXT, level TEXT);
+        """
+    )
+    conn.executemany(
+        "INSERT INTO enrollment VALUES (?, ?, ?)",
+        [(s, c, s / 7) for s in range(1, 60) for c in ("BIO101", "CHEM2")],
+    )
+    # No key, and duplicate rows: every copy must arrive.
+    conn.executemany(
+        "INSERT INTO log_lines VALUES (?, ?)", [("started", "info")] * 3 + [("x", None)] * 150
+    )
+
+
+def without_rowid(conn: sqlite3.Connection) -> None:
+    conn.executescript(
+        """
+        CREATE TABLE kv (k TEXT PRIMARY KEY, v BLOB, n INTEGER) WITHOUT ROWID;
+        CREATE TABLE pairs (a INTEGER, b TEXT, PRIMARY KEY (b, a)) WITHOUT ROWID;
+        """
+    )
+    conn.executemany(
+        "INSERT INTO kv VALUES (?, ?, ?)",
+        [(f"key-{i:04d}", bytes([i % 256, 0, 255]), i) for i in range(300)],
+    )
+    conn.executemany("INSERT INTO pairs VALUES (?, ?)", [(i, f"b{i % 5}") for i in range(250)])
+
+
+def blob_real_numeric(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE measurements (id INTEGER PRIMARY KEY, payload BLOB, ratio REAL, "
+        "amount NUMERIC, price DECIMAL(10,2))"
+    )
+    conn.executemany(
+        "INSERT INTO measurements VALUES (?, ?, ?, ?, ?)",
+        [
+            (1, b"\x00\xff\xfe not utf-8 \x80", 0.1 + 0.2, 2**62 + 1, 19.99),
+            (2, b"", 1e300, -5, 0.1),
+            (3, None, -2.5, 12345678901234567, 3),
+            (4, bytes(range(256)), 5e-324, 1.5, None),
+        ],
+    )
+
+
+def text_keys_with_orphans(conn: sqlite3.Connection) -> None:
+    """Nanoid keys and an undeclared reference that the app writes orphans into by design."""
+    conn.executescript(
+        """
+        CREATE TABLE sessions (id TEXT PRIMARY KEY, started_at TEXT DEFAULT CURRENT_TIMESTAMP);
+        CREATE TABLE turns (id TEXT PRIMARY KEY, session_id TEXT NOT NULL, said TEXT);
+        """
+    )
+    conn.executemany(
+        "INSERT INTO sessions VALUES (?, ?)",
+        [(f"s{i:03d}xYz-_Q", f"2024-0{1 + i % 9}-1{i % 10} 10:00:00") for i in range(20)],
+    )
+    conn.executemany(
+        "INSERT INTO turns VALUES (?, ?, ?)",
+        [(f"t{i:05d}", f"s{i % 25:03d}xYz-_Q", f"turn {i} ✓") for i in range(400)],
+    )
+
+
+def defaults_and_booleans(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE settings (id INTEGER PRIMARY KEY AUTOINCREMENT, theme TEXT DEFAULT 'dark', "
+        "retries INTEGER DEFAULT 3, ratio REAL DEFAULT 0.5, quote TEXT DEFAULT 'it''s', "
+        "created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP, enabled BOOLEAN DEFAULT 0)"
+    )
+    conn.executemany(
+        "INSERT INTO settings (theme, enabled, created_at) VALUES (?, ?, ?)",
+        [("light", 1, "2024-05-01 08:00:00"), ("dark", 0, "2024-05-02T09:30:00.250Z")],
+    )
+
+
+def reserved_names(conn: sqlite3.Connection) -> None:
+    for name in ("def", "config", "type", "input"):
+        conn.execute(f'CREATE TABLE "{name}" ("select" TEXT, "from" INTEGER, "context" TEXT)')
+        conn.execute(f'INSERT INTO "{name}" VALUES (?, ?, ?)', ("where", 1, "x"))  # noqa: S608
+
+
+def views_and_rowid_columns(conn: sqlite3.Connection) -> None:
+    """A view (no rows of its own) and a column named rowid that hides the real one."""
+    conn.executescript(
+        """
+        CREATE TABLE notes (rowid TEXT, body TEXT);
+        CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT);
+        CREATE VIEW people_named_a AS SELECT * FROM people WHERE name LIKE 'A%';
+        """
+    )
+    conn.executemany("INSERT INTO notes VALUES (?, ?)", [(f"r{i}", f"note {i}") for i in range(54)])
+    conn.executemany("INSERT INTO people VALUES (?, ?)", [(-(2**63), "Ann"), (2**63 - 1, "Bo")])
+
+
+def timestamps_every_form(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, happened_at TEXT NOT NULL, "
+        "at_seconds_at INTEGER, logged_ms_at INTEGER, precise_at TEXT, day DATE)"
+    )
+    texts = [
+        "2024-03-01 10:00:00",
+        "2024-03-01T10:00:00Z",
+        "2024-03-01T10:00:00.123Z",
+        "2024-03-01T12:00:00+02:00",
+        "2024-03-01 10:00:00.123456",
+        "2024-02-29T23:59:59.999999-05:30",
+        "2024-03-01 10:00",
+    ]
+    conn.executemany(
+        "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (
+                i + 1,
+                text,
+                1_700_000_000 + i,
+                1_700_000_000_000 + i,
+                f"1700000000.{i}25",
+                f"2024-03-0{1 + i}",
+            )
+            for i, text in enumerate(texts)
+        ],
+    )
+
+
+def app_schema(path: Path) -> None:
+    write_app_sample(path, turns=600, seed=11)
+
+
+Writer = Callable[[sqlite3.Connection], None]
+SHAPES: dict[str, Writer | Callable[[Path], None]] = {
+    "mixed_case_and_long_names": mixed_case_and_long_names,
+    "composite_and_missing_keys": composite_and_missing_keys,
+    "without_rowid": without_rowid,
+    "blob_real_numeric": blob_real_numeric,
+    "text_keys_with_orphans": text_keys_with_orphans,
+    "defaults_and_booleans": defaults_and_booleans,
+    "reserved_names": reserved_names,
+    "views_and_rowid_columns": views_and_rowid_columns,
+    "timestamps_every_form": timestamps_every_form,
+    "app_schema": app_schema,
+}
+
+
+def write_shape(name: str, path: Path) -> Path:
+    writer = SHAPES[name]
+    if writer is app_schema:
+        app_schema(path)
+        return path
+    conn = sqlite3.connect(path)
+    try:
+        writer(conn)  # type: ignore[arg-type]
+        conn.commit()
+    finally:
+        conn.close()
+    return path

@@ -1,0 +1,194 @@
+"""Every hostile shape: draft a plan, migrate it, and compare every row and column with the source."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import psycopg
+import pytest
+import yaml
+from psycopg import sql
+
+from emrsim_assets.convert import legacy_uuid
+from emrsim_assets.plan import Column, Plan, Table, load_plan
+from emrsim_assets.plan.draft import draft_plan
+from emrsim_assets.plan.names import RESERVED
+from emrsim_assets.source import sha256_file
+from emrsim_assets_tests.conftest import Migration
+from emrsim_assets_tests.shapes import SHAPES, write_shape
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000}
+
+
+def expected(table: Table, column: Column, value: Any) -> Any:
+    """The conversion written again as plain Python: an oracle independent of Polars."""
+    if value is None:
+        return None
+    kind = column.convert
+    if kind == "legacy_id":
+        return uuid.UUID(legacy_uuid(table.name, int(value)))
+    if kind == "ref":
+        return uuid.UUID(legacy_uuid(str(column.references), int(value)))
+    if kind == "uuid":
+        return uuid.UUID(value)
+    if kind == "timestamp" and column.epoch:
+        micros = Decimal(str(value)) * 1_000_000 / _PER_SECOND[column.epoch]
+        return _EPOCH + timedelta(microseconds=int(micros))
+    if kind == "timestamp":
+        parsed = datetime.fromisoformat(str(value).strip())
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if kind == "date":
+        return date.fromisoformat(value)
+    if kind == "json":
+        return json.loads(value)
+    if kind == "boolean":
+        return bool(int(value))
+    if kind == "integer":
+        return int(value)
+    if kind == "real":
+        return float(value)
+    if kind == "numeric":
+        return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if kind == "blob":
+        return value if isinstance(value, bytes) else str(value).encode()
+    return value
+
+
+def _normal(target: Any, column: Column) -> Any:
+    if column.convert == "json" and target is not None:
+        return json.dumps(target, sort_keys=True)  # jsonb orders object keys: not a difference
+    if column.convert == "numeric" and target is not None:
+        return Decimal(target).normalize()
+    if column.convert == "blob" and target is not None:
+        return bytes(target)
+    return target
+
+
+def source_rows(path: Path, table: Table) -> Counter[tuple[Any, ...]]:
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        names = ", ".join('"' + c.source.replace('"', '""') + '"' for c in table.columns)
+        source = '"' + table.source.replace('"', '""') + '"'
+        rows = conn.execute(f"SELECT {names} FROM {source}").fetchall()  # noqa: S608
+    finally:
+        conn.close()
+    return Counter(
+        tuple(
+            _normal(expected(table, c, v), c)
+            if c.convert in ("numeric", "json")
+            else expected(table, c, v)
+            for c, v in zip(table.columns, row, strict=True)
+        )
+        for row in rows
+    )
+
+
+def target_rows(conn: psycopg.Connection[Any], table: Table) -> Counter[tuple[Any, ...]]:
+    rows = conn.execute(
+        sql.SQL("SELECT {} FROM emrsim.{}").format(
+            sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns),
+            sql.Identifier(table.name),
+        )
+    ).fetchall()
+    return Counter(
+        tuple(_normal(v, c) for c, v in zip(table.columns, row, strict=True)) for row in rows
+    )
+
+
+def drafted(sqlite: Path, tmp_path: Path) -> Plan:
+    text = draft_plan(sqlite)
+    path = tmp_path / "plan.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load_plan(path)
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_each_shape_drafts_migrates_and_arrives_equal(
+    shape: str, tmp_path: Path, pg_url: str
+) -> None:
+    sqlite = write_shape(shape, tmp_path / f"{shape}.sqlite")
+    before = sha256_file(sqlite)
+    plan = drafted(sqlite, tmp_path)
+    migration = Migration(plan, sqlite, pg_url, tmp_path / "work")
+    result = migration.run_job("migrate")
+    failures = [
+        f"{e.asset_key.to_user_string()}:{e.check_name}: {e.description}"
+        for e in result.get_asset_check_evaluations()
+        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+    ]
+    steps = [str(e.event_specific_data.error) for e in result.get_step_failure_events()]  # type: ignore[union-attr]
+    assert result.success and not failures, (failures, steps)
+    assert sha256_file(sqlite) == before
+    with psycopg.connect(pg_url) as conn:
+        for table in plan.tables:
+            source = source_rows(sqlite, table)
+            target = target_rows(conn, table)
+            assert target == source, f"{shape}: {table.name} differs from {table.source}"
+
+
+def test_the_app_schema_draft_reports_orphans_and_keeps_the_unique_fingerprint(
+    tmp_path: Path,
+) -> None:
+    sqlite = write_shape("app_schema", tmp_path / "app.sqlite")
+    text = draft_plan(sqlite)
+    plan = load_plan(_written(tmp_path, text))
+    turns = plan.table("turns")
+    session = turns.column("session_id")
+    assert (session.references, session.enforce) == ("sessions", "report")
+    assert "rows point at no sessions row" in text
+    assert not plan.table("sessions").column("persona_id").references
+    assert "named like a reference to personas" in text
+    assert any(ix.unique and ix.columns == ("fingerprint",) for ix in turns.indexes)
+    assert turns.partition_by_month is None and "idx_turns_fingerprint" in text
+    assert plan.table("sessions").column("sps_session_id").convert == "uuid"
+    assert plan.table("sessions").column("started_at").default == "now()"
+    assert plan.table("scenarios").column("tags_json").default == "[]"
+
+
+def test_reserved_and_mixed_case_names_are_mapped_and_the_source_spelling_kept(
+    tmp_path: Path,
+) -> None:
+    plan = load_plan(
+        _written(tmp_path, draft_plan(write_shape("reserved_names", tmp_path / "r.sqlite")))
+    )
+    assert {t.name for t in plan.tables} == {"def_", "config_", "type_", "input_"}
+    assert plan.table("type_").source == "type"
+    mixed = load_plan(
+        _written(
+            tmp_path,
+            draft_plan(write_shape("mixed_case_and_long_names", tmp_path / "m.sqlite")),
+        )
+    )
+    album = mixed.table("album")
+    assert album.source == "Album" and album.column("artist_id").source == "ArtistId"
+    assert album.column("artist_id").references == "artist"
+    assert all(len(t.name) <= 54 for t in mixed.tables)
+
+
+def test_views_and_generated_columns_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    sqlite = write_shape("views_and_rowid_columns", tmp_path / "v.sqlite")
+    plan = load_plan(_written(tmp_path, draft_plan(sqlite)))
+    skip = plan.skipped("people_named_a")
+    assert skip is not None and "a view" in skip.reason
+
+
+def test_our_reserved_names_cover_dagsters() -> None:
+    from dagster._core.definitions.utils import DISALLOWED_NAMES
+
+    assert set(DISALLOWED_NAMES) <= RESERVED
+
+
+def _written(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / f"plan-{abs(hash(text))}.yaml"
+    path.write_text(text, encoding="utf-8")
+    yaml.safe_load(text)
+    return path
