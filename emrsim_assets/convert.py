@@ -269,7 +269,11 @@ def convert_frame(frame: pl.DataFrame, table: Table, plan: Plan) -> Converted:
                 pl.col(ROWID).alias("row_id"),
                 pl.lit(column.name).alias("column_name"),
                 pl.lit(reason).alias("reason"),
-                pl.col(column.name).str.slice(0, 200).alias("value"),
+                # As evidence, readable and storable: PostgreSQL text holds no NUL byte.
+                pl.col(column.name)
+                .str.slice(0, 200)
+                .str.replace_all("\x00", "\\u0000", literal=True)
+                .alias("value"),
             )
             if column.on_invalid == "fail" or column.name in table.primary_key:
                 raise _conversion_error(table, column, hit, frame)
@@ -297,5 +301,10 @@ def _conversion_error(
         more = f" {hit.height} rows of this batch fail the same way (row ids {ids}...)."
     return ConversionError(
         f"{table.name}.{column.name}: row id {first['row_id']}{where}: value {shown} {first['reason']}."
-        f"{more} Fix the source rows, or set on_invalid: quarantine on this column in the plan."
+        f"{more} Fix the source rows"
+        + (
+            " (a key column cannot quarantine)."
+            if column.name in table.primary_key
+            else ", or set on_invalid: quarantine on this column in the plan."
+        )
     )

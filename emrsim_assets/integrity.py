@@ -198,6 +198,37 @@ def _as_source_text(table: Table, alias: str) -> sql.Composable:
     )
 
 
+def key_unique_across_months(conn: Conn, table: Table) -> Verdict:
+    """A partitioned table's PostgreSQL key includes the month column, so PostgreSQL keeps the
+    plan's key unique only within a month: this proves it unique across all of them."""
+    if not _staged(conn, table):
+        return Verdict(False, f"{table.name} is not loaded in {STAGING}.")
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in table.primary_key)
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT {} AS row_key, count(*) FROM {}.{} c GROUP BY {} HAVING count(*) > 1 "
+            "ORDER BY 2 DESC, 1 LIMIT {}"
+        ).format(
+            _as_source_text(table, "c"),
+            sql.Identifier(STAGING),
+            sql.Identifier(table.name),
+            keys,
+            sql.Literal(SAMPLE),
+        )
+    ).fetchall()
+    label = ", ".join(table.primary_key)
+    metadata: dict[str, Any] = {"duplicate_keys": [{"key": r[0], "rows": r[1]} for r in rows]}
+    if rows:
+        shown = ", ".join(f"{r[0]} ({r[1]} rows)" for r in rows[:5])
+        return Verdict(
+            False,
+            f"{table.name}: the key ({label}) repeats across months: {shown}. The source holds "
+            "rows SQLite told apart (by storage class) that are equal in PostgreSQL.",
+            metadata,
+        )
+    return Verdict(True, f"Every {table.name} key ({label}) is unique across all months.", metadata)
+
+
 def every_source_month_loaded(
     conn: Conn, table: Table, manifest: Manifest, months: list[str]
 ) -> Verdict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import re
@@ -170,10 +171,32 @@ def ensure_staging_schema(conn: Conn) -> None:
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STAGING)))
 
 
+def plan_fingerprint(table: Table) -> str:
+    """Identifies the plan's definition of a table: months loaded under another one can't attach."""
+    shape = (table.columns, table.primary_key, table.indexes, table.partition_by_month)
+    return "emrsim-plan:" + hashlib.sha256(repr(shape).encode()).hexdigest()[:16]
+
+
 def ensure_partitioned_parent(conn: Conn, table: Table, schema: str = STAGING) -> None:
-    """The partitioned table and its indexes: a month attached later brings its own copies."""
-    if table_exists(conn, schema, table.name):
+    """The partitioned table and its indexes: a month attached later brings its own copies.
+
+    A staging table left by another plan (not partitioned, or other columns) is dropped with
+    its months and their ledger entries: they are reloaded under this plan."""
+    fingerprint = plan_fingerprint(table)
+    row = conn.execute(
+        "SELECT c.relkind, obj_description(c.oid, 'pg_class') FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+        (schema, table.name),
+    ).fetchone()
+    if row is not None and row == ("p", fingerprint):
         return
+    if row is not None:
+        conn.execute(
+            sql.SQL("DROP TABLE {}.{} CASCADE").format(
+                sql.Identifier(schema), sql.Identifier(table.name)
+            )
+        )
+    forget_loads(conn, table.name)
     conn.execute(
         sql.SQL("CREATE TABLE {}.{} ({}{}) PARTITION BY RANGE ({})").format(
             sql.Identifier(schema),
@@ -185,6 +208,23 @@ def ensure_partitioned_parent(conn: Conn, table: Table, schema: str = STAGING) -
     )
     for index in table.indexes:
         conn.execute(_create_index(schema, table.name, index.name, index))
+    conn.execute(
+        sql.SQL("COMMENT ON TABLE {}.{} IS {}").format(
+            sql.Identifier(schema), sql.Identifier(table.name), sql.Literal(fingerprint)
+        )
+    )
+
+
+def forget_loads(conn: Conn, table: str, keep: str | None = None) -> None:
+    """Drop the ledger and quarantine entries of `table` (but those of partition key `keep`):
+    what an earlier plan loaded is no longer there to check."""
+    for ledger in ("loads", "quarantine"):
+        conn.execute(
+            sql.SQL(
+                "DELETE FROM {}.{} WHERE table_name = %s AND partition_key IS DISTINCT FROM %s"
+            ).format(sql.Identifier(MIGRATION), sql.Identifier(ledger)),
+            (table, keep),
+        )
 
 
 def _create_index(schema: str, table_name: str, name: str, index: Index) -> sql.Composed:
@@ -280,7 +320,8 @@ def load_table(
     with conn.transaction():
         ensure_staging_schema(conn)
         target = sql.SQL("{}.{}").format(sql.Identifier(STAGING), sql.Identifier(table.name))
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(target))
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(target))
+        forget_loads(conn, table.name, keep=UNPARTITIONED)
         conn.execute(
             sql.SQL("CREATE TABLE {} ({})").format(target, _column_defs(table, loading=True))
         )

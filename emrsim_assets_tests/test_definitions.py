@@ -46,6 +46,7 @@ def test_every_table_has_blocking_count_and_fk_checks() -> None:
         "messages:row_count_matches_source",
         "messages:fk_conversation_id_resolves",
         "messages:every_source_month_loaded",
+        "messages:key_unique_across_months",
         "patient_records:row_count_matches_source",
         "patient_records:fk_patient_id_resolves",
         "user_sessions:row_count_matches_source",

@@ -72,6 +72,17 @@ def build_checks(
                 [table.name, str(column.references)],
                 gate=column.enforce == "constraint",
             )
+        if table.partition_by_month and table.primary_key:
+            add(
+                _check(
+                    table,
+                    "key_unique_across_months",
+                    "The plan's key is unique across every month (PostgreSQL's key includes the "
+                    "month column, so it alone proves uniqueness only within a month).",
+                    partial(_key_unique, table),
+                ),
+                [table.name],
+            )
         if table.partition_by_month:
             add(
                 _check(
@@ -118,6 +129,10 @@ def _row_count(table: Table, conn: Conn, migration: MigrationResource) -> Verdic
 
 def _coverage(table: Table, months: list[str], conn: Conn, migration: MigrationResource) -> Verdict:
     return integrity.every_source_month_loaded(conn, table, migration.manifest(), months)
+
+
+def _key_unique(table: Table, conn: Conn, migration: MigrationResource) -> Verdict:
+    return integrity.key_unique_across_months(conn, table)
 
 
 def _quarantine(table: Table, conn: Conn, migration: MigrationResource) -> Verdict:

@@ -391,6 +391,15 @@ class _Drafter:
         table.notes.append(
             f"the largest table with a timestamp: partitioned by month on {column.source}"
         )
+        if (
+            table.entry.get("primary_key")
+            and column.entry["name"] not in table.entry["primary_key"]
+        ):
+            table.notes.append(
+                f"PostgreSQL's key becomes ({', '.join(table.entry['primary_key'])}, "
+                f"{column.entry['name']}); the check key_unique_across_months proves the "
+                "migrated keys unique across months"
+            )
         for other in self.tables:
             for col in other.columns:
                 if col.entry.get("references") == table.name:

@@ -1,0 +1,208 @@
+"""Values that cannot arrive as they are: each stops the run with one sentence naming table,
+column and row, or goes to a quarantine that closes the cutover gate. Never the quiet middle."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from emrsim_assets.errors import PlanError
+from emrsim_assets.plan import default_plan_path, load_plan, parse_plan
+from emrsim_assets_tests.conftest import Migration
+from emrsim_assets_tests.shapes import write_shape
+from emrsim_assets_tests.test_shapes import drafted
+
+
+def _run(sqlite: Path, tmp_path: Path, pg_url: str, plan_path: Path | None = None) -> str:
+    """Migrate; return every failure sentence (steps and ERROR checks) of the run."""
+    plan = load_plan(plan_path) if plan_path else drafted(sqlite, tmp_path)
+    result = Migration(plan, sqlite, pg_url, tmp_path / "work").run_job("migrate")
+    sentences = [
+        str(e.step_failure_data.user_failure_data.description)
+        for e in result.get_step_failure_events()
+        if e.step_failure_data.user_failure_data
+    ]
+    sentences += [
+        str(e.description)
+        for e in result.get_asset_check_evaluations()
+        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+    ]
+    assert "cutover" not in {
+        e.event_specific_data.materialization.asset_key.to_user_string()  # type: ignore[union-attr]
+        for e in result.get_asset_materialization_events()
+    }, "a run with a bad value must not cut over"
+    return "\n".join(sentences)
+
+
+def _sql(path: Path, *statements: str) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+# (shape, statements planted after the draft, what the sentence must say)
+PLANTED: dict[str, tuple[str, list[str], list[str]]] = {
+    "invalid_utf8": (
+        "text_keys_with_orphans",
+        ["UPDATE turns SET said = CAST(X'C328' AS TEXT) WHERE id = 't00007'"],
+        ["turns.said", "row id 8", "key id='t00007'", "not valid UTF-8"],
+    ),
+    "nul_byte_in_text": (
+        "text_keys_with_orphans",
+        ["UPDATE turns SET said = 'a' || char(0) || 'b' WHERE id = 't00009'"],
+        ["turns.said", "row id 10", "key id='t00009'", "NUL byte"],
+    ),
+    "blob_and_text_keys_that_meet_as_text": (
+        "text_keys_with_orphans",
+        # SQLite keeps a BLOB key apart from the TEXT key of the same bytes; PostgreSQL text cannot.
+        ["INSERT INTO sessions (id) VALUES (X'7330303078597a2d5f51')"],
+        ["sessions: the key (id) repeats across months: s000xYz-_Q (2 rows)"],
+    ),
+    "timestamp_of_year_57756": (
+        "timestamps_every_form",
+        ["UPDATE events SET happened_at = '57756-01-01 00:00:00' WHERE id = 3"],
+        ["events.happened_at", "row id 3", "'57756-01-01 00:00:00'", "not a valid text timestamp"],
+    ),
+    "epoch_beyond_year_9999": (
+        "timestamps_every_form",
+        ["UPDATE events SET logged_ms_at = 1800000000000000000 WHERE id = 2"],
+        ["events.logged_ms_at", "row id 2", "not a valid epoch ms"],
+    ),
+    "blob_in_a_uuid_column": (
+        "app_schema",
+        ["UPDATE sessions SET sps_session_id = X'3132' WHERE rowid = 4"],
+        ["sessions.sps_session_id", "row id 4", "not a canonical lower-case UUID"],
+    ),
+    "text_in_an_integer_column": (
+        "composite_and_missing_keys",
+        [
+            "UPDATE enrollment SET student_id = 'seven' WHERE student_id = 7 AND course_code = 'BIO101'"
+        ],
+        ["enrollment.student_id", "'seven'", "is not an integer"],
+    ),
+    "source_table_the_plan_does_not_know": (
+        "without_rowid",
+        ["CREATE TABLE added_later (x TEXT)", "INSERT INTO added_later VALUES ('y')"],
+        ["neither migrates nor skips", "table 'added_later'"],
+    ),
+    "source_column_the_plan_does_not_know": (
+        "without_rowid",
+        ["ALTER TABLE kv ADD COLUMN note TEXT"],
+        ["neither migrates nor skips", "column kv.note"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PLANTED))
+def test_a_planted_value_stops_the_run_with_a_sentence_naming_it(
+    case: str, tmp_path: Path, pg_url: str
+) -> None:
+    shape, statements, said = PLANTED[case]
+    sqlite = write_shape(shape, tmp_path / f"{shape}.sqlite")
+    plan_path = tmp_path / "plan.yaml"
+    from emrsim_assets.plan.draft import draft_plan
+
+    plan_path.write_text(draft_plan(sqlite), encoding="utf-8")  # drafted before the plant
+    _sql(sqlite, *statements)
+    sentences = _run(sqlite, tmp_path, pg_url, plan_path)
+    assert "Traceback" not in sentences
+    for fragment in said:
+        assert fragment in sentences, (fragment, sentences)
+
+
+def test_a_nul_byte_can_be_quarantined_and_is_kept_as_readable_evidence(
+    tmp_path: Path, sample_db: Path, pg_url: str
+) -> None:
+    raw = yaml.safe_load(default_plan_path().read_text())
+    for column in raw["tables"][3]["columns"]:
+        if column["name"] == "message":
+            column["on_invalid"] = "quarantine"
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    _sql(sample_db, "UPDATE messages SET message = 'before' || char(0) || 'after' WHERE id = 12")
+    sentences = _run(sample_db, tmp_path, pg_url, path)
+    assert "1 messages row(s) are in emrsim_migration.quarantine" in sentences
+    assert "cutover is refused" in sentences
+
+
+def _bundled(edit: Callable[[dict], None]) -> dict:  # type: ignore[type-arg]
+    raw = yaml.safe_load(default_plan_path().read_text())
+    edit(raw)
+    return raw  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (lambda raw: raw["tables"][0].update(name="def"), "'def' is reserved"),
+        (
+            lambda raw: raw["tables"][3]["indexes"].append(
+                {"name": "one_per_sender", "columns": ["sender"], "unique": True}
+            ),
+            "cannot keep a unique index on a table partitioned by month",
+        ),
+        (
+            lambda raw: raw["tables"].append(
+                {
+                    "name": "reads",
+                    "primary_key": "id",
+                    "columns": [
+                        {"name": "id", "convert": "legacy_id"},
+                        {"name": "message_id", "convert": "ref", "references": "messages"},
+                    ],
+                }
+            ),
+            "which is partitioned by month: PostgreSQL cannot enforce that key",
+        ),
+        (
+            lambda raw: (
+                raw["tables"][0]["columns"][1].update(on_invalid="quarantine")
+                or raw["tables"][0].update(primary_key="email")
+            ),
+            "a primary-key column cannot quarantine",
+        ),
+        (
+            lambda raw: raw.update(skip=[{"table": "audit_log"}]),
+            "'reason' must say why the data is left behind",
+        ),
+    ],
+)
+def test_plans_that_cannot_work_are_refused_in_one_sentence(
+    edit: Callable[[dict], None],  # type: ignore[type-arg]
+    said: str,
+) -> None:
+    with pytest.raises(PlanError, match=said) as error:
+        parse_plan(_bundled(edit), Path("plan.yaml"))
+    assert "\n" not in str(error.value)
+
+
+def test_changing_a_plan_from_partitioned_to_not_leaves_no_demand_for_old_months(
+    tmp_path: Path, sample_db: Path, pg_url: str
+) -> None:
+    first = Migration(load_plan(), sample_db, pg_url, tmp_path / "work")
+    assert first.run_job("load_tables").success
+    raw = yaml.safe_load(default_plan_path().read_text())
+    raw["tables"][3].pop("partition_by_month")
+    raw["tables"][3].pop("autovacuum")
+    path = tmp_path / "flat.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    flat = Migration(load_plan(path), sample_db, pg_url, tmp_path / "work")
+    flat.instance = first.instance
+    result = flat.run_job("migrate")
+    failed = [e.description for e in result.get_asset_check_evaluations() if not e.passed]
+    assert result.success and not failed, failed
+    # And back: the partitioned table replaces the flat one instead of failing to attach.
+    again = Migration(load_plan(), sample_db, pg_url, tmp_path / "work")
+    again.instance = first.instance
+    result = again.run_job("load_tables")
+    failed = [e.description for e in result.get_asset_check_evaluations() if not e.passed]
+    assert result.success and not failed, failed
