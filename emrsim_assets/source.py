@@ -296,18 +296,18 @@ def schema_digest(conn: sqlite3.Connection) -> str:
     return digest.hexdigest()
 
 
-def row_locator(conn: sqlite3.Connection, table: Table) -> str | None:
+def row_locator(conn: sqlite3.Connection, source: str) -> str | None:
     """The name that reaches this table's rowid, or None for a WITHOUT ROWID table (or one whose
     columns shadow rowid, _rowid_ and oid alike): such tables are read in primary-key order."""
     columns = {
         str(row[1]).lower()
-        for row in conn.execute("SELECT * FROM pragma_table_xinfo(?)", (table.source,))
+        for row in conn.execute("SELECT * FROM pragma_table_xinfo(?)", (source,))
     }
     for alias in ("rowid", "_rowid_", "oid"):
         if alias in columns:
             continue
         try:
-            conn.execute(f"SELECT {alias} FROM {_quote(table.source)} LIMIT 0")  # noqa: S608
+            conn.execute(f"SELECT {alias} FROM {_quote(source)} LIMIT 0")  # noqa: S608
         except sqlite3.OperationalError:
             return None  # WITHOUT ROWID: no alias reaches a rowid
         return alias
@@ -397,7 +397,7 @@ def _profile_months(
     known = pl.Series(sorted(date.fromisoformat(m) for m in months), dtype=pl.Date)
     conn = open_readonly(path)
     try:
-        locator = row_locator(conn, table)
+        locator = row_locator(conn, table.source)
         if locator is None:
             raise SourceError(
                 f"{table.source} has no rowid (WITHOUT ROWID), and a table partitioned by month "
@@ -533,7 +533,7 @@ def _fetch(conn: adbc.Connection, query: str, params: tuple[int, ...], batch_row
 def locate_rows(path: Path, table: Table) -> str | None:
     conn = open_readonly(path)
     try:
-        return row_locator(conn, table)
+        return row_locator(conn, table.source)
     finally:
         conn.close()
 

@@ -193,3 +193,34 @@ def test_migrate_and_materialize_commands_from_the_readme(tmp_path: Path, pg_url
     back = shell(".venv/bin/emrsim-migrate rollback", env)
     assert back.returncode == 0, back.stdout + back.stderr
     assert "the app goes back to its SQLite file" in back.stdout
+
+
+def test_draft_a_plan_for_the_app_schema_and_migrate_with_it(tmp_path: Path, pg_url: str) -> None:
+    """The README's 'Migrating your own database': sample --schema app, plan, migrate --plan."""
+    env = user_env(tmp_path / "work", EMRSIM_PG_URL=pg_url, DAGSTER_HOME=str(tmp_path / "dh"))
+    sqlite, plan = tmp_path / "app.sqlite", tmp_path / "plan.yaml"
+    made = shell(f".venv/bin/emrsim-migrate sample --schema app --out {sqlite} --messages 900", env)
+    assert made.returncode == 0, made.stdout + made.stderr
+    drafted = shell(f".venv/bin/emrsim-migrate plan --sqlite {sqlite} --out {plan}", env)
+    assert drafted.returncode == 0, drafted.stdout + drafted.stderr
+    assert "name: turns" in plan.read_text()
+    migrated = shell(f".venv/bin/emrsim-migrate migrate --sqlite {sqlite} --plan {plan}", env)
+    out = migrated.stdout + migrated.stderr
+    assert migrated.returncode == 0, out[-3000:]
+    assert "cutover: done" in out and "turns" in out
+    assert "WARNED turns:fk_session_id_resolves" in out
+
+
+def test_without_a_plan_the_ui_definitions_show_the_users_own_tables(tmp_path: Path) -> None:
+    """make dev with EMRSIM_SQLITE_PATH: the code location drafts a plan for that database."""
+    sqlite = tmp_path / "app.sqlite"
+    from emrsim_assets.sample_app import write_app_sample
+
+    write_app_sample(sqlite, turns=300)
+    env = user_env(tmp_path / "work", EMRSIM_SQLITE_PATH=str(sqlite))
+    listed = shell(".venv/bin/dagster asset list -m emrsim_assets.definitions", env)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assets = set(listed.stdout.split())
+    assert {"personas", "scenarios", "sessions", "turns", "cutover"} <= assets, listed.stdout
+    assert "messages" not in assets
+    assert list((tmp_path / "work" / "plans").glob("app-*.yaml"))

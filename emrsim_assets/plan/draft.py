@@ -22,7 +22,8 @@ import yaml
 from emrsim_assets.errors import SourceError
 from emrsim_assets.plan.names import MAX_NAME, MAX_TABLE_NAME, target_name
 
-SAMPLE_ROWS = 2_000  # from each end of a table: the values a format is inferred from
+SAMPLE_ROWS = 2_000  # from each end and the middle of a table: what a format is inferred from
+EXACT_ROWS = 100_000  # up to this many rows, storage classes are counted over every row
 _CLASSES = ("integer", "real", "text", "blob", "null")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _TIMESTAMP = re.compile(
@@ -70,6 +71,8 @@ def draft_plan(path: Path) -> str:
 
     started = time.perf_counter()
     conn = open_readonly(path)
+    # Invalid UTF-8 must not stop a draft: the load names such a row itself.
+    conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
     try:
         return _Drafter(conn, path).draft(started)
     except sqlite3.DatabaseError as exc:
@@ -82,6 +85,12 @@ def _q(name: str) -> str:
     from emrsim_assets.source import _quote
 
     return _quote(name)
+
+
+def row_locator(conn: sqlite3.Connection, source: str) -> str | None:
+    from emrsim_assets.source import row_locator as locate
+
+    return locate(conn, source)
 
 
 class _Drafter:
@@ -154,8 +163,7 @@ class _Drafter:
                 )
             else:
                 planned.append(column)
-        rows = self._classes(source, planned)
-        self._sample(source, planned, not without_rowid and rows > 2 * SAMPLE_ROWS)
+        rows = self._sample(source, planned)
         fks: dict[int, list[Any]] = {}
         for r in self.conn.execute("SELECT * FROM pragma_foreign_key_list(?)", (source,)):
             fks.setdefault(int(r[0]), []).append(r)
@@ -198,24 +206,47 @@ class _Drafter:
             column.classes = {k: v for k, v in counts.items() if v}
         return rows
 
-    def _sample(self, source: str, columns: list[_Column], both_ends: bool) -> None:
-        """Values from both ends of the table (old rows and new ones may be written differently)."""
+    def _sample(self, source: str, columns: list[_Column]) -> int:
+        """The row count, and values from both ends and the middle of the table (old rows and
+        new ones may be written differently). Storage classes are counted over every row up to
+        EXACT_ROWS rows, else over the sample: the snapshot counts them all again, and the load
+        checks every value."""
+        rows = int(self.conn.execute(f"SELECT count(*) FROM {_q(source)}").fetchone()[0])  # noqa: S608
         select = ", ".join(_q(c.source) for c in columns)
-        first = self.conn.execute(
-            f"SELECT {select} FROM {_q(source)} LIMIT ?",  # noqa: S608
-            (SAMPLE_ROWS if both_ends else 2 * SAMPLE_ROWS,),
-        ).fetchall()
-        last: list[Any] = []
-        if both_ends:
-            try:
-                last = self.conn.execute(
-                    f"SELECT {select} FROM {_q(source)} ORDER BY _rowid_ DESC LIMIT ?",  # noqa: S608
-                    (SAMPLE_ROWS,),
-                ).fetchall()
-            except sqlite3.OperationalError:
-                last = []
+        locator = row_locator(self.conn, source)
+        if rows <= EXACT_ROWS or locator is None:
+            self._classes(source, columns)
+            sample = self.conn.execute(
+                f"SELECT {select} FROM {_q(source)} LIMIT ?",  # noqa: S608
+                (3 * SAMPLE_ROWS,),
+            ).fetchall()
+        else:
+            table = _q(source)
+            sample = self.conn.execute(
+                f"SELECT {select} FROM {table} ORDER BY {locator} LIMIT ?",  # noqa: S608
+                (SAMPLE_ROWS,),
+            ).fetchall()
+            sample += self.conn.execute(
+                f"SELECT {select} FROM {table} ORDER BY {locator} DESC LIMIT ?",  # noqa: S608
+                (SAMPLE_ROWS,),
+            ).fetchall()
+            low, high = self.conn.execute(
+                f"SELECT min({locator}), max({locator}) FROM {table}"  # noqa: S608
+            ).fetchone()
+            probe = f"SELECT {select} FROM {table} WHERE {locator} >= ? ORDER BY {locator} LIMIT 1"  # noqa: S608
+            step = (high - low) / SAMPLE_ROWS
+            for i in range(SAMPLE_ROWS):
+                sample += self.conn.execute(probe, (int(low + i * step),)).fetchall()
+            for i, column in enumerate(columns):
+                counts: dict[str, int] = {}
+                for row in sample:
+                    kind = _class_of(row[i])
+                    counts[kind] = counts.get(kind, 0) + 1
+                column.classes = counts
+                column.notes.append(f"classes in {len(sample):,} sampled rows")
         for i, column in enumerate(columns):
-            column.samples = [row[i] for row in (*first, *last) if row[i] is not None]
+            column.samples = [row[i] for row in sample if row[i] is not None]
+        return rows
 
     # -- one rule per kind of column --------------------------------------------------------------
     def _infer_columns(self, table: _Table) -> None:
@@ -233,7 +264,7 @@ class _Drafter:
             if default is not None:
                 entry["default"] = default
             column.entry = entry
-            column.notes.append(saw)
+            column.notes.insert(0, saw)
             if default_note:
                 column.notes.append(default_note)
 
@@ -504,6 +535,18 @@ class _Drafter:
         else:
             when = datetime.fromisoformat(str(first)[:10])
         return date(when.year, when.month, 1)
+
+
+def _class_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool | int):
+        return "integer"
+    if isinstance(value, float):
+        return "real"
+    if isinstance(value, bytes):
+        return "blob"
+    return "text"
 
 
 def _single_key(table: _Table) -> _Column | None:
