@@ -139,7 +139,7 @@ def _report(result: Any, seconds: float, home: Path, needs_cutover: bool) -> int
     rows: dict[str, int] = {}
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization
-        count = materialization.metadata.get("dagster/row_count")
+        count = materialization.metadata.get("loaded_rows")
         name = materialization.asset_key.to_user_string()
         if count is not None and name not in ("source_snapshot", "cutover"):
             # A range run records the same metadata once per month: count each asset once.

@@ -31,6 +31,9 @@ from emrsim_assets.target import (
 BACKUP_PREFIX = "emrsim_backup_"
 
 
+DEFAULT_KEEP_BACKUPS = 2
+
+
 @dataclass(frozen=True)
 class CutoverResult:
     backup_schema: str | None
@@ -38,6 +41,36 @@ class CutoverResult:
     seconds: float
     foreign_keys: int
     indexes: int
+    backups: dict[str, int]  # kept backup schema -> bytes
+    pruned: list[str]
+
+
+def _schema_bytes(conn: Conn, schema: str) -> int:
+    row = conn.execute(
+        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN "
+        "('r', 'm')",
+        (schema,),
+    ).fetchone()
+    return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+
+def _backups(conn: Conn) -> list[str]:
+    """Backup schemas, newest first (their names end in a sortable UTC time)."""
+    rows = conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s ORDER BY nspname DESC",
+        (BACKUP_PREFIX.replace("_", "\\_") + "%",),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def prune_backups(conn: Conn, keep: int) -> tuple[dict[str, int], list[str]]:
+    """Drop all but the newest `keep` backups; the sizes of those kept, and the names dropped."""
+    backups = _backups(conn)
+    dropped = backups[keep:]
+    for schema in dropped:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    return {schema: _schema_bytes(conn, schema) for schema in backups[:keep]}, dropped
 
 
 def staging_problems(conn: Conn, plan: Plan, manifest: Manifest) -> list[str]:
@@ -68,7 +101,13 @@ def staging_problems(conn: Conn, plan: Plan, manifest: Manifest) -> list[str]:
     return problems
 
 
-def cutover(conn: Conn, plan: Plan, manifest: Manifest, today: date | None = None) -> CutoverResult:
+def cutover(
+    conn: Conn,
+    plan: Plan,
+    manifest: Manifest,
+    today: date | None = None,
+    keep_backups: int = DEFAULT_KEEP_BACKUPS,
+) -> CutoverResult:
     """Add FKs to staging (its indexes came with the loads), then rename it to the live schema,
     all in one transaction."""
     started = time.perf_counter()
@@ -107,6 +146,7 @@ def cutover(conn: Conn, plan: Plan, manifest: Manifest, today: date | None = Non
         _record(conn, "cutover", manifest.sha256, backup, counts)
         # Staging is consumed: the next migration starts from a fresh snapshot and fresh loads.
         conn.execute(sql.SQL("DELETE FROM {}.loads").format(sql.Identifier(MIGRATION)))
+        backups, pruned = prune_backups(conn, keep_backups)
     # Every table and month was analyzed as it loaded; a partitioned parent also keeps statistics
     # of its own (autovacuum never gathers them). PostgreSQL 18 can gather only those.
     only = sql.SQL("ONLY ") if conn.info.server_version >= 180000 else sql.SQL("")
@@ -118,7 +158,9 @@ def cutover(conn: Conn, plan: Plan, manifest: Manifest, today: date | None = Non
                 )
             )
     conn.commit()
-    return CutoverResult(backup, counts, time.perf_counter() - started, foreign_keys, indexes)
+    return CutoverResult(
+        backup, counts, time.perf_counter() - started, foreign_keys, indexes, backups, pruned
+    )
 
 
 def _add_foreign_keys(conn: Conn, plan: Plan, table: Table) -> int:
@@ -237,10 +279,7 @@ def rollback(conn: Conn) -> str:
     if not schema_exists(conn, LIVE):
         raise TargetError(f"Nothing to roll back: schema {LIVE} does not exist.")
     ensure_migration_schema(conn)
-    backups = conn.execute(
-        "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s ORDER BY nspname DESC",
-        (BACKUP_PREFIX + "%",),
-    ).fetchall()
+    backups = _backups(conn)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     aside = f"emrsim_rolled_back_{stamp}"
     with conn.transaction():
@@ -251,7 +290,7 @@ def rollback(conn: Conn) -> str:
         )
         restored = None
         if backups:
-            restored = str(backups[0][0])
+            restored = backups[0]
             conn.execute(
                 sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
                     sql.Identifier(restored), sql.Identifier(LIVE)

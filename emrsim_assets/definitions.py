@@ -52,6 +52,7 @@ def default_resource() -> MigrationResource:
         pg_url=dg.EnvVar("EMRSIM_PG_URL") if os.environ.get("EMRSIM_PG_URL") else None,
         batch_rows=int(os.environ.get("EMRSIM_BATCH_ROWS", "50000")),
         workers=int(os.environ.get("EMRSIM_WORKERS", "3")),
+        keep_backups=int(os.environ.get("EMRSIM_KEEP_BACKUPS", "2")),
     )
 
 

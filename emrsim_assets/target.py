@@ -471,7 +471,9 @@ def _copy(
     label = table.name if not partition_key else f"{table.name} {partition_key[:7]}"
     try:
         with conn.cursor() as cur, cur.copy(statement) as copy:
-            copy.write(encoder.write_header())
+            header = encoder.write_header()
+            copy.write(header)
+            counts.copy_bytes += len(header)
             for batch in batches:
                 rows = batch.rows.drop(ROWID).to_arrow(compat_level=pl.CompatLevel.newest())
                 spans.append((counts.loaded + 1, _row_ids(batch.rows[ROWID])))
@@ -491,7 +493,10 @@ def _copy(
                 if now - last_report >= 5:
                     last_report = now
                     progress(_progress_line(label, counts.source, now - started, expected_rows))
-            copy.write(encoder.finish())
+            # The encoder buffers small batches: what is left goes out here.
+            tail = encoder.finish()
+            copy.write(tail)
+            counts.copy_bytes += len(tail)
     except psycopg.errors.DataError as exc:
         raise _copy_error(table, exc, spans) from None
     except psycopg.errors.IntegrityError as exc:

@@ -11,9 +11,16 @@ from emrsim_assets import cutover as core_cutover
 from emrsim_assets import pipeline, source
 from emrsim_assets.defs.gate import gate_problems
 from emrsim_assets.defs.resources import MigrationResource, as_failure
-from emrsim_assets.errors import GateClosedError
+from emrsim_assets.errors import GateClosedError, MigrationError
 from emrsim_assets.plan import Plan, Table
-from emrsim_assets.target import LoadStats, ensure_migration_schema
+from emrsim_assets.target import (
+    LIVE,
+    STAGING,
+    LoadStats,
+    ensure_migration_schema,
+    ensure_staging_schema,
+    schema_exists,
+)
 
 SNAPSHOT = "source_snapshot"
 CUTOVER = "cutover"
@@ -38,11 +45,20 @@ def build_snapshot_asset(plan: Plan, months: dg.PartitionsDefinition) -> dg.Asse
                 list(months.get_partition_keys()),
                 migration.batch_rows,
             )
+            # A new snapshot starts a new migration: its loads go to a staging schema (after a
+            # cutover published the last one, a fresh one).
+            with migration.connect() as conn:
+                ensure_migration_schema(conn)
+                with conn.transaction():
+                    ensure_staging_schema(conn)
         context.log.info(
             f"Snapshot {manifest.sha256[:12]}: {manifest.row_counts} in {manifest.seconds} s"
         )
         return dg.MaterializeResult(
             metadata={
+                "source_path": manifest.source_path,
+                "snapshot_path": manifest.snapshot_path,
+                "plan": str(plan.path),
                 "sha256": manifest.sha256,
                 "size_bytes": manifest.size_bytes,
                 "seconds": manifest.seconds,
@@ -58,20 +74,47 @@ def build_snapshot_asset(plan: Plan, months: dg.PartitionsDefinition) -> dg.Asse
 
 
 def _metadata(stats: Sequence[LoadStats]) -> dict[str, Any]:
+    """True numbers of this load. A run over several months records one materialization per
+    month with the same metadata (Dagster has no per-partition metadata in a single run), so
+    such a run gives its per-month counts in `months` and no single `dagster/row_count`."""
     seconds = sum(s.seconds for s in stats)
     rows = sum(s.loaded_rows for s in stats)
     metadata: dict[str, Any] = {
-        "dagster/row_count": rows,
         "source_rows": sum(s.source_rows for s in stats),
+        "loaded_rows": rows,
         "quarantined_rows": sum(s.quarantined_rows for s in stats),
         "seconds": round(seconds, 3),
         "rows_per_second": round(sum(s.source_rows for s in stats) / seconds) if seconds else 0,
         "copy_bytes": sum(s.copy_bytes for s in stats),
-        "pg_table": stats[0].pg_table if len(stats) == 1 else stats[0].pg_table.rsplit("_y", 1)[0],
+        "pg_table": f"{stats[0].pg_table} (in {LIVE} after cutover)"
+        if len(stats) == 1
+        else f"{stats[0].pg_table.rsplit('_y', 1)[0]} (in {LIVE} after cutover)",
     }
+    if len(stats) == 1:
+        metadata["dagster/row_count"] = rows
     if len(stats) > 1 or stats[0].partition_key:
         metadata["months"] = dg.MetadataValue.json({s.partition_key: s.loaded_rows for s in stats})
     return metadata
+
+
+def _refuse_after_cutover(migration: MigrationResource, table: Table) -> None:
+    """A table or month rerun needs the staging schema of the current migration. After a
+    cutover published it there is none: refuse before any work, saying what to run."""
+    with migration.connect() as conn:
+        if schema_exists(conn, STAGING):
+            return
+        published = schema_exists(conn, LIVE)
+    raise MigrationError(
+        f"Cannot reload {table.name} alone: "
+        + (
+            f"the last cutover published {STAGING} as {LIVE}, and the app may have written to "
+            "it since. "
+            if published
+            else f"there is no {STAGING} schema yet. "
+        )
+        + "Run the whole migration (the migrate job, or emrsim-migrate migrate): it takes a new "
+        "snapshot, reloads every table and cuts over again, keeping the current schema as a backup."
+    )
 
 
 def build_table_asset(
@@ -93,6 +136,7 @@ def build_table_asset(
             context: dg.AssetExecutionContext, migration: MigrationResource
         ) -> dg.MaterializeResult[None]:
             with as_failure():
+                _refuse_after_cutover(migration, table)
                 stats = pipeline.load_months(
                     migration.connect,
                     plan,
@@ -111,6 +155,8 @@ def build_table_asset(
     def _table(
         context: dg.AssetExecutionContext, migration: MigrationResource
     ) -> dg.MaterializeResult[None]:
+        with as_failure():
+            _refuse_after_cutover(migration, table)
         with as_failure(), migration.connect() as conn:
             manifest = migration.manifest()
             ensure_migration_schema(conn)
@@ -145,7 +191,9 @@ def build_cutover_asset(
             if problems:
                 raise GateClosedError("Cutover refused: " + "; ".join(problems) + ".")
             with migration.connect() as conn:
-                result = core_cutover.cutover(conn, plan, migration.manifest())
+                result = core_cutover.cutover(
+                    conn, plan, migration.manifest(), keep_backups=migration.keep_backups
+                )
         context.log.info(
             f"Cutover done: {result.row_counts}; backup schema: {result.backup_schema}"
         )
@@ -154,6 +202,8 @@ def build_cutover_asset(
                 "row_counts": dg.MetadataValue.json(result.row_counts),
                 "dagster/row_count": sum(result.row_counts.values()),
                 "backup_schema": result.backup_schema or "(none: first cutover)",
+                "backups_kept_bytes": dg.MetadataValue.json(result.backups),
+                "backups_dropped": dg.MetadataValue.json(result.pruned),
                 "foreign_keys": result.foreign_keys,
                 "indexes": result.indexes,
                 "seconds": round(result.seconds, 3),

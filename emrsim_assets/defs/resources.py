@@ -37,6 +37,12 @@ class MigrationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         "than the cores: while a month's indexes build on the server, another month converts.",
     )
 
+    keep_backups: int = Field(
+        default=2,
+        description="Backup schemas (emrsim_backup_<time>) kept after a cutover, newest first; "
+        "older ones are dropped.",
+    )
+
     @property
     def snapshot_dir(self) -> Path:
         return Path(self.work_dir).resolve() / "snapshot"

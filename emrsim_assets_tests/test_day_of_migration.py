@@ -1,0 +1,90 @@
+"""The day of the migration, as the UI shows it: reruns after cutover, backups, true metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from emrsim_assets.definitions import build_defs
+from emrsim_assets.defs.resources import MigrationResource
+from emrsim_assets_tests.conftest import Migration
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> str:
+    data = result.get_step_failure_events()[0].step_failure_data
+    assert data.user_failure_data is not None
+    return str(data.user_failure_data.description)
+
+
+def _latest(migration: Migration, asset: str, partition: str | None = None) -> dict[str, object]:
+    event = migration.instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if partition is not None:
+        records = migration.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]),
+            limit=1,
+        ).records
+        event = records[0].event_log_entry
+    assert event is not None and event.asset_materialization is not None
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def test_rerunning_a_table_or_a_month_after_cutover_is_refused_before_any_work(
+    migration: Migration,
+) -> None:
+    assert migration.run_job("migrate").success
+    for selection, partition in (("users", None), ("messages", "2024-03-01")):
+        result = migration.materialize(dg.AssetSelection.assets(selection), partition)
+        assert not result.success
+        sentence = _failure(result)
+        assert f"Cannot reload {selection} alone" in sentence
+        assert "Run the whole migration" in sentence
+        assert not result.get_asset_check_evaluations(), "no cascade of failing checks"
+    # The whole migration again works, and keeps the first live schema as a backup.
+    again = migration.run_job("migrate")
+    assert again.success
+    assert _latest(migration, "cutover")["backup_schema"] != "(none: first cutover)"
+
+
+def test_cutover_keeps_only_the_newest_backups(
+    plan, sample_db: Path, pg_url: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    migration = Migration(plan, sample_db, pg_url, tmp_path / "work")
+    migration.resource = MigrationResource(
+        sqlite_path=str(sample_db), work_dir=str(tmp_path / "work"), pg_url=pg_url, keep_backups=1
+    )
+    migration.defs = build_defs(plan, migration.resource)
+    for _ in range(3):
+        assert migration.run_job("migrate").success
+    with migration.connect() as conn:
+        backups = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'emrsim\\_backup\\_%'"
+        ).fetchall()
+    assert len(backups) == 1
+    metadata = _latest(migration, "cutover")
+    kept = metadata["backups_kept_bytes"]
+    assert isinstance(kept, dict) and list(kept) == [backups[0][0]]
+    assert next(iter(kept.values())) > 0
+    assert len(metadata["backups_dropped"]) == 1  # type: ignore[arg-type]
+
+
+def test_metadata_tells_the_truth_per_table_and_month(
+    migration: Migration, sample_db: Path
+) -> None:
+    assert migration.run_job("load_tables").success
+    snapshot = _latest(migration, "source_snapshot")
+    assert snapshot["source_path"] == str(sample_db)
+    users = _latest(migration, "users")
+    assert users["dagster/row_count"] == users["loaded_rows"] > 0
+    assert users["copy_bytes"] > 0  # type: ignore[operator]
+    assert "emrsim_staging.users (in emrsim after cutover)" == users["pg_table"]
+    # A range run gives per-month counts, not the whole run's count as each month's.
+    ranged = _latest(migration, "messages", "2024-03-01")
+    assert "dagster/row_count" not in ranged
+    months = ranged["months"]
+    assert isinstance(months, dict) and months["2024-03-01"] > 0
+    # One month alone: its own count.
+    one = migration.materialize(dg.AssetSelection.assets("messages"), "2024-03-01")
+    assert one.success
+    alone = _latest(migration, "messages", "2024-03-01")
+    assert alone["dagster/row_count"] == months["2024-03-01"]
