@@ -29,6 +29,16 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
     months = messages_partitions(plan)
     checks, gated = build_checks(plan, months)
     maintenance, schedule = build_partition_maintenance(plan)
+    # Checks that read another table's rows (foreign keys) follow it: reloading users re-runs
+    # the FK checks of its children. Running by default, so the UI never shows a stale pass.
+    follow = dg.AutomationConditionSensorDefinition(
+        "checks_follow_reloaded_parents",
+        target=dg.AssetSelection.checks(
+            *(c for c in checks if any(k.name.startswith("fk_") for k in c.check_keys))
+        ),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=15,
+    )
     assets = [
         build_snapshot_asset(plan, months),
         *(build_table_asset(plan, table, months) for table in plan.load_order()),
@@ -39,6 +49,7 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
         asset_checks=checks,
         jobs=[migrate_job, load_tables_job, rollback, maintenance],
         schedules=[schedule],
+        sensors=[follow],
         resources={"migration": resource or default_resource()},
         # One process per run: steps are short and share the warm interpreter.
         executor=dg.in_process_executor,

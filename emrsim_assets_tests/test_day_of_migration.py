@@ -88,3 +88,26 @@ def test_metadata_tells_the_truth_per_table_and_month(
     assert one.success
     alone = _latest(migration, "messages", "2024-03-01")
     assert alone["dagster/row_count"] == months["2024-03-01"]
+
+
+def test_reloading_a_parent_reruns_the_foreign_key_checks_of_its_children(
+    migration: Migration,
+) -> None:
+    """The daemon's view: after users is reloaded alone, its children's FK checks are
+    requested again (declarative automation), and no other check is."""
+    assert migration.run_job("load_tables").success
+    first = dg.evaluate_automation_conditions(defs=migration.defs, instance=migration.instance)
+    assert migration.materialize(dg.AssetSelection.assets("users")).success
+    second = dg.evaluate_automation_conditions(
+        defs=migration.defs, instance=migration.instance, cursor=first.cursor
+    )
+    requested = {
+        f"{r.key.asset_key.to_user_string()}:{r.key.name}"
+        for r in second.results
+        if isinstance(r.key, dg.AssetCheckKey) and r.true_subset.size
+    }
+    assert requested == {
+        "patients:fk_created_by_resolves",
+        "conversations:fk_user_id_resolves",
+        "user_sessions:fk_user_id_resolves",
+    }

@@ -23,13 +23,16 @@ def _check(
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
     reads: tuple[str, ...] = (),
 ) -> dg.AssetChecksDefinition:
-    # `reads`: other assets whose data the check reads, so Dagster runs it after them.
+    # `reads`: other assets whose data the check reads, so Dagster runs it after them. Such a
+    # check re-runs by itself (declarative automation, under the daemon of `make dev`) when one
+    # of them is reloaded alone: its last verdict was about rows that are gone.
     @dg.asset_check(
         asset=table.name,
         name=name,
         blocking=blocking,
         description=description,
         additional_deps=list(reads),
+        automation_condition=dg.AutomationCondition.eager() if reads else None,
     )
     def _run(migration: MigrationResource) -> dg.AssetCheckResult:
         with as_failure(), migration.connect() as conn:
