@@ -115,7 +115,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from emrsim_assets.definitions import defs, messages_partitions
     from emrsim_assets.plan import load_plan
 
-    months = messages_partitions(load_plan(plan_path)).get_partition_keys()
+    months = messages_partitions(
+        load_plan(plan_path), Path(os.environ["EMRSIM_SQLITE_PATH"]), postgres.work_dir()
+    ).get_partition_keys()
     job = defs.resolve_job_def(args.job)
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:

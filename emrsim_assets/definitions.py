@@ -3,30 +3,51 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 
 from emrsim_assets.defs.assets import build_cutover_asset, build_snapshot_asset, build_table_asset
 from emrsim_assets.defs.checks import build_checks
 from emrsim_assets.defs.jobs import (
+    build_migration_jobs,
     build_partition_maintenance,
-    load_tables_job,
-    migrate_job,
     rollback,
 )
 from emrsim_assets.defs.resources import MigrationResource
 from emrsim_assets.plan import Plan
 from emrsim_assets.plan.resolve import resolve_plan
+from emrsim_assets.postgres import work_dir as work_dir_of
+from emrsim_assets.source import data_months
+from emrsim_assets.target import next_month
 
 
-def messages_partitions(plan: Plan) -> dg.MonthlyPartitionsDefinition:
+def messages_partitions(
+    plan: Plan, sqlite: Path | None = None, work_dir: Path | None = None
+) -> dg.PartitionsDefinition:
+    """The partitioned table's months: those in which the source has rows, plus this month and
+    the next (the live app writes there from the first minute). So the UI lists what there is
+    to load, and launching every month is launching all partitions. With no source to look at,
+    every calendar month from the plan's first one to this month."""
     start = os.environ.get("EMRSIM_MESSAGES_START") or plan.messages_partition_start.isoformat()
-    # end_offset=1: the current month is a partition too.
-    return dg.MonthlyPartitionsDefinition(start_date=start, end_offset=1, timezone="UTC")
+    if sqlite is None or not sqlite.is_file() or plan.partitioned_table is None:
+        return dg.MonthlyPartitionsDefinition(start_date=start, end_offset=1, timezone="UTC")
+    with_data = data_months(sqlite, plan, (work_dir or work_dir_of()) / "cache")
+    this_month = datetime.now(UTC).date().replace(day=1)
+    live = [this_month.isoformat(), next_month(this_month).isoformat()]
+    months = sorted({m for m in with_data if m >= start[:10]} | set(live))
+    return dg.StaticPartitionsDefinition(months)
 
 
 def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Definitions:
-    months = messages_partitions(plan)
+    if resource is not None:
+        sqlite: Path | None = Path(resource.sqlite_path)
+        work: Path | None = Path(resource.work_dir).resolve()
+    else:
+        value = os.environ.get("EMRSIM_SQLITE_PATH")
+        sqlite, work = (Path(value) if value else None), None
+    months = messages_partitions(plan, sqlite, work)
     checks, gated = build_checks(plan, months)
     maintenance, schedule = build_partition_maintenance(plan)
     # Checks that read another table's rows (foreign keys) follow it: reloading users re-runs
@@ -47,7 +68,7 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
-        jobs=[migrate_job, load_tables_job, rollback, maintenance],
+        jobs=[*build_migration_jobs(months), rollback, maintenance],
         schedules=[schedule],
         sensors=[follow],
         resources={"migration": resource or default_resource()},

@@ -197,6 +197,46 @@ def take_snapshot(
     return manifest
 
 
+def data_months(path: Path, plan: Plan, cache_dir: Path) -> list[str]:
+    """The months ("YYYY-MM-01", UTC) in which the partitioned table has rows, read from the
+    source once per file version (kept under `cache_dir`: every Dagster process loads the
+    definitions, the webserver, the daemon and each run)."""
+    table = plan.partitioned_table
+    if table is None or not path.is_file():
+        return []
+    column = table.column(str(table.partition_by_month))
+    stat = path.stat()
+    wal = path.with_name(path.name + "-wal")
+    key = hashlib.sha256(
+        repr(
+            (
+                str(path.resolve()),
+                stat.st_size,
+                stat.st_mtime_ns,
+                wal.stat().st_mtime_ns if wal.exists() else 0,
+                table.source,
+                column,
+                plan.source_timezone.key,
+            )
+        ).encode()
+    ).hexdigest()[:16]
+    cache = cache_dir / f"months-{key}.json"
+    if cache.exists():
+        return list(json.loads(cache.read_text(encoding="utf-8")))
+    months: set[str] = set()
+    for frame in read_batches(path, table, DEFAULT_BATCH_ROWS, columns=[column.name]):
+        stamps = convert.timestamps(frame[column.name], column, plan)
+        found = convert.month_start(stamps).drop_nulls().unique()
+        # Beyond year 9999 is no month: such rows are refused by the coverage check.
+        months.update(d.isoformat() for d in found.filter(found.dt.year() <= 9999).to_list())
+    result = sorted(months)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_suffix(".partial")
+    partial.write_text(json.dumps(result), encoding="utf-8")
+    partial.replace(cache)
+    return result
+
+
 def load_manifest(snapshot_dir: Path) -> Manifest:
     return Manifest.load(snapshot_dir / MANIFEST_FILE)
 

@@ -113,7 +113,7 @@ class Migration:
         )
         self.defs = build_defs(plan, self.resource)
         self.instance = dg.DagsterInstance.ephemeral()
-        self.months = list(messages_partitions(plan).get_partition_keys())
+        self.months = list(messages_partitions(plan, sqlite, work).get_partition_keys())
         self.pg_url = pg_url
         self.work = work
 

@@ -111,3 +111,31 @@ def test_reloading_a_parent_reruns_the_foreign_key_checks_of_its_children(
         "conversations:fk_user_id_resolves",
         "user_sessions:fk_user_id_resolves",
     }
+
+
+def test_the_partitions_are_the_months_with_data_and_the_jobs_carry_them_all(
+    migration: Migration, sample_db: Path
+) -> None:
+    import sqlite3
+    from datetime import UTC, datetime
+
+    conn = sqlite3.connect(sample_db)
+    try:
+        with_data = {
+            row[0]
+            for row in conn.execute(
+                "SELECT DISTINCT substr(created_at, 1, 7) || '-01' FROM messages"
+            )
+        }
+    finally:
+        conn.close()
+    this_month = datetime.now(UTC).date().replace(day=1)
+    following = this_month.replace(
+        year=this_month.year + this_month.month // 12, month=this_month.month % 12 + 1
+    )
+    live = {this_month.isoformat(), following.isoformat()}
+    assert migration.months == sorted(with_data | live)
+    for name in ("migrate", "load_tables"):
+        tags = migration.defs.resolve_job_def(name).tags
+        assert tags["dagster/asset_partition_range_start"] == migration.months[0]
+        assert tags["dagster/asset_partition_range_end"] == migration.months[-1]

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from emrsim_assets import cutover as core_cutover
 from emrsim_assets.defs.resources import MigrationResource, as_failure
@@ -11,17 +12,36 @@ from emrsim_assets.target import next_month
 
 MIGRATE = "migrate"
 
-migrate_job = dg.define_asset_job(
-    MIGRATE,
-    selection=dg.AssetSelection.all(),
-    description="Snapshot, every table and month, every check, then cutover (gated by the checks).",
-)
 
-load_tables_job = dg.define_asset_job(
-    "load_tables",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.assets("cutover"),
-    description="Snapshot, tables and checks, without cutover: a dry run that proves the data.",
-)
+def build_migration_jobs(months: dg.PartitionsDefinition) -> list[UnresolvedAssetJobDefinition]:
+    """migrate and load_tables. Each run carries every month of the partitioned table by
+    default (a partition range tag), so launching either from the UI's launchpad is one action;
+    a single month is still a run of its own from the asset's page."""
+    keys = list(months.get_partition_keys())
+    every_month = (
+        {
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+        }
+        if keys
+        else {}
+    )
+    return [
+        dg.define_asset_job(
+            MIGRATE,
+            selection=dg.AssetSelection.all(),
+            description="Snapshot, every table and month, every check, then cutover (gated by "
+            "the checks).",
+            tags=every_month,
+        ),
+        dg.define_asset_job(
+            "load_tables",
+            selection=dg.AssetSelection.all() - dg.AssetSelection.assets("cutover"),
+            description="Snapshot, tables and checks, without cutover: a dry run that proves "
+            "the data.",
+            tags=every_month,
+        ),
+    ]
 
 
 @dg.op(
