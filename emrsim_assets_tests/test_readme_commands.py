@@ -69,12 +69,21 @@ def _graphql(port: int, query: str) -> dict[str, object]:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
-def _wait_for_ui(port: int, process: subprocess.Popen[str], seconds: float) -> None:
+def start_server(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A long-running server whose output goes to a file: a pipe nobody reads fills up, and
+    then every process writing to it (Dagster's run workers too) blocks."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _wait_for_ui(port: int, process: subprocess.Popen[bytes], seconds: float, log: Path) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            out = process.stdout.read() if process.stdout else ""
-            pytest.fail(f"make dev exited with {process.returncode}:\n{out[-3000:]}")
+            out = log.read_text(errors="replace")
+            pytest.fail(f"the UI server exited with {process.returncode}:\n{out[-3000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
                 return
@@ -89,17 +98,10 @@ def test_make_dev_serves_the_asset_graph_and_make_stop_really_stops_the_server(
     work = tmp_path / "work"
     port = free_port()
     env = user_env(work)
-    dev = subprocess.Popen(
-        ["bash", "-c", f"make dev DEV_PORT={port}"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    log = tmp_path / "make-dev.log"
+    dev = start_server(["bash", "-c", f"make dev DEV_PORT={port}"], env, log)
     try:
-        _wait_for_ui(port, dev, 180)
+        _wait_for_ui(port, dev, 180, log)
         # The code location loaded: every table of the plan is an asset in the UI.
         deadline = time.monotonic() + 60
         keys: set[str] = set()
