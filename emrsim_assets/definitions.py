@@ -15,6 +15,7 @@ from emrsim_assets.defs.jobs import (
     build_partition_maintenance,
     rollback,
 )
+from emrsim_assets.defs.loggers import file_logger, progress_logger
 from emrsim_assets.defs.resources import MigrationResource
 from emrsim_assets.plan import Plan
 from emrsim_assets.plan.resolve import resolve_plan
@@ -74,6 +75,13 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
         resources={"migration": resource or default_resource()},
         # One process per run: steps are short and share the warm interpreter.
         executor=dg.in_process_executor,
+        # Dagster's console logger as usual, plus a progress view and a log file (the CLI turns
+        # the console down unless -v).
+        loggers={
+            "console": dg.default_loggers()["console"],
+            "progress": progress_logger,
+            "file": file_logger,
+        },
     )
 
 

@@ -94,6 +94,9 @@ def _load_month(
     )
 
 
+PROGRESS_EVERY_SECONDS = 2.0
+
+
 def load_months(
     connect: Callable[[], AbstractContextManager[Conn]],
     plan: Plan,
@@ -117,6 +120,7 @@ def load_months(
     lock = threading.Lock()
     done: list[LoadStats] = []
     started = time.perf_counter()
+    last_line = [0.0]  # when the last month line was written: one every 2 s, and the last
 
     def say(line: str) -> None:
         with lock:
@@ -132,6 +136,9 @@ def load_months(
             seconds = time.perf_counter() - started
             rate = rows / seconds if seconds > 0 else 0.0
             eta = (expected - rows) / rate if rate else 0.0
+            if len(done) < len(months) and seconds - last_line[0] < PROGRESS_EVERY_SECONDS:
+                return stats
+            last_line[0] = seconds
             progress(
                 f"{table.name} {month.isoformat()[:7]}: {stats.loaded_rows:,} rows in "
                 f"{stats.seconds:.1f} s; {len(done)}/{len(months)} months, {rows:,} of "

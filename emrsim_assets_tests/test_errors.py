@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import dagster as dg
@@ -86,6 +88,87 @@ def test_migrate_exits_nonzero_naming_the_failed_check(
     assert code == 1
     assert "FAILED messages:fk_conversation_id_resolves" in out
     assert "cutover: NOT done" in out
+    # For people: no Dagster stack trace and no DEBUG events, just progress and the report.
+    assert "Traceback" not in out and "Stack Trace" not in out and "DEBUG" not in out
+    assert len(out.splitlines()) < 60, out  # a new DAGSTER_HOME adds Dagster's welcome
+
+
+def test_a_failed_step_prints_one_sentence_and_no_stack_trace(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    sample_db: Path,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(sample_db)
+    conn.execute("UPDATE users SET created_at = 'last tuesday' WHERE id = 4")
+    conn.commit()
+    conn.close()
+    code, out = run_cli(monkeypatch, tmp_path, sample_db, pg_url, capsys)
+    assert code == 1
+    assert "step users failed: ConversionError: users.created_at: row id 4" in out
+    assert "Traceback" not in out and "Stack Trace" not in out
+    # Every detail, the stack trace included, is in the run's log file.
+    logs = list((tmp_path / "work" / "logs").glob("*.log"))
+    assert logs and "last tuesday" in logs[0].read_text()
+
+
+def test_a_role_that_may_not_create_schemas_gets_one_sentence(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    sample_db: Path,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from psycopg import sql
+
+    role = f"emrsim_reader_{tmp_path.name[-6:]}".lower().replace("-", "_")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("REVOKE CREATE ON DATABASE {} FROM PUBLIC").format(
+                sql.Identifier(str(conninfo.conninfo_to_dict(pg_url)["dbname"]))
+            )
+        )
+    try:
+        weak = conninfo.make_conninfo(pg_url, user=role)
+        code, out = run_cli(monkeypatch, tmp_path, sample_db, weak, capsys)
+        assert code != 0
+        assert "PostgreSQL refused: permission denied for database" in out
+        assert "needs CREATE on the database" in out
+        assert "Traceback" not in out and "InsufficientPrivilege" not in out
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_run_whose_process_died_is_marked_failed_on_the_next_start(tmp_path: Path) -> None:
+    import dagster as dg
+    from dagster._core.test_utils import create_run_for_test
+
+    from emrsim_assets import cli
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        abandoned = create_run_for_test(
+            instance,
+            job_name="migrate",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={cli._PID_TAG: str(dead.pid)},
+        )
+        alive = create_run_for_test(
+            instance,
+            job_name="migrate",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={cli._PID_TAG: str(os.getpid())},
+        )
+        cli._fail_abandoned_runs(instance)
+        assert instance.get_run_by_id(abandoned.run_id).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
+        assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
 
 
 def test_dagster_step_shows_the_same_sentence(migration: Migration, tmp_path: Path) -> None:

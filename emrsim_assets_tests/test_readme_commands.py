@@ -17,8 +17,13 @@ import pytest
 from emrsim_assets.sample import write_sample
 
 REPO = Path(__file__).resolve().parent.parent
-# A login shell's PATH on a Debian machine: nothing of the venv, nothing of this test's process.
-USER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The person's PATH without the venv (as a fresh shell has it: their Python, never an activated
+# venv), and the system directories a login shell adds (useradd, for the embedded server).
+_VENV_BIN = str(REPO / ".venv" / "bin")
+USER_PATH = ":".join(
+    [p for p in os.environ.get("PATH", "").split(":") if p and p != _VENV_BIN]
+    + ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+)
 
 
 def user_env(work: Path, **extra: str) -> dict[str, str]:
@@ -159,6 +164,19 @@ def test_make_demo_migrates_the_sample_and_cuts_over(tmp_path: Path) -> None:
         assert demo.returncode == 0, out[-4000:]
         assert "cutover: done" in out
         assert (work / "demo.sqlite").exists()
+        # A short view for people: progress and a report that says how to connect.
+        assert "DEBUG" not in out and "Traceback" not in out
+        assert len(out.splitlines()) < 60, out
+        connect = next(line for line in out.splitlines() if "connect:" in line)
+        psql = connect.split("connect:", 1)[1].split()
+        counted = subprocess.run(
+            [*psql, "-Atc", "SELECT count(*) FROM emrsim.messages"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert counted.stdout.strip() == "3000", counted.stderr
+        assert "make stop" in out
     finally:
         shell("make stop", env)
 

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import psycopg
 from pydantic import Field
 
 from emrsim_assets import postgres
@@ -68,8 +69,24 @@ class MigrationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 @contextmanager
 def as_failure() -> Iterator[None]:
-    """Show a MigrationError as its one sentence on the failed step, not as a traceback."""
+    """Show a MigrationError, or a refusal by PostgreSQL a person can act on, as one sentence on
+    the failed step, not as a traceback."""
     try:
         yield
     except MigrationError as exc:
         raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from None
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise dg.Failure(
+            description=f"TargetError: PostgreSQL refused: {exc.diag.message_primary}. The role "
+            "in EMRSIM_PG_URL needs CREATE on the database (it creates the schemas "
+            "emrsim_staging and emrsim_migration), or connect as the database's owner.",
+            allow_retries=False,
+        ) from None
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise dg.Failure(
+            description=f"TargetError: the connection to PostgreSQL was lost mid-step ({first}). "
+            "Nothing half-done is kept (each table and month loads in one transaction): once "
+            "the server is back, run again.",
+            allow_retries=False,
+        ) from None
