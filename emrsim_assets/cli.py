@@ -34,7 +34,10 @@ def _dagster_home() -> Path:
         "telemetry:\n  enabled: false\n"
         "# A run whose worker died (killed, server restart) is marked failed, not left STARTED.\n"
         "run_monitoring:\n  enabled: true\n  start_timeout_seconds: 180\n"
-        "  max_resume_run_attempts: 0\n  poll_interval_seconds: 30\n",
+        "  max_resume_run_attempts: 0\n  poll_interval_seconds: 30\n"
+        "# Runs launched from the UI wait in the daemon's queue: it looks every second, not 5.\n"
+        "run_coordinator:\n  module: dagster._core.run_coordinator\n"
+        "  class: QueuedRunCoordinator\n  config:\n    dequeue_interval_seconds: 1\n",
         encoding="utf-8",
     )
     os.environ["DAGSTER_HOME"] = str(home)
