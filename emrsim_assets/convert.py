@@ -14,10 +14,15 @@ from emrsim_assets.plan import Column, Plan, Table
 
 # Legacy ids become UUIDs (version 8, "custom") laid out as
 #   PPPPPPPP-PPPP-8PPP-8III-IIIIIIIIIIII
-# P: 15 hex digits of sha256("emrsim:<table>"), I: the legacy id as 15 zero-padded decimal digits.
+# P: 15 hex digits of sha256("emrsim:<table>"), I: the legacy id as 15 zero-padded decimal digits
+# (ids 0 to 10^15-1: readable in the UUID). Any other 64-bit id (negative, or larger) takes the
+# other RFC 9562 variant digit, 9, and its 64 bits as hex: the top 4 in the last P digit, the
+# other 60 in the 15 I digits:
+#   PPPPPPPP-PPPP-8PPH-9HHH-HHHHHHHHHHHH
 # Deterministic (reruns and foreign keys agree with no lookup table) and reversible
-# (emrsim_migration.legacy_id(uuid) reads the id back), as pure string operations.
+# (emrsim_migration.legacy_id(uuid) reads the id back) for every SQLite integer.
 MAX_LEGACY_ID = 10**15 - 1
+_LOW_60 = (1 << 60) - 1
 # Epoch values beyond year 9999 are errors, not timestamps.
 _MAX_EPOCH_MS = 253_402_300_799_999
 
@@ -29,12 +34,21 @@ def uuid_prefix(table: str) -> str:
 
 def legacy_uuid(table: str, legacy_id: int) -> str:
     """The UUID a legacy id becomes (the scalar twin of the vectorized expression)."""
-    digits = f"{legacy_id:015d}"
-    return f"{uuid_prefix(table)}{digits[:3]}-{digits[3:]}"
+    if 0 <= legacy_id <= MAX_LEGACY_ID:
+        digits = f"{legacy_id:015d}"
+        return f"{uuid_prefix(table)}{digits[:3]}-{digits[3:]}"
+    bits = legacy_id & ((1 << 64) - 1)
+    prefix = uuid_prefix(table)  # "PPPPPPPP-PPPP-8PPP-8"
+    low = f"{bits & _LOW_60:015x}"
+    return f"{prefix[:17]}{bits >> 60:x}-9{low[:3]}-{low[3:]}"
 
 
 def legacy_id_of(value: str) -> int:
-    return int(value.replace("-", "")[17:])
+    digits = value.replace("-", "")
+    if digits[16] == "8":
+        return int(digits[17:])
+    bits = int(digits[15] + digits[17:], 16)
+    return bits - (1 << 64) if bits >= 1 << 63 else bits
 
 
 def json_ok(column: str) -> str:
@@ -54,14 +68,23 @@ def uuid_bytes(ids: pl.Series, table: str) -> pl.Series:
     faster than building hex text and decoding it). Binary COPY sends these bytes as they are:
     PostgreSQL parses no UUID text."""
     number = ids.to_frame().select(_integer(pl.col(ids.name))).to_series()
-    valid = ((number >= 0) & (number <= MAX_LEGACY_ID)).fill_null(False)
-    digits = number.fill_null(0).clip(0, MAX_LEGACY_ID).to_numpy().astype(np.uint64)
+    valid = number.is_not_null()
+    readable = ((number >= 0) & (number <= MAX_LEGACY_ID)).fill_null(False).to_numpy()
+    raw = number.fill_null(0).to_numpy().astype(np.int64)
+    digits = np.where(readable, raw, 0).astype(np.uint64)
     low = np.full(len(digits), _UUID_VARIANT, np.uint64)
     for place in range(15):
         digits, digit = np.divmod(digits, np.uint64(10))
         low |= digit << np.uint64(4 * place)
     out = np.empty((len(low), 16), np.uint8)
-    out[:, :8] = np.frombuffer(bytes.fromhex(uuid_prefix(table).replace("-", "")[:16]), np.uint8)
+    prefix = np.frombuffer(bytes.fromhex(uuid_prefix(table).replace("-", "")[:16]), np.uint8)
+    out[:, :8] = prefix
+    # Ids outside 0..10^15-1: variant digit 9, the id's 64 bits as hex (see legacy_uuid).
+    other = ~readable
+    if other.any():
+        bits = raw[other].view(np.uint64)
+        low[other] = (np.uint64(0x9) << np.uint64(60)) | (bits & np.uint64(_LOW_60))
+        out[other, 7] = (prefix[7] & 0xF0) | (bits >> np.uint64(60)).astype(np.uint8)
     out[:, 8:] = low.astype(">u8").view(np.uint8).reshape(-1, 8)
     mask = pa.array(valid.to_numpy(), pa.bool_())
     array = pa.FixedSizeBinaryArray.from_buffers(
@@ -176,7 +199,7 @@ def _convert_column(frame: pl.DataFrame, column: Column, table: Table, plan: Pla
     if kind in ("legacy_id", "ref"):
         target = table.name if kind == "legacy_id" else str(column.references)
         value = uuid_bytes(raw, target)
-        reason = f"is not an integer id from 0 to {MAX_LEGACY_ID}"
+        reason = "is not an integer id"
         return _Column(value, present & value.is_null(), reason)
     if kind == "timestamp":
         value = timestamps(raw, column, plan)

@@ -77,7 +77,9 @@ _MIGRATION_DDL = [
     sql.SQL(
         """CREATE OR REPLACE FUNCTION {}.legacy_id(u uuid) RETURNS bigint
            LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-           AS $$ SELECT substr(replace(u::text, '-', ''), 18)::bigint $$"""
+           AS $$ SELECT CASE WHEN substr(h, 17, 1) = '8' THEN substr(h, 18)::bigint
+                        ELSE ('x' || substr(h, 16, 1) || substr(h, 18))::bit(64)::bigint END
+                 FROM (SELECT replace(u::text, '-', '') AS h) AS hex $$"""
     ).format(sql.Identifier(MIGRATION)),
 ]
 

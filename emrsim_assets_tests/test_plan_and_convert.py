@@ -42,10 +42,82 @@ def test_plan_errors_name_the_offending_key(tmp_path: Path) -> None:
         load_plan(_plan_with(tmp_path, opclass))
 
 
+EVERY_KIND_OF_ID = [0, 1, 123456789, 10**15 - 1, 10**15, -1, -5, -(2**63), 2**63 - 1]
+
+
 def test_uuids_are_deterministic_and_reversible() -> None:
+    import uuid
+
+    import polars as pl
+
+    from emrsim_assets.convert import uuid_bytes
+
     value = legacy_uuid("users", 123456789)
     assert value == legacy_uuid("users", 123456789) != legacy_uuid("patients", 123456789)
     assert legacy_id_of(value) == 123456789
+    # Every SQLite integer: the vectorized bytes, the scalar text and the way back agree.
+    ids = pl.Series("id", [str(i) for i in EVERY_KIND_OF_ID])
+    for legacy, raw in zip(EVERY_KIND_OF_ID, uuid_bytes(ids, "users").to_list(), strict=True):
+        text = str(uuid.UUID(bytes=raw))
+        assert text == legacy_uuid("users", legacy)
+        assert legacy_id_of(text) == legacy
+        assert uuid.UUID(text).version == 8 and uuid.UUID(text).variant == uuid.RFC_4122
+    assert len({legacy_uuid("users", i) for i in EVERY_KIND_OF_ID}) == len(EVERY_KIND_OF_ID)
+
+
+def test_legacy_ids_of_any_64_bit_value_migrate_and_come_back_in_sql(
+    tmp_path: Path, pg_url: str
+) -> None:
+    sqlite = tmp_path / "ids.sqlite"
+    conn = sqlite3.connect(sqlite)
+    conn.execute("CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, thing_id INTEGER)")
+    conn.executemany("INSERT INTO things VALUES (?, ?)", [(i, str(i)) for i in EVERY_KIND_OF_ID])
+    conn.executemany(
+        "INSERT INTO notes VALUES (?, ?)",
+        [(n + 1, i) for n, i in enumerate(EVERY_KIND_OF_ID)],
+    )
+    conn.commit()
+    conn.close()
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "tables": [
+                    {
+                        "name": "things",
+                        "primary_key": "id",
+                        "columns": [
+                            {"name": "id", "convert": "legacy_id"},
+                            {"name": "name", "convert": "text"},
+                        ],
+                    },
+                    {
+                        "name": "notes",
+                        "primary_key": "id",
+                        "columns": [
+                            {"name": "id", "convert": "legacy_id"},
+                            {"name": "thing_id", "convert": "ref", "references": "things"},
+                        ],
+                    },
+                ],
+            }
+        )
+    )
+    migration = Migration(load_plan(plan_path), sqlite, pg_url, tmp_path / "work")
+    result = migration.run_job("migrate")
+    assert result.success
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    with migration.connect() as pg:
+        back = pg.execute(
+            "SELECT emrsim_migration.legacy_id(id), name FROM emrsim.things ORDER BY 1"
+        ).fetchall()
+        joined = pg.execute(
+            "SELECT count(*) FROM emrsim.notes n JOIN emrsim.things t ON t.id = n.thing_id"
+        ).fetchone()
+    assert back == [(i, str(i)) for i in sorted(EVERY_KIND_OF_ID)]
+    assert joined == (len(EVERY_KIND_OF_ID),)
 
 
 def _break(path: Path, statement: str, params: tuple[object, ...] = ()) -> None:
