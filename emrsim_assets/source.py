@@ -291,32 +291,37 @@ def source_objects(conn: sqlite3.Connection) -> dict[str, tuple[str, list[str]]]
 def check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Path) -> None:
     """Both ways: everything the plan reads exists, and everything the source holds is either
     migrated or skipped with a reason. Nothing is left behind without a word."""
-    objects = source_objects(conn)
+    # SQLite matches names without regard to case ("Album" is "album"): so does the plan.
+    objects = {
+        name.lower(): (name, kind, cols) for name, (kind, cols) in source_objects(conn).items()
+    }
     for table in plan.tables:
-        kind, present = objects.get(table.source, ("", []))
+        _, kind, present = objects.get(table.source.lower(), ("", "", []))
         if kind != "table":
             raise SourceError(
                 f"The plan migrates table {table.source!r}, but {source} has no such table "
-                f"(it has: {', '.join(sorted(objects))})."
+                f"(it has: {', '.join(sorted(n for n, _, _ in objects.values()))})."
             )
+        lowered = {c.lower() for c in present}
         for column in table.columns:
-            if column.source not in present:
+            if column.source.lower() not in lowered:
                 raise SourceError(
                     f"The plan reads column {table.source}.{column.source}, but {source} has no "
                     f"such column (it has: {', '.join(present)})."
                 )
-    planned = {t.source: {c.source for c in t.columns} for t in plan.tables}
+    planned = {t.source.lower(): {c.source.lower() for c in t.columns} for t in plan.tables}
+    skipped = {(s.table.lower(), s.column.lower() if s.column else None) for s in plan.skip}
     left: list[str] = []
-    for name, (kind, columns) in objects.items():
-        if plan.skipped(name) is not None:
+    for key, (name, kind, columns) in objects.items():
+        if (key, None) in skipped:
             continue
-        if name not in planned:
+        if key not in planned:
             left.append(f"{kind} {name!r}")
             continue
         left.extend(
             f"column {name}.{column}"
             for column in columns
-            if column not in planned[name] and plan.skipped(name, column) is None
+            if column.lower() not in planned[key] and (key, column.lower()) not in skipped
         )
     if left:
         raise SourceError(

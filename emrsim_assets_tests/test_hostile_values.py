@@ -206,3 +206,32 @@ def test_changing_a_plan_from_partitioned_to_not_leaves_no_demand_for_old_months
     result = again.run_job("load_tables")
     failed = [e.description for e in result.get_asset_check_evaluations() if not e.passed]
     assert result.success and not failed, failed
+
+
+def test_a_plan_names_source_tables_and_columns_in_any_case_as_sqlite_does(
+    tmp_path: Path, pg_url: str
+) -> None:
+    sqlite = write_shape("mixed_case_and_long_names", tmp_path / "m.sqlite")
+    from emrsim_assets.plan.draft import draft_plan
+
+    text = draft_plan(sqlite)
+    # A person writes the source names in another case: SQLite finds them, and so does the plan.
+    text = text.replace("source: Album", "source: ALBUM").replace(
+        "source: ArtistId", "source: artistid"
+    )
+    path = tmp_path / "plan.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert "ALBUM" in text and "artistid" in text
+    sentences = _run_ok(sqlite, tmp_path, pg_url, path)
+    assert sentences == ""
+
+
+def _run_ok(sqlite: Path, tmp_path: Path, pg_url: str, plan_path: Path) -> str:
+    result = Migration(load_plan(plan_path), sqlite, pg_url, tmp_path / "work").run_job("migrate")
+    failures = [
+        str(e.step_failure_data.user_failure_data.description)
+        for e in result.get_step_failure_events()
+        if e.step_failure_data.user_failure_data
+    ]
+    assert result.success, failures
+    return "\n".join(failures)
