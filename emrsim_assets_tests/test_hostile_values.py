@@ -22,11 +22,7 @@ def _run(sqlite: Path, tmp_path: Path, pg_url: str, plan_path: Path | None = Non
     """Migrate; return every failure sentence (steps and ERROR checks) of the run."""
     plan = load_plan(plan_path) if plan_path else drafted(sqlite, tmp_path)
     result = Migration(plan, sqlite, pg_url, tmp_path / "work").run_job("migrate")
-    sentences = [
-        str(e.step_failure_data.user_failure_data.description)
-        for e in result.get_step_failure_events()
-        if e.step_failure_data.user_failure_data
-    ]
+    sentences = _step_failures(result)
     sentences += [
         str(e.description)
         for e in result.get_asset_check_evaluations()
@@ -228,10 +224,14 @@ def test_a_plan_names_source_tables_and_columns_in_any_case_as_sqlite_does(
 
 def _run_ok(sqlite: Path, tmp_path: Path, pg_url: str, plan_path: Path) -> str:
     result = Migration(load_plan(plan_path), sqlite, pg_url, tmp_path / "work").run_job("migrate")
-    failures = [
+    failures = _step_failures(result)
+    assert result.success, failures
+    return "\n".join(failures)
+
+
+def _step_failures(result: dg.ExecuteInProcessResult) -> list[str]:
+    return [
         str(e.step_failure_data.user_failure_data.description)
         for e in result.get_step_failure_events()
         if e.step_failure_data.user_failure_data
     ]
-    assert result.success, failures
-    return "\n".join(failures)
