@@ -78,6 +78,9 @@ def run_cli(
     # Dagster's own storage: a throwaway DAGSTER_HOME, SQLite unless the test wrote a dagster.yaml
     # there (unset, the CLI would use the embedded PostgreSQL).
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    # The CLI records the plan it chose in EMRSIM_PLAN (for Dagster's processes): undone after
+    # the test, so one test's plan never leaks into the next.
+    monkeypatch.delenv("EMRSIM_PLAN", raising=False)
     code = cli.main(["migrate"])
     captured = capsys.readouterr()
     return code, captured.out + captured.err
