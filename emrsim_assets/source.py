@@ -8,7 +8,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
@@ -310,10 +310,9 @@ def check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Path
                     f"such column (it has: {', '.join(present)})."
                 )
     planned = {t.source.lower(): {c.source.lower() for c in t.columns} for t in plan.tables}
-    skipped = {(s.table.lower(), s.column.lower() if s.column else None) for s in plan.skip}
     left: list[str] = []
     for key, (name, kind, columns) in objects.items():
-        if (key, None) in skipped:
+        if plan.skipped(name) is not None:
             continue
         if key not in planned:
             left.append(f"{kind} {name!r}")
@@ -321,7 +320,7 @@ def check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Path
         left.extend(
             f"column {name}.{column}"
             for column in columns
-            if column.lower() not in planned[key] and (key, column.lower()) not in skipped
+            if column.lower() not in planned[key] and plan.skipped(name, column) is None
         )
     if left:
         raise SourceError(
@@ -364,20 +363,27 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _assess(conn: sqlite3.Connection, table: Table) -> tuple[int, dict[str, dict[str, int]]]:
-    """One scan: the row count and, per column, how many values of each SQLite storage class."""
-    classes = ("integer", "real", "text", "blob", "null")
+def count_storage_classes(
+    conn: sqlite3.Connection, source: str, columns: Sequence[str]
+) -> tuple[int, list[dict[str, int]]]:
+    """One scan: the row count and, per column, how many values of each SQLite storage class
+    (the classes present only)."""
     parts = ["count(*)"] + [
-        f"sum(typeof({_quote(c.source)}) = '{kind}')" for c in table.columns for kind in classes
+        f"sum(typeof({_quote(c)}) = '{kind}')" for c in columns for kind in STORAGE_CLASSES
     ]
-    row = conn.execute(f"SELECT {', '.join(parts)} FROM {_quote(table.source)}").fetchone()  # noqa: S608
+    row = conn.execute(f"SELECT {', '.join(parts)} FROM {_quote(source)}").fetchone()  # noqa: S608
     values = iter(row)
     rows = int(next(values))
-    types: dict[str, dict[str, int]] = {}
-    for column in table.columns:
-        counts = {kind: int(next(values) or 0) for kind in classes}
-        types[column.name] = {k: v for k, v in counts.items() if v}
-    return rows, types
+    per_column = []
+    for _ in columns:
+        counts = {kind: int(next(values) or 0) for kind in STORAGE_CLASSES}
+        per_column.append({k: v for k, v in counts.items() if v})
+    return rows, per_column
+
+
+def _assess(conn: sqlite3.Connection, table: Table) -> tuple[int, dict[str, dict[str, int]]]:
+    rows, per_column = count_storage_classes(conn, table.source, [c.source for c in table.columns])
+    return rows, {c.name: kinds for c, kinds in zip(table.columns, per_column, strict=True)}
 
 
 @dataclass
@@ -515,14 +521,15 @@ class Profile:
 
 
 CLASSES = "__classes"  # per row: the SQLite storage class of every column, as base-5 digits
-_CLASS_NAMES = ("integer", "real", "text", "blob", "null")
+# In the order of the base-5 digits below ('irtbn'), and of every count of storage classes.
+STORAGE_CLASSES = ("integer", "real", "text", "blob", "null")
 
 
 def _decode_classes(code: int, count: int) -> list[str]:
     names = []
     for _ in range(count):
         code, digit = divmod(code, 5)
-        names.append(_CLASS_NAMES[digit])
+        names.append(STORAGE_CLASSES[digit])
     return names
 
 

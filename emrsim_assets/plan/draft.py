@@ -21,10 +21,10 @@ import yaml
 
 from emrsim_assets.errors import SourceError
 from emrsim_assets.plan.names import MAX_NAME, MAX_TABLE_NAME, target_name
+from emrsim_assets.source import _quote, count_storage_classes, open_readonly, row_locator
 
 SAMPLE_ROWS = 2_000  # from each end and the middle of a table: what a format is inferred from
 EXACT_ROWS = 100_000  # up to this many rows, storage classes are counted over every row
-_CLASSES = ("integer", "real", "text", "blob", "null")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _TIMESTAMP = re.compile(
     r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|z|[+-]\d{2}:\d{2})?$"
@@ -67,8 +67,6 @@ class _Table:
 
 def draft_plan(path: Path) -> str:
     """The YAML text of a plan for the SQLite file at `path`, with what was seen as comments."""
-    from emrsim_assets.source import open_readonly
-
     started = time.perf_counter()
     conn = open_readonly(path)
     # Invalid UTF-8 must not stop a draft: the load names such a row itself.
@@ -79,18 +77,6 @@ def draft_plan(path: Path) -> str:
         raise SourceError(f"Cannot read SQLite file {path} to draft a plan: {exc}.") from None
     finally:
         conn.close()
-
-
-def _q(name: str) -> str:
-    from emrsim_assets.source import _quote
-
-    return _quote(name)
-
-
-def row_locator(conn: sqlite3.Connection, source: str) -> str | None:
-    from emrsim_assets.source import row_locator as locate
-
-    return locate(conn, source)
 
 
 class _Drafter:
@@ -193,35 +179,28 @@ class _Drafter:
         name = target_name(source, self.table_names, MAX_TABLE_NAME)
         return _Table(source, name, rows, without_rowid, planned, foreign_keys, indexes)
 
-    def _classes(self, source: str, columns: list[_Column]) -> int:
-        """One scan: the row count and every column's storage classes, exactly."""
-        parts = ["count(*)"] + [
-            f"sum(typeof({_q(c.source)}) = '{kind}')" for c in columns for kind in _CLASSES
-        ]
-        row = self.conn.execute(f"SELECT {', '.join(parts)} FROM {_q(source)}").fetchone()  # noqa: S608
-        values = iter(row)
-        rows = int(next(values))
-        for column in columns:
-            counts = {kind: int(next(values) or 0) for kind in _CLASSES}
-            column.classes = {k: v for k, v in counts.items() if v}
-        return rows
+    def _classes(self, source: str, columns: list[_Column]) -> None:
+        """Every column's storage classes over every row, exactly (one scan)."""
+        _, per_column = count_storage_classes(self.conn, source, [c.source for c in columns])
+        for column, kinds in zip(columns, per_column, strict=True):
+            column.classes = kinds
 
     def _sample(self, source: str, columns: list[_Column]) -> int:
         """The row count, and values from both ends and the middle of the table (old rows and
         new ones may be written differently). Storage classes are counted over every row up to
         EXACT_ROWS rows, else over the sample: the snapshot counts them all again, and the load
         checks every value."""
-        rows = int(self.conn.execute(f"SELECT count(*) FROM {_q(source)}").fetchone()[0])  # noqa: S608
-        select = ", ".join(_q(c.source) for c in columns)
+        rows = int(self.conn.execute(f"SELECT count(*) FROM {_quote(source)}").fetchone()[0])  # noqa: S608
+        select = ", ".join(_quote(c.source) for c in columns)
         locator = row_locator(self.conn, source)
         if rows <= EXACT_ROWS or locator is None:
             self._classes(source, columns)
             sample = self.conn.execute(
-                f"SELECT {select} FROM {_q(source)} LIMIT ?",  # noqa: S608
+                f"SELECT {select} FROM {_quote(source)} LIMIT ?",  # noqa: S608
                 (3 * SAMPLE_ROWS,),
             ).fetchall()
         else:
-            table = _q(source)
+            table = _quote(source)
             sample = self.conn.execute(
                 f"SELECT {select} FROM {table} ORDER BY {locator} LIMIT ?",  # noqa: S608
                 (SAMPLE_ROWS,),
@@ -370,9 +349,9 @@ class _Drafter:
         self, table: _Table, column: _Column, parent: _Table, key: _Column
     ) -> tuple[int, int]:
         row = self.conn.execute(
-            f"SELECT count(*), sum(NOT EXISTS (SELECT 1 FROM {_q(parent.source)} p "  # noqa: S608
-            f"WHERE p.{_q(key.source)} = c.{_q(column.source)})) "
-            f"FROM {_q(table.source)} c WHERE c.{_q(column.source)} IS NOT NULL"
+            f"SELECT count(*), sum(NOT EXISTS (SELECT 1 FROM {_quote(parent.source)} p "  # noqa: S608
+            f"WHERE p.{_quote(key.source)} = c.{_quote(column.source)})) "
+            f"FROM {_quote(table.source)} c WHERE c.{_quote(column.source)} IS NOT NULL"
         ).fetchone()
         return int(row[1] or 0), int(row[0] or 0)
 
@@ -524,7 +503,7 @@ class _Drafter:
         column = self.partition_column
         assert column is not None
         first = self.conn.execute(
-            f"SELECT min({_q(column.source)}) FROM {_q(table.source)}"  # noqa: S608
+            f"SELECT min({_quote(column.source)}) FROM {_quote(table.source)}"  # noqa: S608
         ).fetchone()[0]
         if first is None:
             return None

@@ -152,8 +152,12 @@ class Plan:
         return tuple(self.table(name) for name in done)
 
     def skipped(self, table: str, column: str | None = None) -> Skip | None:
+        """The skip that leaves this source table (or column) behind; names compare as SQLite
+        compares them, without regard to case."""
         for skip in self.skip:
-            if skip.table == table and skip.column in (None, column):
+            if skip.table.lower() != table.lower():
+                continue
+            if skip.column is None or (column and skip.column.lower() == column.lower()):
                 return skip
         return None
 
