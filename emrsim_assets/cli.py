@@ -119,16 +119,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     home = _dagster_home()
     import dagster as dg
 
-    from emrsim_assets.definitions import build_defs, messages_partitions
+    from emrsim_assets.defs.build import build_defs
     from emrsim_assets.plan import load_plan
 
-    # Built here, from this call's plan and source (not the module-level definitions, which
-    # were built from the environment at import).
-    plan = load_plan(plan_path)
-    defs = build_defs(plan)
-    months = messages_partitions(
-        plan, Path(os.environ["EMRSIM_SQLITE_PATH"]), postgres.work_dir()
-    ).get_partition_keys()
+    # Built here, from this call's plan and source (emrsim_assets.definitions builds its own from
+    # the environment when imported: not needed here). The job carries every month as its
+    # partition range.
+    defs = build_defs(load_plan(plan_path))
     from emrsim_assets.defs.loggers import cli_logging, log_dir
 
     job = defs.resolve_job_def(args.job)
@@ -151,11 +148,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 instance=instance,
                 raise_on_error=False,
                 run_config=cli_logging(args.verbose),
-                tags={
-                    "dagster/asset_partition_range_start": months[0],
-                    "dagster/asset_partition_range_end": months[-1],
-                    _PID_TAG: str(os.getpid()),
-                },
+                tags={_PID_TAG: str(os.getpid())},
             )
     except Exception as exc:
         if args.verbose or not _is_connection_loss(exc):

@@ -1,0 +1,95 @@
+"""Build the Dagster definitions from a plan: assets, checks, jobs, sensor, resources."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+
+from emrsim_assets.defs.assets import build_cutover_asset, build_snapshot_asset, build_table_asset
+from emrsim_assets.defs.checks import build_checks
+from emrsim_assets.defs.jobs import (
+    build_migration_jobs,
+    build_partition_maintenance,
+    rollback,
+)
+from emrsim_assets.defs.loggers import file_logger, progress_logger
+from emrsim_assets.defs.resources import MigrationResource
+from emrsim_assets.plan import Plan
+from emrsim_assets.postgres import work_dir as work_dir_of
+from emrsim_assets.source import data_months
+from emrsim_assets.target import next_month
+
+
+def messages_partitions(
+    plan: Plan, sqlite: Path | None = None, work_dir: Path | None = None
+) -> dg.PartitionsDefinition:
+    """The partitioned table's months: those in which the source has rows, plus this month and
+    the next (the live app writes there from the first minute). So the UI lists what there is
+    to load, and launching every month is launching all partitions. With no source to look at,
+    every calendar month from the plan's first one to this month."""
+    start = os.environ.get("EMRSIM_MESSAGES_START") or plan.messages_partition_start.isoformat()
+    if sqlite is None or not sqlite.is_file() or plan.partitioned_table is None:
+        return dg.MonthlyPartitionsDefinition(start_date=start, end_offset=1, timezone="UTC")
+    with_data = data_months(sqlite, plan, (work_dir or work_dir_of()) / "cache")
+    this_month = datetime.now(UTC).date().replace(day=1)
+    live = [this_month.isoformat(), next_month(this_month).isoformat()]
+    months = sorted({m for m in with_data if m >= start[:10]} | set(live))
+    return dg.StaticPartitionsDefinition(months)
+
+
+def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Definitions:
+    if resource is not None:
+        sqlite: Path | None = Path(resource.sqlite_path)
+        work: Path | None = Path(resource.work_dir).resolve()
+    else:
+        value = os.environ.get("EMRSIM_SQLITE_PATH")
+        sqlite, work = (Path(value) if value else None), None
+    months = messages_partitions(plan, sqlite, work)
+    checks, gated = build_checks(plan, months)
+    maintenance, schedule = build_partition_maintenance(plan)
+    # Checks that read another table's rows (foreign keys) follow it: reloading users re-runs
+    # the FK checks of its children. Running by default, so the UI never shows a stale pass.
+    follow = dg.AutomationConditionSensorDefinition(
+        "checks_follow_reloaded_parents",
+        target=dg.AssetSelection.checks(
+            *(c for c in checks if any(k.name.startswith("fk_") for k in c.check_keys))
+        ),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=15,
+    )
+    assets = [
+        build_snapshot_asset(plan, months),
+        *(build_table_asset(plan, table, months) for table in plan.load_order()),
+        build_cutover_asset(plan, gated),
+    ]
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=checks,
+        jobs=[*build_migration_jobs(months), rollback, maintenance],
+        schedules=[schedule],
+        sensors=[follow],
+        resources={"migration": resource or default_resource()},
+        # One process per run: steps are short and share the warm interpreter.
+        executor=dg.in_process_executor,
+        # Dagster's console logger as usual, plus a progress view and a log file (the CLI turns
+        # the console down unless -v).
+        loggers={
+            "console": dg.default_loggers()["console"],
+            "progress": progress_logger,
+            "file": file_logger,
+        },
+    )
+
+
+def default_resource() -> MigrationResource:
+    return MigrationResource(
+        sqlite_path=dg.EnvVar("EMRSIM_SQLITE_PATH"),
+        work_dir=os.environ.get("EMRSIM_WORK_DIR", ".emrsim"),
+        pg_url=dg.EnvVar("EMRSIM_PG_URL") if os.environ.get("EMRSIM_PG_URL") else None,
+        batch_rows=int(os.environ.get("EMRSIM_BATCH_ROWS", "50000")),
+        workers=int(os.environ.get("EMRSIM_WORKERS", "3")),
+        keep_backups=int(os.environ.get("EMRSIM_KEEP_BACKUPS", "2")),
+    )
