@@ -79,6 +79,8 @@ def _metadata(stats: Sequence[LoadStats]) -> dict[str, Any]:
     such a run gives its per-month counts in `months` and no single `dagster/row_count`."""
     seconds = sum(s.seconds for s in stats)
     rows = sum(s.loaded_rows for s in stats)
+    # One month: its partition; several: their partitioned parent.
+    pg_table = stats[0].pg_table if len(stats) == 1 else stats[0].pg_table.rsplit("_y", 1)[0]
     metadata: dict[str, Any] = {
         "source_rows": sum(s.source_rows for s in stats),
         "loaded_rows": rows,
@@ -86,9 +88,7 @@ def _metadata(stats: Sequence[LoadStats]) -> dict[str, Any]:
         "seconds": round(seconds, 3),
         "rows_per_second": round(sum(s.source_rows for s in stats) / seconds) if seconds else 0,
         "copy_bytes": sum(s.copy_bytes for s in stats),
-        "pg_table": f"{stats[0].pg_table} (in {LIVE} after cutover)"
-        if len(stats) == 1
-        else f"{stats[0].pg_table.rsplit('_y', 1)[0]} (in {LIVE} after cutover)",
+        "pg_table": f"{pg_table} (in {LIVE} after cutover)",
     }
     if len(stats) == 1:
         metadata["dagster/row_count"] = rows
