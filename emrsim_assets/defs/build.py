@@ -17,6 +17,7 @@ from emrsim_assets.defs.jobs import (
 )
 from emrsim_assets.defs.loggers import file_logger, progress_logger
 from emrsim_assets.defs.resources import MigrationResource
+from emrsim_assets.defs.runs import abandoned_runs_marked_failed
 from emrsim_assets.plan import Plan
 from emrsim_assets.postgres import work_dir as work_dir_of
 from emrsim_assets.source import data_months
@@ -70,7 +71,7 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
         asset_checks=checks,
         jobs=[*build_migration_jobs(months), rollback, maintenance],
         schedules=[schedule],
-        sensors=[follow],
+        sensors=[follow, abandoned_runs_marked_failed],
         resources={"migration": resource or default_resource()},
         # One process per run: steps are short and share the warm interpreter.
         executor=dg.in_process_executor,

@@ -18,7 +18,9 @@ class _ProgressHandler(logging.Handler):
         if not has_log_record_metadata(record):
             return
         meta = get_log_record_metadata(record)
-        if meta["dagster_event"] is not None or record.levelno < logging.INFO:
+        # INFO only: the engine's errors ("Dependencies for step ... failed. Not executing.")
+        # are the report's business, in one sentence each.
+        if meta["dagster_event"] is not None or record.levelno != logging.INFO:
             return
         print(f"  {meta['orig_message']}", file=sys.stdout, flush=True)
 

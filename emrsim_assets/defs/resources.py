@@ -11,6 +11,7 @@ import psycopg
 from pydantic import Field
 
 from emrsim_assets import postgres
+from emrsim_assets.defs.runs import record_worker
 from emrsim_assets.errors import MigrationError
 from emrsim_assets.source import Manifest, load_manifest
 from emrsim_assets.target import Conn
@@ -47,12 +48,14 @@ class MigrationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """Once per run process: pool the instance's storage connections. dagster-postgres
+        """Once per run process: tag the run with this process (so a run whose process dies is
+        marked failed, see defs/runs.py), and pool the instance's storage connections. dagster-postgres
         opens a new connection for every event it stores unless told otherwise (NullPool
         outside the webserver): runs launched from the UI took 2 to 5 times as long as the CLI's
         in their messages and cutover steps. No-op for other storages, and done once per
         instance (the CLI's is pooled already)."""
         instance = context.instance
+        record_worker(instance, context.run_id)
         if instance is not None and id(instance) not in _POOLED:
             _POOLED.add(id(instance))
             instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=8)
