@@ -288,7 +288,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print(f"EMRSIM_SQLITE_PATH not set: using the sample database {sample}")
     _preflight()
     args.plan = None
-    _use_plan(args)
+    plan_path = _use_plan(args)
     home = _dagster_home()
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     # The venv's own interpreter, not `dagster` from PATH: `make dev` runs without an activated
@@ -298,8 +298,28 @@ def cmd_dev(args: argparse.Namespace) -> int:
         command += ["-w", str(workspace)]
     else:
         command += ["-m", "emrsim_assets.definitions"]
-    print(f"Dagster UI on http://{args.host}:{args.port} (instance in {home})")
+    base = f"http://{args.host}:{args.port}"
+    print(f"Dagster UI on {base} (instance in {home})")
+    print(f"Migrate everything: open {migrate_everything_link(base, plan_path)}")
+    print("  then Materialize all -> Launch backfill (every month is preselected; one run).")
+    sys.stdout.flush()
     os.execvp(command[0], command)
+
+
+def migrate_everything_link(base: str, plan_path: Path) -> str:
+    """The migrate job's page with every month of the partitioned table preselected: Dagster's
+    "Materialize all" dialog starts empty, but reads a `<dimension>_range` from the address. The
+    one run it launches (a backfill; the partitioned asset's policy is a single run) is the
+    same as `migrate`'s."""
+    from emrsim_assets.defs.build import messages_partitions
+    from emrsim_assets.plan import load_plan
+
+    page = f"{base}/locations/emrsim_assets.definitions/jobs/migrate"
+    plan = load_plan(plan_path)
+    if plan.partitioned_table is None:
+        return page
+    keys = messages_partitions(plan, Path(os.environ["EMRSIM_SQLITE_PATH"])).get_partition_keys()
+    return f"{page}?default_range=[{keys[0]}...{keys[-1]}]" if keys else page
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """The Dagster UI in a real browser (Debian's chromium, driven by Playwright): launch the whole
-migration from the launchpad, then reload one table and watch its children's FK checks re-run."""
+migration from the link `make dev` prints (Materialize all, every month preselected), a dry run
+from the launchpad, then reload one table and watch its children's FK checks re-run."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ import dagster as dg
 import pytest
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from emrsim_assets.defs.build import messages_partitions
+from emrsim_assets.plan import load_plan
+from emrsim_assets.plan.load import default_plan_path
 from emrsim_assets.sample import write_sample
 from emrsim_assets_tests.test_readme_commands import (
     REPO,
@@ -58,8 +62,18 @@ def ui(tmp_path: Path) -> Iterator[dict[str, Any]]:
     try:
         _wait_for_ui(port, server, 180, log)
         os.environ["DAGSTER_HOME"] = str(work / "dagster_home")  # to read the instance below
+        link = next(
+            line.split("open ", 1)[1].strip()
+            for line in log.read_text().splitlines()
+            if line.startswith("Migrate everything: open ")
+        )
         with dg.DagsterInstance.get() as instance:
-            yield {"url": f"http://127.0.0.1:{port}", "instance": instance}
+            yield {
+                "url": f"http://127.0.0.1:{port}",
+                "instance": instance,
+                "link": link,
+                "sqlite": sqlite,
+            }
     finally:
         os.environ.pop("DAGSTER_HOME", None)
         os.killpg(server.pid, signal.SIGTERM)
@@ -99,6 +113,29 @@ def _launch_job(page: Any, url: str, job: str) -> str:
     return str(page.url.rsplit("/runs/", 1)[1].split("?")[0])
 
 
+def _launch_everything(page: Any, link: str, instance: dg.DagsterInstance, months: int) -> str:
+    """The link `make dev` prints -> Materialize all (every month preselected) -> Launch
+    backfill: one run of every asset over every month."""
+    page.goto(link)
+    page.get_by_role("button", name="Materialize all").wait_for(timeout=60_000)
+    _dismiss(page)
+    page.get_by_role("button", name="Materialize all").click()
+    page.get_by_text(f"{months} partitions selected").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Launch backfill").click()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        backfills = instance.get_backfills(limit=1)
+        if backfills:
+            runs = instance.get_runs(
+                filters=dg.RunsFilter(tags={"dagster/backfill": backfills[0].backfill_id})
+            )
+            if runs:
+                assert len(runs) == 1, [r.run_id for r in runs]
+                return runs[0].run_id
+        time.sleep(1)
+    pytest.fail("no run started for the backfill within 60 s")
+
+
 def _wait_for_run(instance: dg.DagsterInstance, run_id: str, seconds: float = 240) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -127,9 +164,21 @@ def test_launch_the_whole_migration_from_the_ui_then_reload_a_parent(ui: dict[st
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         try:
-            run_id = _launch_job(page, ui["url"], "migrate")
+            months = len(
+                messages_partitions(
+                    load_plan(default_plan_path()), ui["sqlite"]
+                ).get_partition_keys()
+            )
+            run_id = _launch_everything(page, ui["link"], instance, months)
             _wait_for_run(instance, run_id)
-            page.reload()
+            run = instance.get_run_by_id(run_id)
+            assert run is not None and {k.to_user_string() for k in run.asset_selection or []} >= {
+                "source_snapshot",
+                "users",
+                "messages",
+                "cutover",
+            }
+            page.goto(f"{ui['url']}/runs/{run_id}")
             page.get_by_text("Success").first.wait_for(timeout=30_000)
 
             # Every table shows its checks passed, and cutover materialized.
