@@ -38,8 +38,10 @@ from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-WORK = BENCH / "work"
-RESULTS = BENCH / "results"
+# BENCH_WORK / BENCH_OUT move the samples and server, and the results (a quick look elsewhere
+# leaves the committed results alone).
+WORK = Path(os.environ.get("BENCH_WORK") or BENCH / "work").resolve()
+RESULTS = Path(os.environ.get("BENCH_OUT") or BENCH / "results").resolve()
 BIN = Path(sys.executable).parent
 
 

@@ -117,6 +117,12 @@ def test_make_dev_serves_the_asset_graph_and_make_stop_really_stops_the_server(
             keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
             time.sleep(1)
         assert {"source_snapshot", "users", "messages", "cutover"} <= keys, keys
+        # The link to migrate everything, with the sample's months as the preselected range.
+        printed = log.read_text()
+        assert (
+            f"Migrate everything: open http://127.0.0.1:{port}/locations/"
+            "emrsim_assets.definitions/jobs/migrate?default_range=[2023-01-01..." in printed
+        ), printed
     finally:
         os.killpg(dev.pid, signal.SIGTERM)
         try:
@@ -356,3 +362,21 @@ def test_the_ui_against_cli_benchmark_runs_as_the_readme_shows(tmp_path: Path) -
     assert "UI median" in summary and "CLI median" in summary, summary
     ratio = float(summary.split("ratio ")[1].split(";")[0])
     assert ratio > 0, summary
+
+
+def test_make_bench_runs_as_the_readme_shows(tmp_path: Path) -> None:
+    """`make bench` at a size that takes seconds, its results away from the committed ones."""
+    work, out = tmp_path / "bench-work", tmp_path / "bench-out"
+    env = user_env(tmp_path / "unused", BENCH_WORK=str(work), BENCH_OUT=str(out))
+    try:
+        result = shell('make bench BENCH_SIZES="2000" BENCH_REPEAT=1', env, timeout=900)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        table = (out / "bench.md").read_text()
+        assert "| 2,000 | emrsim-migrate migrate |" in table, table
+        assert "| 2,000 | messages load" in table, table
+        assert (out / "bench.png").stat().st_size > 0
+        assert json.loads((out / "bench.json").read_text())["results"]
+    finally:
+        server = _postmaster(work / "pgdata")
+        if server is not None:
+            shell(f"{REPO}/.venv/bin/emrsim-migrate stop", {**env, "EMRSIM_WORK_DIR": str(work)})
