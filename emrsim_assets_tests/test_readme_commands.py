@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
 import signal
 import socket
 import subprocess
@@ -184,6 +185,32 @@ def test_make_demo_migrates_the_sample_and_cuts_over(tmp_path: Path) -> None:
         )
         assert counted.stdout.strip() == "3000", counted.stderr
         assert "make stop" in out
+        assert "[#" not in out, "no progress bar into a pipe"
+
+        # At a terminal, the lines that say how far they are carry a bar.
+        main, child = pty.openpty()
+        at_terminal = subprocess.Popen(
+            ["bash", "-c", "make demo DEMO_MESSAGES=3000"],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=child,
+            stderr=child,
+        )
+        os.close(child)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # the terminal closed: the command is done
+                break
+            if not chunk:
+                break
+            seen += chunk
+        os.close(main)
+        assert at_terminal.wait(300) == 0, seen.decode(errors="replace")[-3000:]
+        text = seen.decode(errors="replace")
+        assert "[########################] messages" in text, text[-3000:]
     finally:
         shell("make stop", env)
 

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ class _ProgressHandler(logging.Handler):
     """Only what the pipeline itself says (tables loaded, months done, rows/s, ETA): no engine
     events, no stack traces. The CLI's final report names any failure in one sentence."""
 
+    def __init__(self, bar: bool) -> None:
+        super().__init__()
+        self.bar = bar
+
     def emit(self, record: logging.LogRecord) -> None:
         if not has_log_record_metadata(record):
             return
@@ -22,13 +27,38 @@ class _ProgressHandler(logging.Handler):
         # are the report's business, in one sentence each.
         if meta["dagster_event"] is not None or record.levelno != logging.INFO:
             return
-        print(f"  {meta['orig_message']}", file=sys.stdout, flush=True)
+        message = str(meta["orig_message"])
+        if self.bar:
+            message = with_bar(message)
+        print(f"  {message}", file=sys.stdout, flush=True)
 
 
-@dg.logger(config_schema=None, description="The pipeline's own progress lines, for the terminal.")
+_FRACTION = re.compile(r"(\d+)/(\d+) months|(\d+)% done")
+
+
+def with_bar(message: str, width: int = 24) -> str:
+    """A progress bar before a line that says how far it is (k/n months, or p% done): for a
+    person at a terminal, not for logs and pipes."""
+    found = _FRACTION.search(message)
+    if found is None:
+        return message
+    if found.group(3) is not None:
+        share = int(found.group(3)) / 100
+    else:
+        share = int(found.group(1)) / max(int(found.group(2)), 1)
+    filled = round(width * min(max(share, 0.0), 1.0))
+    return f"[{'#' * filled}{'.' * (width - filled)}] {message}"
+
+
+@dg.logger(
+    config_schema={
+        "bar": dg.Field(bool, default_value=False, description="Progress bars (a terminal).")
+    },
+    description="The pipeline's own progress lines, for the terminal.",
+)
 def progress_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     logger = logging.getLogger(f"emrsim.progress.{init_context.run_id}")
-    logger.handlers = [_ProgressHandler()]
+    logger.handlers = [_ProgressHandler(bool(init_context.logger_config["bar"]))]
     logger.setLevel(logging.INFO)
     logger.propagate = False
     return logger
@@ -59,7 +89,8 @@ def cli_logging(verbose: bool) -> dict[str, Any]:
     return {
         "loggers": {
             "console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}},
-            "progress": {},
+            # Decided here: in a step, stdout is Dagster's capture of it, never a terminal.
+            "progress": {"config": {"bar": sys.stdout.isatty()}},
             "file": {},
         }
     }
