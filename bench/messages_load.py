@@ -3,6 +3,7 @@
 A snapshot first (not timed), then every month loaded by the code path `migrate` uses, with the
 plan's secondary indexes left out; it prints the seconds from the first SQLite read to the last
 commit: what `psql \\copy` of a ready CSV is compared with. The primary key is still built.
+Then it times content_matches_source over the same rows (`check_seconds`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
-from emrsim_assets import pipeline, postgres, source
+from emrsim_assets import content, pipeline, postgres, source
 from emrsim_assets.definitions import messages_partitions
 from emrsim_assets.plan import load_plan
 from emrsim_assets.target import Conn
@@ -51,7 +52,23 @@ def main() -> int:
     )
     seconds = time.perf_counter() - started
     rows = sum(s.loaded_rows for s in stats)
-    print(json.dumps({"rows": rows, "seconds": seconds}))
+    # Then the proof: content_matches_source over the same months (read both sides back).
+    started = time.perf_counter()
+    with connect() as conn:
+        passed, description, _ = content.content_matches_source(
+            conn,
+            url,
+            plan,
+            table,
+            manifest,
+            months,
+            int(os.environ.get("EMRSIM_BATCH_ROWS", "50000")),
+        )
+    check_seconds = time.perf_counter() - started
+    if not passed:
+        print(description, file=sys.stderr)
+        return 1
+    print(json.dumps({"rows": rows, "seconds": seconds, "check_seconds": check_seconds}))
     return 0
 
 

@@ -145,8 +145,11 @@ def bench_migrate(admin_url: str, path: Path, rows: int, messages: int, repeat: 
     return m
 
 
-def bench_messages_load(admin_url: str, path: Path, messages: int, repeat: int) -> Measurement:
+def bench_messages_load(
+    admin_url: str, path: Path, messages: int, repeat: int
+) -> tuple[Measurement, Measurement]:
     m = Measurement("messages load (read to committed rows)", messages, messages, [], [])
+    check = Measurement("content_matches_source on messages", messages, messages, [], [])
     for _ in range(repeat):
         recreate_database(admin_url, "bench_load")
         _, rss, output = run_timed(
@@ -158,16 +161,28 @@ def bench_messages_load(admin_url: str, path: Path, messages: int, repeat: int) 
                 str(WORK / "load_snapshot"),
             ]
         )
-        seconds = float(json.loads(output.strip().splitlines()[-1])["seconds"])
+        measured = json.loads(output.strip().splitlines()[-1])
+        seconds = float(measured["seconds"])
         m.seconds.append(seconds)
         m.peak_rss_mb.append(rss)
-        print(f"  messages load: {seconds:.2f} s, {rss:.0f} MB", flush=True)
+        check.seconds.append(float(measured["check_seconds"]))
+        check.peak_rss_mb.append(rss)
+        print(
+            f"  messages load: {seconds:.2f} s, {rss:.0f} MB; content check "
+            f"{check.seconds[-1]:.2f} s ({check.seconds[-1] / seconds:.2f} of the load)",
+            flush=True,
+        )
     workers = os.environ.get("EMRSIM_WORKERS", "3")
     m.note = (
         "first SQLite read to last commit: read, convert, binary COPY, primary keys, ANALYZE; "
         f"{workers} workers"
     )
-    return m
+    check.note = (
+        "every value read back from PostgreSQL and compared with the snapshot's (the blocking "
+        f"check cutover waits for); {statistics.median(check.seconds) / statistics.median(m.seconds):.2f}"
+        " times the load; peak RSS is the load and check process's"
+    )
+    return m, check
 
 
 def psql() -> str:
@@ -399,7 +414,7 @@ def main() -> int:
             f"{size:,} messages ({rows:,} rows, {path.stat().st_size / 1e6:,.0f} MB):", flush=True
         )
         results.append(bench_migrate(admin_url, path, rows, size, args.repeat))
-        results.append(bench_messages_load(admin_url, path, size, args.repeat))
+        results.extend(bench_messages_load(admin_url, path, size, args.repeat))
         results.extend(bench_copy(admin_url, size, args.repeat))
         results.extend(bench_pgloader(admin_url, socket, path, rows, size, args.repeat))
     markdown, rows_json = table(results)

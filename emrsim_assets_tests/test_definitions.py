@@ -33,7 +33,7 @@ def test_asset_graph_follows_the_plan() -> None:
     assert messages.partitions_def.get_first_partition_key() == "2023-01-01"
 
 
-def test_every_table_has_blocking_count_and_fk_checks() -> None:
+def test_every_table_has_blocking_count_content_and_fk_checks() -> None:
     graph = defs.resolve_asset_graph()
     checks = {f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys}
     assert checks == {
@@ -51,6 +51,17 @@ def test_every_table_has_blocking_count_and_fk_checks() -> None:
         "patient_records:fk_patient_id_resolves",
         "user_sessions:row_count_matches_source",
         "user_sessions:fk_user_id_resolves",
+        *(
+            f"{table}:content_matches_source"
+            for table in (
+                "users",
+                "patients",
+                "conversations",
+                "messages",
+                "patient_records",
+                "user_sessions",
+            )
+        ),
     }
     for key in graph.asset_check_keys:
         assert graph.get_check_spec(key).blocking, key

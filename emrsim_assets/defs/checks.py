@@ -5,7 +5,7 @@ from functools import partial
 
 import dagster as dg
 
-from emrsim_assets import integrity
+from emrsim_assets import content, integrity
 from emrsim_assets.defs.resources import MigrationResource, as_failure
 from emrsim_assets.integrity import Verdict
 from emrsim_assets.plan import Column, Plan, Table
@@ -66,6 +66,17 @@ def build_checks(
                 "row_count_matches_source",
                 "Rows in staging (+ quarantined) equal the snapshot's, per month when partitioned.",
                 partial(_row_count, table),
+            ),
+            [table.name, "source_snapshot"],
+        )
+        add(
+            _check(
+                table,
+                "content_matches_source",
+                "Every value, read back into its source form (storage class included), equals "
+                "the snapshot's: row hashes per bucket of keys, per month when partitioned; the "
+                "differing rows named with both values.",
+                partial(_content, plan, table, list(months.get_partition_keys())),
             ),
             [table.name, "source_snapshot"],
         )
@@ -146,3 +157,12 @@ def _foreign_key(
     plan: Plan, table: Table, column: Column, conn: Conn, migration: MigrationResource
 ) -> Verdict:
     return integrity.foreign_key_resolves(conn, plan, table, column)
+
+
+def _content(
+    plan: Plan, table: Table, months: list[str], conn: Conn, migration: MigrationResource
+) -> Verdict:
+    passed, description, metadata = content.content_matches_source(
+        conn, migration.url(), plan, table, migration.manifest(), months, migration.batch_rows
+    )
+    return Verdict(passed, description, metadata)

@@ -1,0 +1,158 @@
+"""content_matches_source: every value read back into its source form equals the snapshot's.
+Changes nothing else catches (counts and keys stay right) fail it, naming the row and both values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from emrsim_assets.content import canonical_json, excerpt
+from emrsim_assets.plan import load_plan
+from emrsim_assets.plan.draft import draft_plan
+from emrsim_assets_tests.conftest import Migration
+from emrsim_assets_tests.shapes import write_shape
+from emrsim_assets_tests.test_hostile_values import _run, _sql
+
+CHECK = "content_matches_source"
+
+
+def _evaluation(result: dg.ExecuteInProcessResult, asset: str) -> dg.AssetCheckEvaluation:
+    found = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == CHECK and e.asset_key == dg.AssetKey(asset)
+    ]
+    assert len(found) == 1, [
+        (e.asset_key, e.check_name) for e in result.get_asset_check_evaluations()
+    ]
+    return found[0]
+
+
+def test_one_character_changed_in_postgresql_fails_the_check_naming_the_row(
+    migration: Migration,
+) -> None:
+    dry = migration.run_job("load_tables")
+    assert dry.success
+    evaluation = _evaluation(dry, "messages")
+    assert evaluation.passed, evaluation.description
+    months = evaluation.metadata["months"].value
+    assert (
+        isinstance(months, dict)
+        and sum(months.values()) == evaluation.metadata["rows_compared"].value
+    )
+
+    with migration.connect() as conn:
+        changed = conn.execute(
+            "UPDATE emrsim_staging.messages SET message = overlay(message PLACING 'Q' FROM 5 FOR 1) "
+            "WHERE id = (SELECT id FROM emrsim_staging.messages ORDER BY created_at OFFSET 7 "
+            "LIMIT 1) RETURNING message, created_at, emrsim_migration.legacy_id(id)"
+        ).fetchone()
+    assert changed is not None
+    legacy = changed[2]
+    month = f"{changed[1]:%Y-%m}"
+    check = dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey("messages"), CHECK))
+    result = migration.materialize(check)
+    evaluation = _evaluation(result, "messages")
+    assert not evaluation.passed
+    description = str(evaluation.description)
+    assert f"values differ from the snapshot in {month}" in description, description
+    assert f"id={legacy}, message:" in description, description
+    differences = evaluation.metadata["differences"].value
+    assert isinstance(differences, list) and len(differences) == 1, differences
+    [difference] = differences
+    assert difference["key"] == f"id={legacy}" and difference["column"] == "message"
+    assert difference["target"] == "t:" + str(changed[0])
+    assert difference["source"][:6] + "Q" + difference["source"][7:] == difference["target"]
+    # Every other month still passes: the failure is reported where it is.
+    assert list(evaluation.metadata["differing"].value) == [month]
+
+
+# (shape, statement planted after the draft, fragments of the check's sentence)
+SILENT: dict[str, tuple[str, str, list[str]]] = {
+    "blob_in_a_text_column": (
+        "text_keys_with_orphans",
+        "UPDATE turns SET said = X'48656c6c6f' WHERE id = 't00007'",
+        ["turns: values differ", "id=t00007, said: source 'b:Hello', target 't:Hello'"],
+    ),
+    "blob_in_an_integer_column": (
+        "composite_and_missing_keys",
+        "UPDATE enrollment SET student_id = X'393939' WHERE student_id = 7 AND course_code = 'BIO101'",
+        ["enrollment: values differ", "student_id=999, course_code=BIO101"],
+    ),
+    "trailing_garbage_after_a_date": (
+        "timestamps_every_form",
+        "UPDATE events SET day = '2024-03-01 garbage' WHERE id = 1",
+        [
+            "events: values differ",
+            "id=1, day: source 't:2024-03-01 garbage', target 't:2024-03-01'",
+        ],
+    ),
+    "json_with_a_duplicate_key": (
+        "app_schema",
+        """UPDATE turns SET timings_json = '{"model":"first","model":"second"}' WHERE rowid = 5""",
+        [
+            "turns: values differ",
+            "timings_json: source 't:duplicate key",
+            'target \'t:{"model": "second"}\'',
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SILENT))
+def test_a_value_that_would_change_in_silence_fails_the_content_check(
+    case: str, tmp_path: Path, pg_url: str
+) -> None:
+    shape, statement, said = SILENT[case]
+    sqlite = write_shape(shape, tmp_path / f"{shape}.sqlite")
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(draft_plan(sqlite), encoding="utf-8")  # drafted before the plant
+    _sql(sqlite, statement)
+    sentences = _run(sqlite, tmp_path, pg_url, plan_path)
+    for fragment in said:
+        assert fragment in sentences, (fragment, sentences)
+    load_plan(plan_path)  # the plan itself stays valid
+
+
+def test_json_prints_as_postgresql_prints_jsonb(pg_url: str) -> None:
+    import psycopg
+
+    texts = [
+        '{"b":1,"a":[1.50,1e2,-0,0.0,-0.0,12345678901234567890, 1E-7]}',
+        '{"é":"\\u00e9\\n\\t\\"q\\"","aa":null,"z":true,"":false, "ab": {"y": [], "x": {}}}',
+        "[]",
+        "3",
+        '"a\\\\b/c"',
+        '{"long key": 1, "k": 2, "kk": 3, "B": 4, "a": 5}',
+    ]
+    with psycopg.connect(pg_url) as conn:
+        for text in texts:
+            row = conn.execute("SELECT %s::jsonb::text", (text,)).fetchone()
+            assert row is not None and canonical_json(text) == row[0], text
+    assert canonical_json('{"m":"x","m":"y"}').startswith("duplicate key 'm'")  # type: ignore[union-attr]
+    assert json.loads("[1]") == [1]
+
+
+def test_an_excerpt_shows_where_two_long_values_differ() -> None:
+    was, now = excerpt("x" * 100 + "abc" + "y" * 100, "x" * 100 + "aXc" + "y" * 100)
+    assert "abc" in was and "aXc" in now and was.startswith("...") and now.endswith("...")
+
+
+def test_a_row_dated_in_one_month_with_an_id_inside_another_months_range_migrates_exactly(
+    migration: Migration, sample_db: Path
+) -> None:
+    """T1: month id ranges overlap; every month must still get exactly its own rows."""
+    _sql(
+        sample_db,
+        "UPDATE messages SET created_at = '2023-01-15 08:00:00' WHERE id = (SELECT id FROM "
+        "messages WHERE created_at LIKE '2024-03%' ORDER BY id LIMIT 1 OFFSET 3)",
+        "UPDATE messages SET created_at = '2024-03-20 08:00:00' WHERE id = (SELECT min(id) FROM "
+        "messages)",
+    )
+    result = migration.run_job("migrate")
+    assert result.success, [e.description for e in result.get_asset_check_evaluations()]
+    evaluation = _evaluation(result, "messages")
+    assert evaluation.passed, evaluation.description
