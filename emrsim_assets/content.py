@@ -156,9 +156,7 @@ def canonical_json(text: str | None) -> str | None:
     if text is None:
         return None
     try:
-        value = json.loads(
-            text, object_pairs_hook=_jsonb_order, parse_float=_json_number
-        )
+        value = json.loads(text, object_pairs_hook=_jsonb_order, parse_float=_json_number)
         printed = _ENCODER.encode(value)
         return _NUMBER.sub(r"\1", printed) if "\\u0000" in printed else printed
     except _DuplicateKey as exc:

@@ -52,7 +52,8 @@ def test_every_table_has_blocking_count_content_and_fk_checks() -> None:
         "user_sessions:row_count_matches_source",
         "user_sessions:fk_user_id_resolves",
         *(
-            f"{table}:content_matches_source"
+            f"{table}:{check}"
+            for check in ("content_matches_source", "values_look_alike")
             for table in (
                 "users",
                 "patients",

@@ -5,7 +5,7 @@ from functools import partial
 
 import dagster as dg
 
-from emrsim_assets import content, integrity
+from emrsim_assets import anomalies, content, integrity
 from emrsim_assets.defs.resources import MigrationResource, as_failure
 from emrsim_assets.integrity import Verdict
 from emrsim_assets.plan import Column, Plan, Table
@@ -80,6 +80,19 @@ def build_checks(
             ),
             [table.name, "source_snapshot"],
         )
+        if any(c.convert in ("timestamp", "date") for c in table.columns):
+            add(
+                _check(
+                    table,
+                    "values_look_alike",
+                    "No time value stands out from its column: an epoch 1,000 times off, a "
+                    "negative epoch, a year 50 years from the median, an ambiguous or missing "
+                    "local time (a round trip cannot see these). Columns with anomalies: accept "
+                    "list them without failing.",
+                    partial(_anomalies, plan, table),
+                ),
+                ["source_snapshot"],
+            )
         for column in table.foreign_keys:
             add(
                 _fk_check(plan, table, column),
@@ -164,5 +177,12 @@ def _content(
 ) -> Verdict:
     passed, description, metadata = content.content_matches_source(
         conn, migration.url(), plan, table, migration.manifest(), months, migration.batch_rows
+    )
+    return Verdict(passed, description, metadata)
+
+
+def _anomalies(plan: Plan, table: Table, conn: Conn, migration: MigrationResource) -> Verdict:
+    passed, description, metadata = anomalies.values_look_alike(
+        migration.manifest(), plan, table, migration.batch_rows
     )
     return Verdict(passed, description, metadata)

@@ -53,6 +53,7 @@ _COLUMN_KEYS = {
     "on_invalid",
     "default",
     "identity",
+    "anomalies",
 }
 
 
@@ -277,6 +278,11 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
     identity = raw.get("identity", False)
     if not isinstance(identity, bool):
         raise PlanError(f"{where}: identity must be true or false.")
+    anomalies = raw.get("anomalies", "fail")
+    if anomalies not in ("fail", "accept"):
+        raise PlanError(f"{where}: anomalies must be 'fail' or 'accept'.")
+    if anomalies == "accept" and convert not in ("timestamp", "date"):
+        raise PlanError(f"{where}: anomalies applies to timestamp and date columns.")
     return Column(
         name=name,
         convert=convert,
@@ -292,6 +298,7 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
         on_invalid=on_invalid,
         default=default,
         identity=identity,
+        anomalies=anomalies,
     )
 
 

@@ -46,6 +46,7 @@ class Column:
     on_invalid: str = "fail"
     default: str | int | float | bool | None = None  # "now()" or a literal
     identity: bool = False  # integer key kept as bigint: the app's inserts get the next id
+    anomalies: str = "fail"  # timestamp/date outliers: fail the values_look_alike check, or accept
 
     @property
     def max_length(self) -> int | None:

@@ -1,0 +1,233 @@
+"""values_look_alike: time values that convert, and would be wrong without a word.
+
+A round trip cannot see these: an epoch in seconds inside a milliseconds column converts to a
+1970 instant and reads back as the same number. So the snapshot's timestamp and date columns are
+read twice (those columns and the key only): once for what is usual (the most common number of
+digits of an epoch, the median year), once for the values that are not:
+  - an epoch with 3 or more digits more or fewer than the column's usual count (1,000 times
+    off: seconds in a milliseconds column), or negative (before 1970);
+  - a year more than 50 years from the column's median year;
+  - a naive local time that is ambiguous (it happens twice when clocks go back) or does not
+    exist (skipped when they go forward) in the plan's source_timezone.
+Each is named by table, column, row and key. A column whose plan says `anomalies: accept` keeps
+them in the check's metadata without failing it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from emrsim_assets import convert
+from emrsim_assets.plan import Column, Plan, Table
+from emrsim_assets.source import ROWID, Manifest, read_batches
+
+SHOWN = 20
+YEARS_OFF = 50
+DIGITS_OFF = 3
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    column: str
+    row_id: int
+    key: str
+    value: str
+    reason: str
+
+
+def _time_columns(table: Table) -> list[Column]:
+    return [c for c in table.columns if c.convert in ("timestamp", "date")]
+
+
+def _naive_text(value: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """(naive datetime or null, whether the text carries its own offset)."""
+    text = value.str.strip_chars().str.replace("T", " ", literal=True)
+    has_offset = text.str.contains(r"([zZ]|[+-]\d\d:?\d\d)$")
+    naive = pl.coalesce(
+        text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us"),
+        text.str.to_datetime("%Y-%m-%d %H:%M", strict=False, time_unit="us"),
+    )
+    return naive, has_offset
+
+
+def _measures(frame: pl.DataFrame, column: Column, plan: Plan) -> pl.DataFrame:
+    """Per row: digits of an epoch's whole part (or null), the year (or null), and flags."""
+    value = pl.col(column.name)
+    if column.convert == "date":
+        year = value.str.strip_chars().str.slice(0, 10).str.to_date(strict=False).dt.year()
+        return frame.select(
+            pl.col(ROWID),
+            value.alias("value"),
+            pl.lit(None, pl.Int64).alias("digits"),
+            pl.lit(False).alias("negative"),
+            year.cast(pl.Int64).alias("year"),
+            pl.lit(False).alias("ambiguous"),
+            pl.lit(False).alias("missing_hour"),
+        )
+    stamps = convert.timestamps(frame[column.name], column, plan)
+    if column.epoch:
+        whole = value.str.extract(r"^\s*-?(\d+)", 1)
+        digits = whole.str.len_chars().cast(pl.Int64)
+        negative = value.str.strip_chars().str.starts_with("-")
+        ambiguous = missing = pl.lit(False)
+    else:
+        digits = pl.lit(None, pl.Int64)
+        negative = pl.lit(False)
+        zone = str(plan.source_timezone.key)
+        naive, has_offset = _naive_text(value)
+        earliest = naive.dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
+        latest = naive.dt.replace_time_zone(zone, ambiguous="latest", non_existent="null")
+        local = ~has_offset & naive.is_not_null()
+        ambiguous = local & earliest.is_not_null() & (earliest != latest)
+        missing = local & earliest.is_null()
+    return frame.with_columns(stamps.alias("__stamp")).select(
+        pl.col(ROWID),
+        value.alias("value"),
+        digits.alias("digits"),
+        negative.fill_null(False).alias("negative"),
+        pl.col("__stamp").dt.year().cast(pl.Int64).alias("year"),
+        ambiguous.fill_null(False).alias("ambiguous"),
+        missing.fill_null(False).alias("missing_hour"),
+    )
+
+
+def find_anomalies(
+    manifest: Manifest, plan: Plan, table: Table, batch_rows: int
+) -> tuple[dict[str, list[Anomaly]], dict[str, int]]:
+    """Anomalies per column name (at most SHOWN each), and how many each column has."""
+    columns = _time_columns(table)
+    if not columns:
+        return {}, {}
+    path = Path(manifest.snapshot_path)
+    wanted = [c.name for c in columns] + [k for k in table.primary_key]
+    digits: dict[str, Counter[int]] = {c.name: Counter() for c in columns}
+    years: dict[str, Counter[int]] = {c.name: Counter() for c in columns}
+    for frame in read_batches(path, table, batch_rows, columns=wanted):
+        for column in columns:
+            measured = _measures(frame, column, plan)
+            for name, counter in (("digits", digits), ("year", years)):
+                counts = measured[name].drop_nulls().value_counts()
+                for value, count in counts.iter_rows():
+                    counter[column.name][int(value)] += int(count)
+    usual_digits = {n: c.most_common(1)[0][0] for n, c in digits.items() if c}
+    median_year = {n: _median(c) for n, c in years.items() if c}
+    found: dict[str, list[Anomaly]] = {c.name: [] for c in columns}
+    counted: dict[str, int] = dict.fromkeys(found, 0)
+    for frame in read_batches(path, table, batch_rows, columns=wanted):
+        for column in columns:
+            measured = _measures(frame, column, plan)
+            reasons = _reasons(column, usual_digits.get(column.name), median_year.get(column.name))
+            flagged = measured.with_columns(reasons.alias("reason")).filter(
+                pl.col("reason").is_not_null()
+            )
+            counted[column.name] += flagged.height
+            room = SHOWN - len(found[column.name])
+            if flagged.height and room > 0:
+                keys = frame.filter(pl.col(ROWID).is_in(flagged[ROWID].to_list()))
+                labels = {int(row[ROWID]): _key(table, row) for row in keys.iter_rows(named=True)}
+                for row in flagged.head(room).iter_rows(named=True):
+                    found[column.name].append(
+                        Anomaly(
+                            column.name,
+                            int(row[ROWID]),
+                            labels.get(int(row[ROWID]), ""),
+                            str(row["value"]),
+                            str(row["reason"]),
+                        )
+                    )
+    return {name: items for name, items in found.items() if counted[name]}, counted
+
+
+def _median(counter: Counter[int]) -> int:
+    total = sum(counter.values())
+    seen = 0
+    for value in sorted(counter):
+        seen += counter[value]
+        if seen * 2 >= total:
+            return value
+    return 0
+
+
+def _reasons(column: Column, usual_digits: int | None, median_year: int | None) -> pl.Expr:
+    reason = pl.lit(None, pl.String)
+    if median_year is not None:
+        reason = (
+            pl.when((pl.col("year") - median_year).abs() > YEARS_OFF)
+            .then(
+                pl.lit("year ")
+                + pl.col("year").cast(pl.String)
+                + pl.lit(
+                    f" is more than {YEARS_OFF} years from the column's median year {median_year}"
+                )
+            )
+            .otherwise(reason)
+        )
+    if usual_digits is not None:
+        reason = (
+            pl.when((pl.col("digits") - usual_digits).abs() >= DIGITS_OFF)
+            .then(
+                pl.col("digits").cast(pl.String)
+                + pl.lit(
+                    f" digits where the column's epochs ({column.epoch}) have {usual_digits}: "
+                    "a unit 1,000 times off?"
+                )
+            )
+            .otherwise(reason)
+        )
+    return (
+        pl.when(pl.col("negative"))
+        .then(pl.lit("a negative epoch (before 1970)"))
+        .when(pl.col("ambiguous"))
+        .then(pl.lit("an ambiguous local time (it happens twice when clocks go back)"))
+        .when(pl.col("missing_hour"))
+        .then(pl.lit("a local time that does not exist (clocks go forward)"))
+        .otherwise(reason)
+    )
+
+
+def _key(table: Table, row: dict[str, Any]) -> str:
+    if not table.primary_key:
+        return ""
+    return ", ".join(f"{k}={row.get(k)}" for k in table.primary_key)
+
+
+def values_look_alike(
+    manifest: Manifest, plan: Plan, table: Table, batch_rows: int
+) -> tuple[bool, str, dict[str, Any]]:
+    found, counts = find_anomalies(manifest, plan, table, batch_rows)
+    metadata: dict[str, Any] = {
+        "columns": [c.name for c in _time_columns(table)],
+        "anomalies": {name: counts[name] for name in found},
+        "examples": [
+            {
+                "column": a.column,
+                "row_id": a.row_id,
+                "key": a.key,
+                "value": a.value,
+                "reason": a.reason,
+            }
+            for items in found.values()
+            for a in items
+        ][:SHOWN],
+    }
+    failing = [n for n in found if table.column(n).anomalies != "accept"]
+    if not found:
+        return True, f"No {table.name} time value stands out from its column.", metadata
+    first = found[failing[0] if failing else next(iter(found))][0]
+    where = f"row id {first.row_id}" + (f" ({first.key})" if first.key else "")
+    sentence = (
+        f"{table.name}.{first.column}: {where}: value {first.value!r}: {first.reason}"
+        f" ({sum(counts[n] for n in found):,} such value(s) in {', '.join(found)})."
+    )
+    if not failing:
+        return True, "Accepted by the plan (anomalies: accept): " + sentence, metadata
+    return (
+        False,
+        sentence + " Fix the rows, or set anomalies: accept on the column if they are right.",
+        metadata,
+    )

@@ -1,0 +1,85 @@
+"""values_look_alike: time values that convert and read back the same, yet are wrong (S2, S6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from emrsim_assets.plan.draft import draft_plan
+from emrsim_assets_tests.shapes import write_shape
+from emrsim_assets_tests.test_hostile_values import _run, _sql
+
+# (statement planted after the draft, plan changes, fragments of the sentence)
+CASES: dict[str, tuple[str, dict[str, str], list[str]]] = {
+    "seconds_in_a_milliseconds_column": (
+        "UPDATE events SET logged_ms_at = 1767225600 WHERE id = 4",
+        {},
+        ["events.logged_ms_at: row id 4 (id=4): value '1767225600'", "10 digits", "have 13"],
+    ),
+    "negative_epoch": (
+        "UPDATE events SET at_seconds_at = -86400 WHERE id = 2",
+        {},
+        ["events.at_seconds_at: row id 2 (id=2): value '-86400': a negative epoch"],
+    ),
+    "a_date_fifty_years_off": (
+        "UPDATE events SET day = '1950-03-01' WHERE id = 5",
+        {},
+        ["events.day: row id 5 (id=5): value '1950-03-01': year 1950 is more than 50 years"],
+    ),
+    "an_ambiguous_local_time": (
+        "UPDATE events SET happened_at = '2024-11-03 01:30:00' WHERE id = 1",
+        {"source_timezone": "America/New_York"},
+        ["events.happened_at: row id 1 (id=1): value '2024-11-03 01:30:00': an ambiguous local"],
+    ),
+}
+
+
+def _plan(sqlite: Path, tmp_path: Path, changes: dict[str, str], accept: str | None = None) -> Path:
+    plan = yaml.safe_load(draft_plan(sqlite))
+    plan.update(changes)
+    if accept:
+        for table in plan["tables"]:
+            for column in table["columns"]:
+                if column["name"] == accept:
+                    column["anomalies"] = "accept"
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_time_value_that_stands_out_stops_the_cutover_naming_it(
+    case: str, tmp_path: Path, pg_url: str
+) -> None:
+    statement, changes, said = CASES[case]
+    sqlite = write_shape("timestamps_every_form", tmp_path / "events.sqlite")
+    plan_path = _plan(sqlite, tmp_path, changes)
+    _sql(sqlite, statement)
+    sentences = _run(sqlite, tmp_path, pg_url, plan_path)
+    for fragment in said:
+        assert fragment in sentences, (fragment, sentences)
+
+
+def test_a_plan_can_accept_a_columns_anomalies_and_the_check_still_lists_them(
+    tmp_path: Path, pg_url: str
+) -> None:
+    import dagster as dg
+
+    from emrsim_assets.plan import load_plan
+    from emrsim_assets_tests.conftest import Migration
+
+    sqlite = write_shape("timestamps_every_form", tmp_path / "events.sqlite")
+    plan_path = _plan(sqlite, tmp_path, {}, accept="day")
+    _sql(sqlite, "UPDATE events SET day = '1950-03-01' WHERE id = 5")
+    result = Migration(load_plan(plan_path), sqlite, pg_url, tmp_path / "work").run_job()
+    assert result.success
+    [evaluation] = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == "values_look_alike"
+    ]
+    assert evaluation.passed and "Accepted by the plan" in str(evaluation.description)
+    assert evaluation.metadata["anomalies"].value == {"day": 1}
+    assert dg.AssetKey("cutover") in {
+        e.asset_key for e in result.get_asset_materialization_events()
+    }
