@@ -263,9 +263,9 @@ def _target_expression(plan: Plan, column: Column) -> sql.Composable:
     name = sql.Identifier(column.name)
     kind = _reference_kind(plan, column)
     forms: dict[str, sql.Composable] = {
-        "legacy_id": sql.SQL("'i:' || {}.legacy_id({})::text").format(
-            sql.Identifier(MIGRATION), name
-        ),
+        # Decoded below, in Polars (emrsim_migration.legacy_id() per row costs the server more
+        # than the whole read).
+        "legacy_id": sql.SQL("'u:' || {}::text").format(name),
         "integer": sql.SQL("'i:' || {}::text").format(name),
         "boolean": sql.SQL("'i:' || {}::int::text").format(name),
         "blob": sql.SQL("'b:' || upper(encode({}, 'hex'))").format(name),
@@ -303,39 +303,50 @@ def _target_batches(
             yield frame
 
 
+def _legacy_id(token: pl.Expr, table: str) -> pl.Expr:
+    """'u:<uuid>' back to 'i:<the integer id>', as emrsim_migration.legacy_id() reads it: the
+    readable form (variant digit 8, 15 decimal digits) or the 64-bit form (variant 9, hex). A
+    uuid outside the table's own prefix stays as it is, and differs."""
+    digits = token.str.strip_prefix("u:").str.replace_all("-", "", literal=True)
+    prefix = convert.uuid_prefix(table).replace("-", "")[:15]
+    readable = digits.str.slice(17).str.to_integer(base=10, strict=False)
+    wide = (
+        (digits.str.slice(15, 1) + digits.str.slice(17))
+        .str.to_integer(base=16, dtype=pl.UInt64, strict=False)
+        .reinterpret(signed=True)
+    )
+    variant = digits.str.slice(16, 1)
+    value = pl.when(variant == "8").then(readable).when(variant == "9").then(wide)
+    ours = token.str.starts_with("u:") & (digits.str.slice(0, 15) == prefix) & value.is_not_null()
+    return pl.when(ours).then(pl.lit("i:") + value.cast(pl.String)).otherwise(token)
+
+
 def target_tokens(frame: pl.DataFrame, table: Table, plan: Plan) -> pl.DataFrame:
     # JSON needs nothing here: the source side is printed as PostgreSQL prints jsonb.
-    return frame.select(
-        (
-            pl.col(c.name)
-            if _reference_kind(plan, c) == "json"
-            else _normalize(_reference_kind(plan, c), pl.col(c.name), c.name)
-        ).alias(c.name)
-        for c in table.columns
-    )
+    def read_back(column: Column) -> pl.Expr:
+        kind = _reference_kind(plan, column)
+        if kind == "json":
+            return pl.col(column.name)
+        if kind == "legacy_id":
+            owner = table.name if column.convert == "legacy_id" else str(column.references)
+            return _legacy_id(pl.col(column.name), owner)
+        return _normalize(kind, pl.col(column.name), column.name)
+
+    return frame.select(read_back(c).alias(c.name) for c in table.columns)
 
 
 # --- comparing ---------------------------------------------------------------------------------
 
 
 def _hashed(tokens: pl.DataFrame, table: Table) -> pl.DataFrame:
+    """A 64-bit hash per row, and the row's bucket by the hash of its key (a struct's hash
+    combines its fields' hashes in order: no value can pass for two others)."""
     names = [c.name for c in table.columns]
     key = list(table.primary_key) or names
-
-    def framed(columns: list[str]) -> pl.Expr:
-        # Length-prefixed: no value can pass for the boundary between two others.
-        return pl.concat_str(
-            [
-                pl.concat_str(pl.col(c).str.len_bytes().cast(pl.String), pl.lit(":"), pl.col(c))
-                for c in columns
-            ],
-            separator="|",
-        )
-
     return tokens.with_columns(
-        framed(key).alias("__key"),
-        framed(names).hash(_SEED).alias("hash"),
-    ).with_columns((pl.col("__key").hash(_SEED) % BUCKETS).cast(pl.Int64).alias("bucket"))
+        pl.struct(key).hash(_SEED).alias("__key"),
+        pl.struct(names).hash(_SEED).alias("hash"),
+    ).with_columns((pl.col("__key") % BUCKETS).cast(pl.Int64).alias("bucket"))
 
 
 def compare(
