@@ -503,6 +503,12 @@ def _copy(
         raise _copy_error(table, exc, spans) from None
     except psycopg.errors.IntegrityError as exc:
         raise _copy_error(table, exc, spans) from None
+    except psycopg.OperationalError as exc:
+        # A value beyond a server limit (class 54: JSON nested past the stack depth, say):
+        # named by its row as well. Anything else (a lost connection) is not about a value.
+        if not (exc.sqlstate or "").startswith("54"):
+            raise
+        raise _copy_error(table, exc, spans) from None
     if quarantined:
         _quarantine(conn, table, partition_key, snapshot_sha, pl.concat(quarantined))
     return counts

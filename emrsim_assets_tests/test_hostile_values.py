@@ -85,6 +85,13 @@ PLANTED: dict[str, tuple[str, list[str], list[str]]] = {
         ],
         ["enrollment.student_id", "'seven'", "is not an integer"],
     ),
+    "json_nested_200000_deep": (
+        "app_schema",
+        [
+            "UPDATE turns SET timings_json = printf('%.*c%.*c', 200000, '[', 200000, ']') WHERE rowid = 5"
+        ],
+        ["turns.timings_json", "row id 5", "stack depth limit exceeded"],
+    ),
     "source_table_the_plan_does_not_know": (
         "without_rowid",
         ["CREATE TABLE added_later (x TEXT)", "INSERT INTO added_later VALUES ('y')"],

@@ -99,6 +99,12 @@ def as_failure() -> Iterator[None]:
             allow_retries=False,
         ) from None
     except psycopg.OperationalError as exc:
+        if exc.sqlstate and not exc.sqlstate.startswith(("08", "57P")):
+            # A refusal with a code of its own (a server limit, say): not a lost connection.
+            raise dg.Failure(
+                description=f"TargetError: PostgreSQL refused: {exc.diag.message_primary}.",
+                allow_retries=False,
+            ) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise dg.Failure(
             description=f"TargetError: the connection to PostgreSQL was lost mid-step ({first}). "
