@@ -30,6 +30,7 @@ import polars as pl
 from psycopg import sql
 
 from emrsim_assets import convert
+from emrsim_assets.deep import deep
 from emrsim_assets.plan import Column, Plan, Table
 from emrsim_assets.source import CLASSES, ROWID, Manifest, read_batches
 from emrsim_assets.target import MIGRATION, STAGING, Conn, next_month
@@ -155,10 +156,17 @@ def canonical_json(text: str | None) -> str | None:
     stays visible (it cannot equal what jsonb holds)."""
     if text is None:
         return None
-    try:
+
+    def printed() -> str:
         value = json.loads(text, object_pairs_hook=_jsonb_order, parse_float=_json_number)
-        printed = _ENCODER.encode(value)
-        return _NUMBER.sub(r"\1", printed) if "\\u0000" in printed else printed
+        out = _ENCODER.encode(value)
+        return _NUMBER.sub(r"\1", out) if "\\u0000" in out else out
+
+    try:
+        try:
+            return printed()
+        except RecursionError:
+            return deep(printed)  # nested past Python's recursion limit: jsonb takes it
     except _DuplicateKey as exc:
         return f"duplicate key {exc.args[0]!r}: {text}"
     except (ValueError, RecursionError):
@@ -172,10 +180,6 @@ def _decimal_text(text: str | None) -> str | None:
         return format(Decimal(text.strip()).normalize(), "f")
     except InvalidOperation:
         return text
-
-
-def _values(prefix: str, column: str) -> pl.Expr:
-    return pl.col(column).str.strip_prefix(prefix)
 
 
 def _normalize(kind: str, token: pl.Expr, name: str) -> pl.Expr:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from emrsim_assets.deep import deep
 from emrsim_assets.errors import ConversionError
 from emrsim_assets.plan import Column, Plan, Table
 
@@ -104,6 +106,24 @@ _DECIMAL = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 # Only the canonical form converts: uuid output is lower-case with dashes, so any other spelling
 # would come back changed.
 _CANONICAL_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+def _deep_json_ok(text: str | None) -> bool:
+    if text is None or "\\u0000" in text:
+        return False
+
+    def parse() -> object:
+        return json.loads(text, parse_constant=_no_constant)
+
+    try:
+        deep(parse)
+    except ValueError:
+        return False
+    return True
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _localize(naive: pl.Expr, plan: Plan) -> pl.Expr:
@@ -216,6 +236,12 @@ def _convert_column(frame: pl.DataFrame, column: Column, table: Table, plan: Pla
         if json_ok(column.name) in frame.columns:
             invalid = invalid | (pl.col(json_ok(column.name)) != 1)
         bad = over(invalid)
+        if json_ok(column.name) in frame.columns and bad.any():
+            # SQLite's json_valid() stops at 1,000 levels; jsonb takes deeper values. Those it
+            # refused are parsed again (the rare rows only), without a depth limit.
+            index = bad.fill_null(False).arg_true()
+            again = [_deep_json_ok(raw[int(i)]) for i in index]
+            bad = bad.scatter(index, [not ok for ok in again])
         return _Column(raw, present & bad.fill_null(False), "is not valid JSON for jsonb")
     if kind == "boolean":
         lowered = pl.col(column.name).str.strip_chars().str.to_lowercase()

@@ -156,3 +156,40 @@ def test_a_row_dated_in_one_month_with_an_id_inside_another_months_range_migrate
     assert result.success, [e.description for e in result.get_asset_check_evaluations()]
     evaluation = _evaluation(result, "messages")
     assert evaluation.passed, evaluation.description
+
+
+def test_json_nested_2000_deep_loads_and_is_proven_even_where_the_column_quarantines(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """T3: SQLite's json_valid() stops at 1,000 levels and Python's json at its recursion
+    limit; jsonb takes 2,000. Not quarantined, and compared like any other value."""
+    import yaml
+
+    sqlite = write_shape("app_schema", tmp_path / "app.sqlite")
+    plan = yaml.safe_load(draft_plan(sqlite))
+    [turns] = [t for t in plan["tables"] if t["name"] == "turns"]
+    [timings] = [c for c in turns["columns"] if c["name"] == "timings_json"]
+    assert timings["convert"] == "json"
+    timings["on_invalid"] = "quarantine"
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(yaml.safe_dump(plan), encoding="utf-8")
+    _sql(
+        sqlite,
+        "UPDATE turns SET timings_json = replace(printf('%.*c', 2000, 'x'), 'x', '{\"a\": ') "
+        "|| '1' || printf('%.*c', 2000, '}') WHERE rowid = 5",
+    )
+    migration = Migration(load_plan(plan_path), sqlite, pg_url, tmp_path / "work")
+    result = migration.run_job("migrate")
+    assert result.success, [e.description for e in result.get_asset_check_evaluations()]
+    evaluation = _evaluation(result, "turns")
+    assert evaluation.passed, evaluation.description
+    with migration.connect() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM emrsim_migration.quarantine WHERE table_name = 'turns'"
+        ).fetchone()
+        assert row is not None and row[0] == 0
+        depth = conn.execute(
+            "SELECT timings_json #>> %s FROM emrsim.turns WHERE timings_json ? 'a'",
+            ("{" + ",".join(["a"] * 2000) + "}",),
+        ).fetchone()
+        assert depth is not None and depth[0] == "1"
