@@ -23,3 +23,7 @@ class ConversionError(MigrationError):
 
 class GateClosedError(MigrationError):
     """Cutover refused: a check failed, is missing or is stale."""
+
+
+class WorkloadError(MigrationError):
+    """A query of the app's workload failed on one side."""

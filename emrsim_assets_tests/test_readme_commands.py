@@ -244,6 +244,14 @@ def test_migrate_and_materialize_commands_from_the_readme(tmp_path: Path, pg_url
     full = shell(".venv/bin/emrsim-migrate migrate", env)
     assert full.returncode == 0, full.stdout + full.stderr
     assert "cutover: done" in full.stdout
+    proved = shell(
+        ".venv/bin/dagster asset materialize -m emrsim_assets.definitions --select app_workload",
+        env,
+        timeout=600,
+    )
+    assert proved.returncode == 0, proved.stdout[-2000:] + proved.stderr[-4000:]
+    report = (tmp_path / "work" / "reports" / "workload.md").read_text()
+    assert "| conversation_messages | read |" in report, report
     back = shell(".venv/bin/emrsim-migrate rollback", env)
     assert back.returncode == 0, back.stdout + back.stderr
     assert "the app goes back to its SQLite file" in back.stdout

@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 
 from emrsim_assets import cutover as core_cutover
-from emrsim_assets import pipeline, source
+from emrsim_assets import pipeline, source, workload
 from emrsim_assets.defs.gate import gate_problems
 from emrsim_assets.defs.resources import MigrationResource, as_failure
 from emrsim_assets.errors import GateClosedError, MigrationError
@@ -211,3 +211,119 @@ def build_cutover_asset(
         )
 
     return _cutover
+
+
+WORKLOAD = "app_workload"
+
+
+def build_workload_asset(bundled_plan: bool) -> dg.AssetsDefinition:
+    """After cutover: the app's queries on the snapshot and on the live schema (workload.py)."""
+
+    @dg.asset(
+        name=WORKLOAD,
+        deps=[CUTOVER],
+        group_name="after_cutover",
+        kinds={"sqlite", "postgres"},
+        description="The app's workload (EMRSIM_WORKLOAD, or the bundled one for the EMRsim-chat "
+        "schema) on a copy of the snapshot and on the live schema: the same answers, latency "
+        "per query, throughput at 1, 3 and 6 clients.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                "app_gets_same_answers",
+                asset=WORKLOAD,
+                description="Every read gives the same rows on both sides; every write affects "
+                "the same number of rows.",
+            ),
+            dg.AssetCheckSpec(
+                "postgres_meets_or_exceeds_sqlite",
+                asset=WORKLOAD,
+                description="Each query's median latency on PostgreSQL is at most SQLite's (the "
+                "plan's success criterion); a warning that names the slower queries.",
+            ),
+        ],
+    )
+    # Unparametrized: with check specs, Dagster reads MaterializeResult[None] as one output.
+    def _workload(
+        context: dg.AssetExecutionContext, migration: MigrationResource
+    ) -> dg.MaterializeResult:  # type: ignore[type-arg]
+        with as_failure():
+            path = workload.workload_path(bundled_plan)
+            plan_workload = workload.load_workload(path)
+            with migration.connect() as conn:
+                if not schema_exists(conn, LIVE):
+                    raise GateClosedError(
+                        "No live schema yet: the workload runs after cutover (run migrate first)."
+                    )
+            work = Path(migration.work_dir).resolve()
+            report = workload.run_workload(
+                plan_workload,
+                Path(migration.manifest().snapshot_path),
+                work / "workload",
+                migration.url(),
+            )
+        markdown = report.markdown()
+        reports = work / "reports"
+        reports.mkdir(parents=True, exist_ok=True)
+        (reports / "workload.md").write_text(
+            f"# The app's workload ({path.name})\n\n{markdown}\n", encoding="utf-8"
+        )
+        context.log.info(f"Workload report: {reports / 'workload.md'}")
+        differing = report.differing
+        slower = report.slower
+        return dg.MaterializeResult(
+            metadata={
+                "report": dg.MetadataValue.md(markdown),
+                "workload_file": str(path),
+                "throughput": dg.MetadataValue.json(
+                    {
+                        side: {str(k): round(v, 1) for k, v in by.items()}
+                        for side, by in report.throughput.items()
+                    }
+                ),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="app_gets_same_answers",
+                    passed=not differing,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    description=(
+                        f"Every query of {path.name} gives the same answers on both sides."
+                        if not differing
+                        else "Different answers: "
+                        + "; ".join(
+                            f"{q.name} ({q.differing_draws} of {workload.DRAWS} draws; first: "
+                            f"SQLite {q.differences[0]['sqlite']}, PostgreSQL "
+                            f"{q.differences[0]['postgres']})"
+                            for q in differing
+                        )
+                        + "."
+                    ),
+                    metadata={
+                        "differences": dg.MetadataValue.json(
+                            {q.name: q.differences for q in differing}
+                        ),
+                        "reordered_draws": dg.MetadataValue.json(
+                            {q.name: q.reordered for q in report.queries if q.reordered}
+                        ),
+                    },
+                ),
+                dg.AssetCheckResult(
+                    check_name="postgres_meets_or_exceeds_sqlite",
+                    passed=not slower,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    description=(
+                        "Every query is at least as fast on PostgreSQL."
+                        if not slower
+                        else "Slower on PostgreSQL (median ms, SQLite against PostgreSQL): "
+                        + ", ".join(
+                            f"{q.name} {q.percentile('sqlite', 50):.2f} against "
+                            f"{q.percentile('postgres', 50):.2f}"
+                            for q in slower
+                        )
+                        + "."
+                    ),
+                ),
+            ],
+        )
+
+    return _workload

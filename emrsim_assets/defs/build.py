@@ -8,17 +8,23 @@ from pathlib import Path
 
 import dagster as dg
 
-from emrsim_assets.defs.assets import build_cutover_asset, build_snapshot_asset, build_table_asset
+from emrsim_assets.defs.assets import (
+    build_cutover_asset,
+    build_snapshot_asset,
+    build_table_asset,
+    build_workload_asset,
+)
 from emrsim_assets.defs.checks import build_checks
 from emrsim_assets.defs.jobs import (
     build_migration_jobs,
     build_partition_maintenance,
+    prove_after_cutover,
     rollback,
 )
 from emrsim_assets.defs.loggers import file_logger, progress_logger
 from emrsim_assets.defs.resources import MigrationResource
 from emrsim_assets.defs.runs import abandoned_runs_marked_failed
-from emrsim_assets.plan import Plan
+from emrsim_assets.plan import Plan, default_plan_path, load_plan
 from emrsim_assets.postgres import work_dir as work_dir_of
 from emrsim_assets.source import data_months
 from emrsim_assets.target import next_month
@@ -65,11 +71,12 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
         build_snapshot_asset(plan, months),
         *(build_table_asset(plan, table, months) for table in plan.load_order()),
         build_cutover_asset(plan, gated),
+        build_workload_asset(bundled_plan=plan == load_plan(default_plan_path())),
     ]
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
-        jobs=[*build_migration_jobs(months), rollback, maintenance],
+        jobs=[*build_migration_jobs(months), prove_after_cutover, rollback, maintenance],
         schedules=[schedule],
         sensors=[follow, abandoned_runs_marked_failed],
         resources={"migration": resource or default_resource()},

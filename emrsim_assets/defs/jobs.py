@@ -29,19 +29,29 @@ def build_migration_jobs(months: dg.PartitionsDefinition) -> list[UnresolvedAsse
     return [
         dg.define_asset_job(
             MIGRATE,
-            selection=dg.AssetSelection.all(),
+            selection=dg.AssetSelection.all() - dg.AssetSelection.groups("after_cutover"),
             description="Snapshot, every table and month, every check, then cutover (gated by "
             "the checks).",
             tags=every_month,
         ),
         dg.define_asset_job(
             "load_tables",
-            selection=dg.AssetSelection.all() - dg.AssetSelection.assets("cutover"),
+            selection=dg.AssetSelection.all()
+            - dg.AssetSelection.assets("cutover")
+            - dg.AssetSelection.groups("after_cutover"),
             description="Snapshot, tables and checks, without cutover: a dry run that proves "
             "the data.",
             tags=every_month,
         ),
     ]
+
+
+prove_after_cutover = dg.define_asset_job(
+    "prove_after_cutover",
+    selection=dg.AssetSelection.groups("after_cutover"),
+    description="After cutover: the app's workload on both sides (same answers, latency, "
+    "throughput).",
+)
 
 
 @dg.op(

@@ -1,0 +1,413 @@
+"""The app's workload on both sides, after cutover: the same answers, and latency and
+throughput compared (the plan's sections 5 and 10).
+
+A workload file names queries, each in SQLite and PostgreSQL SQL. Reads run with the same
+parameters on a copy of the snapshot and on the live schema, and their rows are compared after
+the normalizations of values both drivers return differently (a timestamp as text or datetime,
+JSON as text or dict, a boolean as 0/1 or bool). Writes run in a transaction that is rolled
+back on both sides. Then each side runs the weighted mix from 1 and 3 concurrent clients (and
+6), each with its own connection: SQLite in its default journal mode, as the app opens it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+
+from emrsim_assets import convert
+from emrsim_assets.errors import PlanError, WorkloadError
+
+DRAWS = 25  # parameter draws per query, for answers and latency
+CLIENTS = (1, 3, 6)
+SECONDS_PER_LEVEL = 2.0
+SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    sqlite: str
+    postgres: str
+    weight: int = 1
+    write: bool = False
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    sample: str | None = None
+    values: tuple[Any, ...] = ()
+    uuid: str | None = None  # the plan table whose legacy ids this parameter holds
+
+
+@dataclass(frozen=True)
+class Workload:
+    queries: tuple[Query, ...]
+    params: tuple[Param, ...]
+
+
+def default_workload_path() -> Path:
+    return Path(str(resources.files("emrsim_assets") / "workloads" / "emrsim_chat.yaml"))
+
+
+def workload_path(bundled_plan: bool) -> Path:
+    """EMRSIM_WORKLOAD, else the bundled workload where the bundled plan is in use."""
+    value = os.environ.get("EMRSIM_WORKLOAD")
+    if value:
+        path = Path(value)
+        if not path.is_file():
+            raise PlanError(f"EMRSIM_WORKLOAD names {path}, which does not exist.")
+        return path
+    if not bundled_plan:
+        raise PlanError(
+            "No workload for this plan: write your app's queries in a workload file (the format "
+            "is in README.md; emrsim_assets/workloads/emrsim_chat.yaml is an example) and set "
+            "EMRSIM_WORKLOAD to its path."
+        )
+    return default_workload_path()
+
+
+def load_workload(path: Path) -> Workload:
+    """The workload file, checked; every error is one sentence naming the key."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise PlanError(f"The workload {path} cannot be read: {exc}.") from None
+    if not isinstance(raw, dict) or raw.get("version") != 1:
+        raise PlanError(f"The workload {path} must be a mapping with version: 1.")
+    params = []
+    for name, spec in (raw.get("params") or {}).items():
+        if not isinstance(spec, dict) or not (spec.get("sample") or spec.get("values")):
+            raise PlanError(f"{path}: params.{name} needs sample (a query) or values (a list).")
+        params.append(
+            Param(name, spec.get("sample"), tuple(spec.get("values") or ()), spec.get("uuid"))
+        )
+    queries = []
+    for i, spec in enumerate(raw.get("queries") or []):
+        where = f"{path}: queries[{i}]"
+        if not isinstance(spec, dict) or not all(
+            spec.get(k) for k in ("name", "sqlite", "postgres")
+        ):
+            raise PlanError(f"{where} needs name, sqlite and postgres.")
+        queries.append(
+            Query(
+                str(spec["name"]),
+                str(spec["sqlite"]),
+                str(spec["postgres"]),
+                int(spec.get("weight", 1)),
+                bool(spec.get("write", False)),
+            )
+        )
+    if not queries:
+        raise PlanError(f"The workload {path} has no queries.")
+    return Workload(tuple(queries), tuple(params))
+
+
+# --- values both drivers return differently ----------------------------------------------------
+
+
+def normalize(value: Any) -> Any:
+    """One comparable form: timestamps as UTC 'YYYY-MM-DD HH:MM:SS[.ffffff]', JSON text and
+    dicts as sorted JSON, booleans as 0/1, numbers as numbers."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, datetime):
+        stamp = value.astimezone(UTC) if value.tzinfo else value
+        return stamp.strftime("%Y-%m-%d %H:%M:%S.%f").removesuffix(".000000")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.dumps(json.loads(value), sort_keys=True)
+        except ValueError:
+            return value
+    if isinstance(value, str) and _TIMESTAMP.match(value):
+        try:  # SQLite's text timestamps, any ISO form; naive ones are UTC, as the plan reads them
+            return normalize(datetime.fromisoformat(value.strip()))
+        except ValueError:
+            return value
+    return value
+
+
+_TIMESTAMP = re.compile(r"^\s*\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}")
+
+
+# --- running -----------------------------------------------------------------------------------
+
+
+@dataclass
+class QueryResult:
+    name: str
+    write: bool
+    sqlite_ms: list[float] = field(default_factory=list)
+    postgres_ms: list[float] = field(default_factory=list)
+    differences: list[dict[str, Any]] = field(default_factory=list)
+    differing_draws: int = 0
+    reordered: int = 0  # draws with the same rows in another order
+
+    def percentile(self, side: str, p: float) -> float:
+        values = sorted(self.sqlite_ms if side == "sqlite" else self.postgres_ms)
+        if not values:
+            return 0.0
+        return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
+
+
+@dataclass
+class WorkloadReport:
+    queries: list[QueryResult]
+    throughput: dict[str, dict[int, float]]  # side -> clients -> operations per second
+
+    @property
+    def differing(self) -> list[QueryResult]:
+        return [q for q in self.queries if q.differences]
+
+    @property
+    def slower(self) -> list[QueryResult]:
+        return [
+            q for q in self.queries if q.percentile("postgres", 50) > q.percentile("sqlite", 50)
+        ]
+
+    def markdown(self) -> str:
+        lines = [
+            "| query | kind | SQLite p50 / p95 / p99 ms | PostgreSQL p50 / p95 / p99 ms | "
+            "same answers |",
+            "|---|---|---:|---:|---|",
+        ]
+        for q in self.queries:
+            lines.append(
+                f"| {q.name} | {'write' if q.write else 'read'} | "
+                + " / ".join(f"{q.percentile('sqlite', p):.2f}" for p in (50, 95, 99))
+                + " | "
+                + " / ".join(f"{q.percentile('postgres', p):.2f}" for p in (50, 95, 99))
+                + f" | {_answers(q)} |"
+            )
+        lines += ["", "| clients | SQLite ops/s | PostgreSQL ops/s |", "|---:|---:|---:|"]
+        for clients in CLIENTS:
+            lines.append(
+                f"| {clients} | {self.throughput['sqlite'].get(clients, 0):,.0f} | "
+                f"{self.throughput['postgres'].get(clients, 0):,.0f} |"
+            )
+        return "\n".join(lines)
+
+
+def _answers(q: QueryResult) -> str:
+    if q.write:
+        return "rows affected equal" if not q.differences else "no"
+    if q.differences:
+        return f"no: {q.differing_draws} of {DRAWS} draws"
+    if q.reordered:
+        return f"yes (another order in {q.reordered} of {DRAWS} draws)"
+    return "yes"
+
+
+def _draws(workload: Workload, sqlite: sqlite3.Connection, seed: int) -> list[dict[str, Any]]:
+    """DRAWS parameter sets (source values), the same for both sides."""
+    rng = random.Random(seed)
+    pools: dict[str, list[Any]] = {}
+    for param in workload.params:
+        if param.sample:
+            pools[param.name] = [row[0] for row in sqlite.execute(param.sample).fetchall()]
+        else:
+            pools[param.name] = list(param.values)
+        if not pools[param.name]:
+            raise PlanError(f"Workload parameter {param.name} drew no values from the snapshot.")
+    return [{name: rng.choice(pool) for name, pool in pools.items()} for _ in range(DRAWS)]
+
+
+def _for_postgres(workload: Workload, params: dict[str, Any]) -> dict[str, Any]:
+    mapped = dict(params)
+    for param in workload.params:
+        if param.uuid and mapped.get(param.name) is not None:
+            mapped[param.name] = convert.legacy_uuid(param.uuid, int(mapped[param.name]))
+    return mapped
+
+
+def _timed(run: Callable[[], list[tuple[Any, ...]]]) -> tuple[float, list[tuple[Any, ...]]]:
+    started = time.perf_counter()
+    rows = run()
+    return (time.perf_counter() - started) * 1000, rows
+
+
+def run_workload(
+    workload: Workload, snapshot: Path, scratch: Path, pg_url: str, seed: int = 7
+) -> WorkloadReport:
+    """Answers and latency, then throughput. The snapshot itself is never opened for writing:
+    the app's side runs on a copy in `scratch`."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    copy = scratch / "app.sqlite"
+    shutil.copyfile(snapshot, copy)
+    lite = sqlite3.connect(copy, check_same_thread=False, isolation_level=None)
+    results = []
+    try:
+        draws = _draws(workload, lite, seed)
+        with psycopg.connect(pg_url) as pg:
+            for query in workload.queries:
+                result = QueryResult(query.name, query.write)
+                for params in draws:
+                    try:
+                        lite_ms, lite_rows = _sqlite_once(lite, query, params)
+                    except sqlite3.Error as exc:
+                        raise WorkloadError(
+                            f"Workload query {query.name} failed on SQLite: {exc}."
+                        ) from None
+                    try:
+                        pg_ms, pg_rows = _postgres_once(pg, query, _for_postgres(workload, params))
+                    except psycopg.Error as exc:
+                        message = exc.diag.message_primary or str(exc).splitlines()[0]
+                        raise WorkloadError(
+                            f"Workload query {query.name} failed on PostgreSQL: {message}."
+                        ) from None
+                    result.sqlite_ms.append(lite_ms)
+                    result.postgres_ms.append(pg_ms)
+                    _compare(result, params, lite_rows, pg_rows)
+                results.append(result)
+        throughput = {
+            "sqlite": {
+                c: _throughput(workload, draws, c, lambda: _sqlite_worker(copy)) for c in CLIENTS
+            },
+            "postgres": {
+                c: _throughput(workload, draws, c, lambda: _postgres_worker(workload, pg_url))
+                for c in CLIENTS
+            },
+        }
+    finally:
+        lite.close()
+    return WorkloadReport(results, throughput)
+
+
+def _sqlite_once(
+    lite: sqlite3.Connection, query: Query, params: dict[str, Any]
+) -> tuple[float, list[tuple[Any, ...]]]:
+    if not query.write:
+        return _timed(lambda: lite.execute(query.sqlite, params).fetchall())
+    lite.execute("BEGIN")
+    try:
+        return _timed(lambda: [(lite.execute(query.sqlite, params).rowcount,)])
+    finally:
+        lite.execute("ROLLBACK")
+
+
+def _postgres_once(
+    pg: psycopg.Connection[Any], query: Query, params: dict[str, Any]
+) -> tuple[float, list[tuple[Any, ...]]]:
+    try:
+        if query.write:
+            ms, rows = _timed(lambda: [(pg.execute(query.postgres, params).rowcount,)])
+        else:
+            ms, rows = _timed(lambda: pg.execute(query.postgres, params).fetchall())
+    finally:
+        pg.rollback()
+    return ms, rows
+
+
+def _compare(
+    result: QueryResult,
+    params: dict[str, Any],
+    lite_rows: list[tuple[Any, ...]],
+    pg_rows: list[tuple[Any, ...]],
+) -> None:
+    left = [tuple(normalize(v) for v in row) for row in lite_rows]
+    right = [tuple(normalize(v) for v in row) for row in pg_rows]
+    if left == right:
+        return
+    if sorted(left, key=repr) == sorted(right, key=repr):
+        # The same rows in another order: SQLite sorts timestamps stored as text of mixed
+        # forms ('2023-01-16T08:18:37Z' after '2023-01-16 08:31:55') as text, PostgreSQL by
+        # instant. Reported, not a failure.
+        result.reordered += 1
+        return
+    if len(result.differences) >= SHOWN:
+        result.differing_draws += 1
+        return
+    result.differing_draws += 1
+    first = next(
+        (i for i, (a, b) in enumerate(zip(left, right, strict=False)) if a != b),
+        min(len(left), len(right)),
+    )
+    result.differences.append(
+        {
+            "params": {k: str(v) for k, v in params.items()},
+            "sqlite_rows": len(left),
+            "postgres_rows": len(right),
+            "row": first,
+            "sqlite": repr(left[first])[:300] if first < len(left) else "(no row)",
+            "postgres": repr(right[first])[:300] if first < len(right) else "(no row)",
+        }
+    )
+
+
+def _sqlite_worker(path: Path) -> Callable[[Query, dict[str, Any]], None]:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+
+    def run(query: Query, params: dict[str, Any]) -> None:
+        if query.write:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(query.sqlite, params)
+            finally:
+                conn.execute("ROLLBACK")
+        else:
+            conn.execute(query.sqlite, params).fetchall()
+
+    return run
+
+
+def _postgres_worker(workload: Workload, url: str) -> Callable[[Query, dict[str, Any]], None]:
+    conn = psycopg.connect(url)
+
+    def run(query: Query, params: dict[str, Any]) -> None:
+        try:
+            cursor = conn.execute(query.postgres, _for_postgres(workload, params))
+            if not query.write:
+                cursor.fetchall()
+        finally:
+            conn.rollback()
+
+    return run
+
+
+def _throughput(
+    workload: Workload,
+    draws: list[dict[str, Any]],
+    clients: int,
+    worker: Callable[[], Callable[[Query, dict[str, Any]], None]],
+) -> float:
+    """Operations per second of the weighted mix, `clients` threads for SECONDS_PER_LEVEL."""
+    mix = [q for q in workload.queries for _ in range(max(q.weight, 0))]
+    done = [0] * clients
+    stop = time.perf_counter() + SECONDS_PER_LEVEL
+    runners = [worker() for _ in range(clients)]
+
+    def client(i: int) -> None:
+        rng = random.Random(i)
+        while time.perf_counter() < stop:
+            runners[i](rng.choice(mix), rng.choice(draws))
+            done[i] += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.perf_counter() - started)

@@ -1,0 +1,91 @@
+"""The app's workload after cutover: the same answers on both sides, latency and throughput."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from emrsim_assets import workload
+from emrsim_assets.errors import PlanError
+from emrsim_assets_tests.conftest import Migration
+
+SELECTION = dg.AssetSelection.assets("app_workload")
+
+
+def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+@pytest.fixture(autouse=True)
+def short_throughput_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workload, "SECONDS_PER_LEVEL", 0.2)
+
+
+def test_the_workload_gets_the_same_answers_and_reports_latency_and_throughput(
+    migration: Migration,
+) -> None:
+    assert migration.run_job("migrate").success
+    result = migration.materialize(SELECTION)
+    assert result.success
+    checks = _checks(result)
+    same = checks["app_gets_same_answers"]
+    assert same.passed, same.description
+    assert "postgres_meets_or_exceeds_sqlite" in checks  # a warning either way: timings vary
+    [event] = result.get_asset_materialization_events()
+    metadata = event.event_specific_data.materialization.metadata  # type: ignore[union-attr]
+    report = str(metadata["report"].value)
+    for name in ("conversation_messages", "search_messages", "insert_message", "| 3 |"):
+        assert name in report, report
+    throughput = metadata["throughput"].value
+    assert isinstance(throughput, dict) and throughput["postgres"]["3"] > 0
+    assert (migration.work / "reports" / "workload.md").read_text().count("|") > 20
+
+
+def test_a_different_answer_fails_the_check_naming_the_query(migration: Migration) -> None:
+    assert migration.run_job("migrate").success
+    with migration.connect() as conn:
+        conn.execute("UPDATE emrsim.messages SET sender = 'robot' WHERE sender = 'user'")
+    checks = _checks(migration.materialize(SELECTION))
+    same = checks["app_gets_same_answers"]
+    assert not same.passed
+    assert "conversation_messages" in str(same.description), same.description
+    assert "'robot'" in str(same.description) and "'user'" in str(same.description)
+    assert "search_messages" not in str(same.description)  # ids only: unchanged
+
+
+def test_before_cutover_the_workload_refuses_in_one_sentence(migration: Migration) -> None:
+    assert migration.run_job("load_tables").success
+    result = migration.materialize(SELECTION)
+    assert not result.success
+    data = result.get_step_failure_events()[0].step_failure_data
+    assert data.user_failure_data is not None
+    assert "the workload runs after cutover" in str(data.user_failure_data.description)
+
+
+def test_workload_files_that_cannot_work_are_refused_in_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "w.yaml"
+    bad.write_text("version: 1\nqueries:\n  - {name: q, sqlite: SELECT 1}\n")
+    with pytest.raises(PlanError, match=r"queries\[0\] needs name, sqlite and postgres"):
+        workload.load_workload(bad)
+    monkeypatch.setenv("EMRSIM_WORKLOAD", str(tmp_path / "missing.yaml"))
+    with pytest.raises(PlanError, match=r"missing\.yaml, which does not exist"):
+        workload.workload_path(bundled_plan=True)
+    monkeypatch.delenv("EMRSIM_WORKLOAD")
+    with pytest.raises(PlanError, match="No workload for this plan"):
+        workload.workload_path(bundled_plan=False)
+    assert workload.workload_path(bundled_plan=True) == workload.default_workload_path()
+
+
+def test_values_both_drivers_return_differently_compare_equal() -> None:
+    from datetime import UTC, datetime
+
+    assert workload.normalize("2023-01-16T08:18:37.541Z") == workload.normalize(
+        datetime(2023, 1, 16, 8, 18, 37, 541000, tzinfo=UTC)
+    )
+    assert workload.normalize('{"b": 1, "a": [true]}') == workload.normalize({"a": [True], "b": 1})
+    assert workload.normalize(True) == workload.normalize(1)
+    assert workload.normalize("2023-01-16 08:18:37") != workload.normalize("2023-01-16 08:18:38")
