@@ -20,6 +20,7 @@ def test_asset_graph_follows_the_plan() -> None:
         "user_sessions",
         "cutover",
         "app_workload",
+        "backup",
     }
 
     def parents(name: str) -> set[str]:
@@ -28,8 +29,8 @@ def test_asset_graph_follows_the_plan() -> None:
     assert parents("users") == {"source_snapshot"}
     assert parents("conversations") == {"source_snapshot", "users", "patients"}
     assert parents("messages") == {"source_snapshot", "conversations"}
-    assert parents("cutover") == keys - {"source_snapshot", "cutover", "app_workload"}
-    assert parents("app_workload") == {"cutover"}
+    assert parents("cutover") == keys - {"source_snapshot", "cutover", "app_workload", "backup"}
+    assert parents("app_workload") == parents("backup") == {"cutover"}
     messages = graph.get(dg.AssetKey("messages"))
     assert isinstance(messages.partitions_def, dg.MonthlyPartitionsDefinition)
     assert messages.partitions_def.get_first_partition_key() == "2023-01-01"
@@ -54,6 +55,7 @@ def test_every_table_has_blocking_count_content_and_fk_checks() -> None:
         "user_sessions:row_count_matches_source",
         "user_sessions:fk_user_id_resolves",
         "app_workload:app_gets_same_answers",
+        "backup:restore_is_identical",
         "app_workload:postgres_meets_or_exceeds_sqlite",
         *(
             f"{table}:{check}"
@@ -69,7 +71,8 @@ def test_every_table_has_blocking_count_content_and_fk_checks() -> None:
         ),
     }
     for key in graph.asset_check_keys:
-        if key.asset_key != dg.AssetKey("app_workload"):  # after cutover: nothing to block
+        if key.asset_key not in (dg.AssetKey("app_workload"), dg.AssetKey("backup")):
+            # (after cutover: nothing left to block)
             assert graph.get_check_spec(key).blocking, key
 
 
@@ -78,8 +81,10 @@ def test_jobs_and_schedule_exist() -> None:
         "migrate",
         "load_tables",
         "prove_after_cutover",
+        "backup_live",
         "rollback",
         "create_next_month_partition",
     ):
         assert defs.resolve_job_def(name).name == name
     assert defs.resolve_schedule_def("monthly_partition_schedule").cron_schedule == "0 3 20 * *"
+    assert defs.resolve_schedule_def("daily_backup").cron_schedule == "0 2 * * *"

@@ -252,6 +252,11 @@ def test_migrate_and_materialize_commands_from_the_readme(tmp_path: Path, pg_url
     assert proved.returncode == 0, proved.stdout[-2000:] + proved.stderr[-4000:]
     report = (tmp_path / "work" / "reports" / "workload.md").read_text()
     assert "| conversation_messages | read |" in report, report
+    backed_up = shell(
+        ".venv/bin/dagster asset materialize -m emrsim_assets.definitions --select backup", env
+    )
+    assert backed_up.returncode == 0, backed_up.stdout[-2000:] + backed_up.stderr[-4000:]
+    assert list((tmp_path / "work" / "backups").glob("emrsim-*.dump"))
     back = shell(".venv/bin/emrsim-migrate rollback", env)
     assert back.returncode == 0, back.stdout + back.stderr
     assert "the app goes back to its SQLite file" in back.stdout

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from emrsim_assets.defs.assets import (
+    build_backup_asset,
     build_cutover_asset,
     build_snapshot_asset,
     build_table_asset,
@@ -16,8 +17,10 @@ from emrsim_assets.defs.assets import (
 )
 from emrsim_assets.defs.checks import build_checks
 from emrsim_assets.defs.jobs import (
+    backup_live,
     build_migration_jobs,
     build_partition_maintenance,
+    daily_backup,
     prove_after_cutover,
     rollback,
 )
@@ -72,12 +75,19 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
         *(build_table_asset(plan, table, months) for table in plan.load_order()),
         build_cutover_asset(plan, gated),
         build_workload_asset(bundled_plan=plan == load_plan(default_plan_path())),
+        build_backup_asset(),
     ]
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
-        jobs=[*build_migration_jobs(months), prove_after_cutover, rollback, maintenance],
-        schedules=[schedule],
+        jobs=[
+            *build_migration_jobs(months),
+            prove_after_cutover,
+            backup_live,
+            rollback,
+            maintenance,
+        ],
+        schedules=[schedule, daily_backup],
         sensors=[follow, abandoned_runs_marked_failed],
         resources={"migration": resource or default_resource()},
         # One process per run: steps are short and share the warm interpreter.
@@ -100,4 +110,5 @@ def default_resource() -> MigrationResource:
         batch_rows=int(os.environ.get("EMRSIM_BATCH_ROWS", "50000")),
         workers=int(os.environ.get("EMRSIM_WORKERS", "3")),
         keep_backups=int(os.environ.get("EMRSIM_KEEP_BACKUPS", "2")),
+        keep_dumps=int(os.environ.get("EMRSIM_KEEP_DUMPS", "7")),
     )

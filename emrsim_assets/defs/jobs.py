@@ -48,10 +48,30 @@ def build_migration_jobs(months: dg.PartitionsDefinition) -> list[UnresolvedAsse
 
 prove_after_cutover = dg.define_asset_job(
     "prove_after_cutover",
-    selection=dg.AssetSelection.groups("after_cutover"),
+    selection=dg.AssetSelection.assets("app_workload"),
     description="After cutover: the app's workload on both sides (same answers, latency, "
     "throughput).",
 )
+
+
+backup_live = dg.define_asset_job(
+    "backup_live",
+    selection=dg.AssetSelection.assets("backup"),
+    description="pg_dump of the live schema, restored into a scratch database and compared.",
+)
+
+
+@dg.schedule(
+    job=backup_live,
+    cron_schedule="0 2 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every day at 02:00 UTC, once a cutover has happened: a proven backup.",
+)
+def daily_backup(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    if context.instance.get_latest_materialization_event(dg.AssetKey("cutover")) is None:
+        return dg.SkipReason("No cutover yet: nothing live to back up.")
+    return dg.RunRequest()
 
 
 @dg.op(

@@ -47,6 +47,11 @@ class MigrationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         "older ones are dropped.",
     )
 
+    keep_dumps: int = Field(
+        default=7,
+        description="pg_dump files (<work dir>/backups) kept by the backup asset, newest first.",
+    )
+
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Once per run process: tag the run with this process (so a run whose process dies is
         marked failed, see defs/runs.py), and pool the instance's storage connections. dagster-postgres
