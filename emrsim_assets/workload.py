@@ -234,6 +234,15 @@ def _draws(workload: Workload, sqlite: sqlite3.Connection, seed: int) -> list[di
     return [{name: rng.choice(pool) for name, pool in pools.items()} for _ in range(DRAWS)]
 
 
+def draw_one(workload: Workload, snapshot: Path, seed: int | None = None) -> dict[str, Any]:
+    """One parameter set for PostgreSQL, drawn from the snapshot (opened read-only)."""
+    lite = sqlite3.connect(f"{snapshot.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return _for_postgres(workload, _draws(workload, lite, seed or time.time_ns())[0])
+    finally:
+        lite.close()
+
+
 def _for_postgres(workload: Workload, params: dict[str, Any]) -> dict[str, Any]:
     mapped = dict(params)
     for param in workload.params:

@@ -56,6 +56,7 @@ def test_every_table_has_blocking_count_content_and_fk_checks() -> None:
         "user_sessions:fk_user_id_resolves",
         "app_workload:app_gets_same_answers",
         "backup:restore_is_identical",
+        "app_workload:live_database_is_healthy",
         "app_workload:postgres_meets_or_exceeds_sqlite",
         *(
             f"{table}:{check}"
@@ -82,9 +83,11 @@ def test_jobs_and_schedule_exist() -> None:
         "load_tables",
         "prove_after_cutover",
         "backup_live",
+        "health_check",
         "rollback",
         "create_next_month_partition",
     ):
         assert defs.resolve_job_def(name).name == name
     assert defs.resolve_schedule_def("monthly_partition_schedule").cron_schedule == "0 3 20 * *"
     assert defs.resolve_schedule_def("daily_backup").cron_schedule == "0 2 * * *"
+    assert defs.resolve_schedule_def("health_every_5_minutes").cron_schedule == "*/5 * * * *"

@@ -89,3 +89,23 @@ def test_values_both_drivers_return_differently_compare_equal() -> None:
     assert workload.normalize('{"b": 1, "a": [true]}') == workload.normalize({"a": [True], "b": 1})
     assert workload.normalize(True) == workload.normalize(1)
     assert workload.normalize("2023-01-16 08:18:37") != workload.normalize("2023-01-16 08:18:38")
+
+
+def test_the_health_check_watches_the_live_database(migration: Migration) -> None:
+    from emrsim_assets import health
+
+    assert migration.run_job("migrate").success
+    check = dg.AssetSelection.checks(
+        dg.AssetCheckKey(dg.AssetKey("app_workload"), "live_database_is_healthy")
+    )
+    [evaluation] = migration.materialize(check).get_asset_check_evaluations()
+    assert evaluation.passed, evaluation.description
+    assert str(evaluation.description).startswith("Healthy: connect ")
+    assert evaluation.metadata["baseline_p95_ms"].value == "(no workload run yet)"
+    assert int(evaluation.metadata["max_connections"].value) > 0  # type: ignore[arg-type]
+
+    # A baseline the key query cannot meet, and a server that does not answer.
+    slow = health.health(migration.pg_url, "SELECT pg_sleep(0.06)", {}, baseline_ms=1.0)
+    assert slow.problems and "the key query took" in slow.problems[0]
+    gone = health.health("postgresql://nobody@127.0.0.1:1/none", "SELECT 1", {}, None)
+    assert gone.problems[0].startswith("cannot connect")

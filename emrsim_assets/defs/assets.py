@@ -9,6 +9,7 @@ import dagster as dg
 
 from emrsim_assets import backup as core_backup
 from emrsim_assets import cutover as core_cutover
+from emrsim_assets import health as core_health
 from emrsim_assets import pipeline, source, workload
 from emrsim_assets.defs.gate import gate_problems
 from emrsim_assets.defs.resources import MigrationResource, as_failure
@@ -275,6 +276,10 @@ def build_workload_asset(bundled_plan: bool) -> dg.AssetsDefinition:
             metadata={
                 "report": dg.MetadataValue.md(markdown),
                 "workload_file": str(path),
+                "key_query": report.queries[0].name if report.queries else "",
+                "key_query_p95_ms": round(report.queries[0].percentile("postgres", 95), 3)
+                if report.queries
+                else 0.0,
                 "throughput": dg.MetadataValue.json(
                     {
                         side: {str(k): round(v, 1) for k, v in by.items()}
@@ -400,3 +405,53 @@ def build_backup_asset() -> dg.AssetsDefinition:
         )
 
     return _backup
+
+
+HEALTH = "live_database_is_healthy"
+
+
+def build_health_check(bundled_plan: bool) -> dg.AssetChecksDefinition:
+    """The live database, every 5 minutes under make dev (health_every_5_minutes)."""
+
+    @dg.asset_check(
+        asset=WORKLOAD,
+        name=HEALTH,
+        description="Connectivity, the workload's key query against its baseline (3 times its "
+        "p95 at the last app_workload, at least 50 ms), connections in use (at most 80% of "
+        "max_connections), replica lag (at most 30 s).",
+    )
+    def _health(
+        context: dg.AssetCheckExecutionContext, migration: MigrationResource
+    ) -> dg.AssetCheckResult:
+        with as_failure():
+            plan_workload = workload.load_workload(workload.workload_path(bundled_plan))
+            query = next(q for q in plan_workload.queries if not q.write)
+            params = workload.draw_one(plan_workload, Path(migration.manifest().snapshot_path))
+            baseline = None
+            event = context.instance.get_latest_materialization_event(dg.AssetKey(WORKLOAD))
+            if event is not None and event.asset_materialization is not None:
+                value = event.asset_materialization.metadata.get("key_query_p95_ms")
+                baseline = float(value.value) if value is not None else None
+            found = core_health.health(migration.url(), query.postgres, params, baseline)
+        return dg.AssetCheckResult(
+            passed=not found.problems,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=(
+                "Healthy: "
+                if not found.problems
+                else "Unhealthy: " + "; ".join(found.problems) + ". "
+            )
+            + f"connect {found.connect_ms:.1f} ms, {query.name} {found.key_query_ms:.1f} ms, "
+            f"{found.connections} of {found.max_connections} connections, "
+            f"{len(found.replicas)} replica(s).",
+            metadata={
+                "connect_ms": round(found.connect_ms, 3),
+                "key_query_ms": round(found.key_query_ms, 3),
+                "baseline_p95_ms": baseline if baseline is not None else "(no workload run yet)",
+                "connections": found.connections,
+                "max_connections": found.max_connections,
+                "replica_lag_seconds": dg.MetadataValue.json(found.replicas),
+            },
+        )
+
+    return _health

@@ -11,6 +11,7 @@ import dagster as dg
 from emrsim_assets.defs.assets import (
     build_backup_asset,
     build_cutover_asset,
+    build_health_check,
     build_snapshot_asset,
     build_table_asset,
     build_workload_asset,
@@ -21,6 +22,7 @@ from emrsim_assets.defs.jobs import (
     build_migration_jobs,
     build_partition_maintenance,
     daily_backup,
+    health_every_5_minutes,
     prove_after_cutover,
     rollback,
 )
@@ -77,9 +79,10 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
         build_workload_asset(bundled_plan=plan == load_plan(default_plan_path())),
         build_backup_asset(),
     ]
+    bundled = plan == load_plan(default_plan_path())
     return dg.Definitions(
         assets=assets,
-        asset_checks=checks,
+        asset_checks=[*checks, build_health_check(bundled)],
         jobs=[
             *build_migration_jobs(months),
             prove_after_cutover,
@@ -87,7 +90,7 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
             rollback,
             maintenance,
         ],
-        schedules=[schedule, daily_backup],
+        schedules=[schedule, daily_backup, health_every_5_minutes],
         sensors=[follow, abandoned_runs_marked_failed],
         resources={"migration": resource or default_resource()},
         # One process per run: steps are short and share the warm interpreter.

@@ -74,6 +74,29 @@ def daily_backup(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.Sk
     return dg.RunRequest()
 
 
+health_check = dg.define_asset_job(
+    "health_check",
+    selection=dg.AssetSelection.checks(
+        dg.AssetCheckKey(dg.AssetKey("app_workload"), "live_database_is_healthy")
+    ),
+    description="The live database's health: connectivity, key query latency, connections, "
+    "replica lag.",
+)
+
+
+@dg.schedule(
+    job=health_check,
+    cron_schedule="*/5 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every 5 minutes, once a cutover has happened: the live database's health.",
+)
+def health_every_5_minutes(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    if context.instance.get_latest_materialization_event(dg.AssetKey("cutover")) is None:
+        return dg.SkipReason("No cutover yet: nothing live to watch.")
+    return dg.RunRequest()
+
+
 @dg.op(
     description="Swap the live schema back to the one it replaced (the SQLite file is untouched)."
 )
