@@ -109,3 +109,24 @@ def test_the_health_check_watches_the_live_database(migration: Migration) -> Non
     assert slow.problems and "the key query took" in slow.problems[0]
     gone = health.health("postgresql://nobody@127.0.0.1:1/none", "SELECT 1", {}, None)
     assert gone.problems[0].startswith("cannot connect")
+
+
+def test_the_app_schema_workload_gets_the_same_answers(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """workloads/app.yaml on `sample --schema app`, migrated with its drafted plan (which now
+    indexes turns.session_id: the workload's most frequent lookup)."""
+    from emrsim_assets.plan import load_plan
+    from emrsim_assets.plan.draft import draft_plan
+    from emrsim_assets_tests.shapes import write_shape
+
+    sqlite = write_shape("app_schema", tmp_path / "app.sqlite")
+    (tmp_path / "plan.yaml").write_text(draft_plan(sqlite), encoding="utf-8")
+    plan = load_plan(tmp_path / "plan.yaml")
+    assert "idx_turns_session_id" in {i.name for i in plan.table("turns").indexes}
+    monkeypatch.setenv("EMRSIM_WORKLOAD", str(workload.default_workload_path().parent / "app.yaml"))
+    migration = Migration(plan, sqlite, pg_url, tmp_path / "work")
+    assert migration.run_job("migrate").success
+    checks = _checks(migration.materialize(SELECTION))
+    assert checks["app_gets_same_answers"].passed, checks["app_gets_same_answers"].description
+    assert checks["live_database_is_healthy"].passed
