@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from emrsim_assets import postgres
-from emrsim_assets.errors import MigrationError, SourceError, TargetError
+from emrsim_assets.errors import MigrationError, SourceError, TargetError, connection_lost
 
 
 def _dagster_home() -> Path:
@@ -184,11 +184,7 @@ def _stderr_to(path: Path | None) -> Iterator[None]:
                     handler.setStream(stream)
 
 
-_CONNECTION_LOST = (
-    "TargetError: the connection to PostgreSQL was lost mid-step (the server restarted or went "
-    "away). Nothing half-done is kept (each table and month loads in one transaction): once "
-    "the server is back, run again."
-)
+_CONNECTION_LOST = connection_lost("the server restarted or went away")
 _CONNECTION_ERRORS = {"OperationalError", "DagsterPostgresException", "InterfaceError"}
 
 

@@ -2,12 +2,13 @@
 snapshot's value, storage class included.
 
 Each value becomes a token on both sides: its SQLite storage class and its text, `i:42`,
-`t:hello`, `b:48656C6C6F`, `null`. On the target side, PostgreSQL turns each value back into the
-form the source had: a legacy_id uuid into its integer, a boolean into 0/1, a bytea into hex.
-The only differences that are not differences (NORMALIZATIONS, also in the README) are applied
-to both sides alike. A row's tokens hash to 64 bits; per table (per month for the partitioned
-table) the rows are compared as count and sum of hashes in 1,024 buckets by key. Only buckets
-that differ are read again, to name the rows: at most 20, source and target side by side.
+`t:hello`, `b:48656C6C6F`, `null`. The target side is read back into the form the source had:
+a bytea into hex and a boolean into 0/1 by PostgreSQL, a legacy_id uuid into its integer by
+Polars. The only differences that are not differences are NORMALIZATIONS (also in the README);
+JSON on the source side is printed as PostgreSQL prints jsonb. A row's tokens hash to 64 bits;
+per table (per month for the partitioned table) the rows are compared as count and sum of
+hashes in 1,024 buckets by key. Only buckets that differ are read again, to name the rows: at
+most 20, source and target side by side.
 
 Memory is one batch per side; no row is held beyond its batch except in the differing buckets.
 """
@@ -33,7 +34,7 @@ from emrsim_assets import convert
 from emrsim_assets.deep import deep
 from emrsim_assets.plan import Column, Plan, Table
 from emrsim_assets.source import CLASSES, ROWID, Manifest, read_batches
-from emrsim_assets.target import MIGRATION, STAGING, Conn, next_month
+from emrsim_assets.target import MIGRATION, STAGING, UNPARTITIONED, Conn, next_month
 
 BUCKETS = 1024
 SHOWN = 20
@@ -94,8 +95,8 @@ class Comparison:
     differing_buckets: int
 
 
-def _reference_kind(plan: Plan, column: Column) -> str:
-    """What a column holds in source form: a ref is whatever the key it points at is."""
+def _reference_kind(column: Column) -> str:
+    """What a column holds in source form: a ref holds the legacy id of the key it points at."""
     if column.convert == "ref":
         return "legacy_id"
     return column.convert
@@ -183,7 +184,8 @@ def _decimal_text(text: str | None) -> str | None:
 
 
 def _normalize(kind: str, token: pl.Expr, name: str) -> pl.Expr:
-    """The normalizations both sides share, on tokens."""
+    """The normalizations of `kind`, on tokens (JSON: the source side only; the target's
+    jsonb text is already in the form canonical_json prints)."""
     if kind == "real":
         number = token.str.strip_prefix("r:").cast(pl.Float64, strict=False)
         return (
@@ -192,24 +194,17 @@ def _normalize(kind: str, token: pl.Expr, name: str) -> pl.Expr:
             .otherwise(token)
         )
     if kind == "numeric":
-        return (
-            pl.when(token.str.starts_with("n:"))
-            .then(
-                pl.lit("n:")
-                + token.str.strip_prefix("n:").map_elements(_decimal_text, return_dtype=pl.String)
-            )
-            .otherwise(token)
-        )
+        return _mapped(token, "n:", _decimal_text)
     if kind == "json":
-        return (
-            pl.when(token.str.starts_with("t:"))
-            .then(
-                pl.lit("t:")
-                + token.str.strip_prefix("t:").map_elements(canonical_json, return_dtype=pl.String)
-            )
-            .otherwise(token)
-        )
+        return _mapped(token, "t:", canonical_json)
     return token.alias(name)
+
+
+def _mapped(token: pl.Expr, prefix: str, function: Callable[[str], str | None]) -> pl.Expr:
+    """Tokens of this prefix with their value passed through `function` (in Python: the
+    normalizations no Polars expression does)."""
+    value = token.str.strip_prefix(prefix).map_elements(function, return_dtype=pl.String)
+    return pl.when(token.str.starts_with(prefix)).then(pl.lit(prefix) + value).otherwise(token)
 
 
 def source_tokens(frame: pl.DataFrame, table: Table, plan: Plan) -> pl.DataFrame:
@@ -229,7 +224,7 @@ def source_tokens(frame: pl.DataFrame, table: Table, plan: Plan) -> pl.DataFrame
         letter = digit.replace_strict(dict(enumerate(_CLASS_LETTER)), return_dtype=pl.String)
         value = pl.col(column.name)
         raw = pl.when(digit == 4).then(pl.lit("null")).otherwise(letter + ":" + value)
-        kind = _reference_kind(plan, column)
+        kind = _reference_kind(column)
         if kind in ("real", "numeric"):
             # Numbers the source wrote as INTEGER or REAL compare by value.
             tag = "r:" if kind == "real" else "n:"
@@ -262,10 +257,10 @@ def source_tokens(frame: pl.DataFrame, table: Table, plan: Plan) -> pl.DataFrame
 # --- the target side ---------------------------------------------------------------------------
 
 
-def _target_expression(plan: Plan, column: Column) -> sql.Composable:
+def _target_expression(column: Column) -> sql.Composable:
     """The column read back into its source form, as a token (never NULL: 'null')."""
     name = sql.Identifier(column.name)
-    kind = _reference_kind(plan, column)
+    kind = _reference_kind(column)
     forms: dict[str, sql.Composable] = {
         # Decoded below, in Polars (emrsim_migration.legacy_id() per row costs the server more
         # than the whole read).
@@ -289,7 +284,7 @@ def _target_batches(
 ) -> Iterator[pl.DataFrame]:
     """The target's tokens as Arrow record batches (ADBC's PostgreSQL driver reads them with
     binary COPY in C: no Python object per row or value)."""
-    columns = sql.SQL(", ").join(_target_expression(plan, c) for c in table.columns)
+    columns = sql.SQL(", ").join(_target_expression(c) for c in table.columns)
     where: sql.Composable = sql.SQL("")
     if month is not None and table.partition_by_month is not None:
         part = sql.Identifier(table.partition_by_month)
@@ -328,7 +323,7 @@ def _legacy_id(token: pl.Expr, table: str) -> pl.Expr:
 def target_tokens(frame: pl.DataFrame, table: Table, plan: Plan) -> pl.DataFrame:
     # JSON needs nothing here: the source side is printed as PostgreSQL prints jsonb.
     def read_back(column: Column) -> pl.Expr:
-        kind = _reference_kind(plan, column)
+        kind = _reference_kind(column)
         if kind == "json":
             return pl.col(column.name)
         if kind == "legacy_id":
@@ -487,7 +482,6 @@ def content_matches_source(
     batch_rows: int,
 ) -> tuple[bool, str, dict[str, Any]]:
     """The check's verdict: passed, one sentence, metadata (per month when partitioned)."""
-    from emrsim_assets.target import UNPARTITIONED
 
     units: list[tuple[str, date | None]]
     if table.partition_by_month:

@@ -27,3 +27,13 @@ class GateClosedError(MigrationError):
 
 class WorkloadError(MigrationError):
     """A query of the app's workload failed on one side."""
+
+
+def connection_lost(cause: str) -> str:
+    """The sentence for a step whose PostgreSQL connection went away (the step's Failure and the
+    CLI's report say the same)."""
+    return (
+        f"TargetError: the connection to PostgreSQL was lost mid-step ({cause}). Nothing "
+        "half-done is kept (each table and month loads in one transaction): once the server is "
+        "back, run again."
+    )

@@ -265,7 +265,7 @@ def run_workload(
     scratch.mkdir(parents=True, exist_ok=True)
     copy = scratch / "app.sqlite"
     shutil.copyfile(snapshot, copy)
-    lite = sqlite3.connect(copy, check_same_thread=False, isolation_level=None)
+    lite = _sqlite_connect(copy)
     results = []
     try:
         draws = _draws(workload, lite, seed)
@@ -292,10 +292,17 @@ def run_workload(
                 results.append(result)
         throughput = {
             "sqlite": {
-                c: _throughput(workload, draws, c, lambda: _sqlite_worker(copy)) for c in CLIENTS
+                c: _throughput(draws, workload, c, lambda: _sqlite_connect(copy), _sqlite_once)
+                for c in CLIENTS
             },
             "postgres": {
-                c: _throughput(workload, draws, c, lambda: _postgres_worker(workload, pg_url))
+                c: _throughput(
+                    draws,
+                    workload,
+                    c,
+                    lambda: psycopg.connect(pg_url),
+                    lambda conn, q, p: _postgres_once(conn, q, _for_postgres(workload, p)),
+                )
                 for c in CLIENTS
             },
         }
@@ -309,7 +316,8 @@ def _sqlite_once(
 ) -> tuple[float, list[tuple[Any, ...]]]:
     if not query.write:
         return _timed(lambda: lite.execute(query.sqlite, params).fetchall())
-    lite.execute("BEGIN")
+    # IMMEDIATE: concurrent clients queue for the write lock instead of failing to upgrade.
+    lite.execute("BEGIN IMMEDIATE")
     try:
         return _timed(lambda: [(lite.execute(query.sqlite, params).rowcount,)])
     finally:
@@ -365,58 +373,39 @@ def _compare(
     )
 
 
-def _sqlite_worker(path: Path) -> Callable[[Query, dict[str, Any]], None]:
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-
-    def run(query: Query, params: dict[str, Any]) -> None:
-        if query.write:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(query.sqlite, params)
-            finally:
-                conn.execute("ROLLBACK")
-        else:
-            conn.execute(query.sqlite, params).fetchall()
-
-    return run
-
-
-def _postgres_worker(workload: Workload, url: str) -> Callable[[Query, dict[str, Any]], None]:
-    conn = psycopg.connect(url)
-
-    def run(query: Query, params: dict[str, Any]) -> None:
-        try:
-            cursor = conn.execute(query.postgres, _for_postgres(workload, params))
-            if not query.write:
-                cursor.fetchall()
-        finally:
-            conn.rollback()
-
-    return run
+def _sqlite_connect(path: Path) -> sqlite3.Connection:
+    """As the app opens it; autocommit, so writes take their own BEGIN and ROLLBACK."""
+    return sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
 
 
 def _throughput(
-    workload: Workload,
     draws: list[dict[str, Any]],
+    workload: Workload,
     clients: int,
-    worker: Callable[[], Callable[[Query, dict[str, Any]], None]],
+    connect: Callable[[], Any],
+    once: Callable[[Any, Query, dict[str, Any]], object],
 ) -> float:
-    """Operations per second of the weighted mix, `clients` threads for SECONDS_PER_LEVEL."""
+    """Operations per second of the weighted mix, `clients` threads for SECONDS_PER_LEVEL, each
+    over its own connection (closed after), running queries as the answers pass does."""
     mix = [q for q in workload.queries for _ in range(max(q.weight, 0))]
     done = [0] * clients
+    connections = [connect() for _ in range(clients)]
     stop = time.perf_counter() + SECONDS_PER_LEVEL
-    runners = [worker() for _ in range(clients)]
 
     def client(i: int) -> None:
         rng = random.Random(i)
         while time.perf_counter() < stop:
-            runners[i](rng.choice(mix), rng.choice(draws))
+            once(connections[i], rng.choice(mix), rng.choice(draws))
             done[i] += 1
 
     started = time.perf_counter()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for connection in connections:
+            connection.close()
     return sum(done) / (time.perf_counter() - started)

@@ -218,6 +218,13 @@ def build_cutover_asset(
 WORKLOAD = "app_workload"
 
 
+def _require_live(migration: MigrationResource, why: str) -> None:
+    """The assets after cutover refuse, in one sentence, while there is no live schema."""
+    with migration.connect() as conn:
+        if not schema_exists(conn, LIVE):
+            raise GateClosedError(f"No live schema yet: {why} (run migrate first).")
+
+
 def build_workload_asset(bundled_plan: bool) -> dg.AssetsDefinition:
     """After cutover: the app's queries on the snapshot and on the live schema (workload.py)."""
 
@@ -251,11 +258,7 @@ def build_workload_asset(bundled_plan: bool) -> dg.AssetsDefinition:
         with as_failure():
             path = workload.workload_path(bundled_plan)
             plan_workload = workload.load_workload(path)
-            with migration.connect() as conn:
-                if not schema_exists(conn, LIVE):
-                    raise GateClosedError(
-                        "No live schema yet: the workload runs after cutover (run migrate first)."
-                    )
+            _require_live(migration, "the workload runs after cutover")
             work = Path(migration.work_dir).resolve()
             report = workload.run_workload(
                 plan_workload,
@@ -364,11 +367,7 @@ def build_backup_asset() -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:  # type: ignore[type-arg]
         with as_failure():
             url = migration.url()
-            with migration.connect() as conn:
-                if not schema_exists(conn, LIVE):
-                    raise GateClosedError(
-                        "No live schema yet: backups start after cutover (run migrate first)."
-                    )
+            _require_live(migration, "backups start after cutover")
             made = core_backup.dump(
                 url, Path(migration.work_dir).resolve() / "backups", migration.keep_dumps
             )

@@ -69,9 +69,7 @@ backup_live = dg.define_asset_job(
     description="Every day at 02:00 UTC, once a cutover has happened: a proven backup.",
 )
 def daily_backup(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    if context.instance.get_latest_materialization_event(dg.AssetKey("cutover")) is None:
-        return dg.SkipReason("No cutover yet: nothing live to back up.")
-    return dg.RunRequest()
+    return _once_live(context, "nothing live to back up")
 
 
 health_check = dg.define_asset_job(
@@ -92,8 +90,13 @@ health_check = dg.define_asset_job(
     description="Every 5 minutes, once a cutover has happened: the live database's health.",
 )
 def health_every_5_minutes(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    return _once_live(context, "nothing live to watch")
+
+
+def _once_live(context: dg.ScheduleEvaluationContext, why: str) -> dg.RunRequest | dg.SkipReason:
+    """The schedules after cutover run once a cutover has happened, and skip until then."""
     if context.instance.get_latest_materialization_event(dg.AssetKey("cutover")) is None:
-        return dg.SkipReason("No cutover yet: nothing live to watch.")
+        return dg.SkipReason(f"No cutover yet: {why}.")
     return dg.RunRequest()
 
 

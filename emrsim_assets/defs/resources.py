@@ -12,7 +12,7 @@ from pydantic import Field
 
 from emrsim_assets import postgres
 from emrsim_assets.defs.runs import record_worker
-from emrsim_assets.errors import MigrationError
+from emrsim_assets.errors import MigrationError, connection_lost
 from emrsim_assets.source import Manifest, load_manifest
 from emrsim_assets.target import Conn
 
@@ -111,9 +111,4 @@ def as_failure() -> Iterator[None]:
                 allow_retries=False,
             ) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise dg.Failure(
-            description=f"TargetError: the connection to PostgreSQL was lost mid-step ({first}). "
-            "Nothing half-done is kept (each table and month loads in one transaction): once "
-            "the server is back, run again.",
-            allow_retries=False,
-        ) from None
+        raise dg.Failure(description=connection_lost(first), allow_retries=False) from None
