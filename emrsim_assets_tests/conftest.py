@@ -146,3 +146,10 @@ class Migration:
 @pytest.fixture
 def migration(plan: Plan, sample_db: Path, pg_url: str, tmp_path: Path) -> Migration:
     return Migration(plan, sample_db, pg_url, tmp_path / "work")
+
+
+def failure_sentence(result: dg.ExecuteInProcessResult) -> str:
+    """The sentence of a run's first failed step (its dg.Failure description)."""
+    data = result.get_step_failure_events()[0].step_failure_data
+    assert data.user_failure_data is not None
+    return str(data.user_failure_data.description)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from emrsim_assets import backup
-from emrsim_assets_tests.conftest import Migration
+from emrsim_assets_tests.conftest import Migration, failure_sentence
 
 SELECTION = dg.AssetSelection.assets("backup")
 
@@ -53,9 +53,7 @@ def test_before_cutover_the_backup_refuses_in_one_sentence(migration: Migration)
     assert migration.run_job("load_tables").success
     result = migration.materialize(SELECTION)
     assert not result.success
-    data = result.get_step_failure_events()[0].step_failure_data
-    assert data.user_failure_data is not None
-    assert "backups start after cutover" in str(data.user_failure_data.description)
+    assert "backups start after cutover" in failure_sentence(result)
 
 
 def test_the_daily_schedule_backs_up_only_once_something_is_live(migration: Migration) -> None:

@@ -8,13 +8,7 @@ import dagster as dg
 
 from emrsim_assets.definitions import build_defs
 from emrsim_assets.defs.resources import MigrationResource
-from emrsim_assets_tests.conftest import Migration
-
-
-def _failure(result: dg.ExecuteInProcessResult) -> str:
-    data = result.get_step_failure_events()[0].step_failure_data
-    assert data.user_failure_data is not None
-    return str(data.user_failure_data.description)
+from emrsim_assets_tests.conftest import Migration, failure_sentence
 
 
 def _latest(migration: Migration, asset: str, partition: str | None = None) -> dict[str, object]:
@@ -36,7 +30,7 @@ def test_rerunning_a_table_or_a_month_after_cutover_is_refused_before_any_work(
     for selection, partition in (("users", None), ("messages", "2024-03-01")):
         result = migration.materialize(dg.AssetSelection.assets(selection), partition)
         assert not result.success
-        sentence = _failure(result)
+        sentence = failure_sentence(result)
         assert f"Cannot reload {selection} alone" in sentence
         assert "Run the whole migration" in sentence
         assert not result.get_asset_check_evaluations(), "no cascade of failing checks"

@@ -11,7 +11,13 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-from emrsim_assets_tests.conftest import PASSWORD, PASSWORD_USER, Migration, run_cli
+from emrsim_assets_tests.conftest import (
+    PASSWORD,
+    PASSWORD_USER,
+    Migration,
+    failure_sentence,
+    run_cli,
+)
 
 
 def _one_sentence(output: str) -> str:
@@ -155,35 +161,25 @@ def test_a_run_whose_process_died_is_marked_failed_on_the_next_start(tmp_path: P
         dead = subprocess.Popen(["true"])
         dead.wait()
         host, _, _ = this_worker().rsplit(":", 2)
-        abandoned = create_run_for_test(
-            instance,
-            job_name="migrate",
-            status=dg.DagsterRunStatus.STARTED,
-            tags={WORKER_TAG: f"{host}:{dead.pid}:0"},
-        )
-        alive = create_run_for_test(
-            instance,
-            job_name="migrate",
-            status=dg.DagsterRunStatus.STARTED,
-            tags={WORKER_TAG: this_worker()},
-        )
-        # Its pid given to another process since: this one (another start time).
-        reused = create_run_for_test(
-            instance,
-            job_name="migrate",
-            status=dg.DagsterRunStatus.STARTED,
-            tags={WORKER_TAG: f"{host}:{os.getpid()}:12345.00"},
-        )
-        elsewhere = create_run_for_test(
-            instance,
-            job_name="migrate",
-            status=dg.DagsterRunStatus.STARTED,
-            tags={WORKER_TAG: f"another-host:{dead.pid}:0"},
-        )
-        assert set(fail_abandoned_runs(instance)) == {abandoned.run_id, reused.run_id}
-        assert instance.get_run_by_id(abandoned.run_id).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
-        assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
-        assert instance.get_run_by_id(elsewhere.run_id).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
+
+        def started(worker: str) -> str:
+            return str(
+                create_run_for_test(
+                    instance,
+                    job_name="migrate",
+                    status=dg.DagsterRunStatus.STARTED,
+                    tags={WORKER_TAG: worker},
+                ).run_id
+            )
+
+        abandoned = started(f"{host}:{dead.pid}:0")
+        alive = started(this_worker())
+        reused = started(f"{host}:{os.getpid()}:12345.00")  # its pid given to this process since
+        elsewhere = started(f"another-host:{dead.pid}:0")
+        assert set(fail_abandoned_runs(instance)) == {abandoned, reused}
+        assert instance.get_run_by_id(abandoned).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
+        assert instance.get_run_by_id(alive).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
+        assert instance.get_run_by_id(elsewhere).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
 
 
 def test_dagster_step_shows_the_same_sentence(migration: Migration, tmp_path: Path) -> None:
@@ -198,9 +194,7 @@ def test_dagster_step_shows_the_same_sentence(migration: Migration, tmp_path: Pa
     migration.defs = build_defs(migration.plan, migration.resource)
     result = migration.materialize(dg.AssetSelection.assets("source_snapshot"))
     assert not result.success
-    data = result.get_step_failure_events()[0].step_failure_data
-    assert data.user_failure_data is not None
-    assert "gone.sqlite does not exist" in str(data.user_failure_data.description)
+    assert "gone.sqlite does not exist" in failure_sentence(result)
 
 
 def test_a_postgresql_restart_mid_run_is_one_sentence_and_a_rerun_recovers(

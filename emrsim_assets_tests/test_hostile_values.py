@@ -35,6 +35,20 @@ def _run(sqlite: Path, tmp_path: Path, pg_url: str, plan_path: Path | None = Non
     return "\n".join(sentences)
 
 
+def planted(shape: str, statements: list[str], tmp_path: Path, pg_url: str) -> str:
+    """A shape, its plan drafted before `statements` plant values in it, then migrated: every
+    failure sentence of the run."""
+    from emrsim_assets.plan.draft import draft_plan
+
+    sqlite = write_shape(shape, tmp_path / f"{shape}.sqlite")
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(draft_plan(sqlite), encoding="utf-8")
+    _sql(sqlite, *statements)
+    sentences = _run(sqlite, tmp_path, pg_url, plan_path)
+    load_plan(plan_path)  # the plan itself stays valid
+    return sentences
+
+
 def _sql(path: Path, *statements: str) -> None:
     conn = sqlite3.connect(path)
     try:
@@ -110,13 +124,7 @@ def test_a_planted_value_stops_the_run_with_a_sentence_naming_it(
     case: str, tmp_path: Path, pg_url: str
 ) -> None:
     shape, statements, said = PLANTED[case]
-    sqlite = write_shape(shape, tmp_path / f"{shape}.sqlite")
-    plan_path = tmp_path / "plan.yaml"
-    from emrsim_assets.plan.draft import draft_plan
-
-    plan_path.write_text(draft_plan(sqlite), encoding="utf-8")  # drafted before the plant
-    _sql(sqlite, *statements)
-    sentences = _run(sqlite, tmp_path, pg_url, plan_path)
+    sentences = planted(shape, statements, tmp_path, pg_url)
     assert "Traceback" not in sentences
     for fragment in said:
         assert fragment in sentences, (fragment, sentences)

@@ -66,14 +66,31 @@ def _postmaster(pgdata: Path) -> psutil.Process | None:
         return None
 
 
-def _graphql(port: int, query: str) -> dict[str, object]:
+def _graphql(
+    port: int, query: str, variables: dict[str, object] | None = None
+) -> dict[str, object]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server started by start_server and everything it started (its process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def stop_embedded(env: dict[str, str]) -> None:
+    subprocess.run([str(REPO / ".venv" / "bin" / "emrsim-migrate"), "stop"], env=env, check=False)
 
 
 def start_server(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -125,12 +142,7 @@ def test_make_dev_serves_the_asset_graph_and_make_stop_really_stops_the_server(
             "emrsim_assets.definitions/jobs/migrate?default_range=[2023-01-01..." in printed
         ), printed
     finally:
-        os.killpg(dev.pid, signal.SIGTERM)
-        try:
-            dev.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(dev.pid, signal.SIGKILL)
-            dev.wait(10)
+        stop_server(dev)
 
     pgdata = work / "pgdata"
     server = _postmaster(pgdata)
@@ -300,14 +312,14 @@ def _launch(port: int, job: str) -> str:
         "repositoryName": "__repository__",
         "pipelineName": job,
     }
-    answer = _graphql_vars(
+    answer = _graphql(
         port,
         "query($s: PipelineSelector!) { pipelineOrError(params: $s) "
         "{ ... on Pipeline { tags { key value } } } }",
         {"s": selector},
     )
     tags = answer["data"]["pipelineOrError"]["tags"]  # type: ignore[index]
-    launched = _graphql_vars(
+    launched = _graphql(
         port,
         "mutation($p: ExecutionParams!) { launchPipelineExecution(executionParams: $p) "
         "{ __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }",
@@ -316,16 +328,6 @@ def _launch(port: int, job: str) -> str:
     result = launched["data"]["launchPipelineExecution"]  # type: ignore[index]
     assert "run" in result, result
     return str(result["run"]["runId"])
-
-
-def _graphql_vars(port: int, query: str, variables: dict[str, object]) -> dict[str, object]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query, "variables": variables}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())  # type: ignore[no-any-return]
 
 
 def test_a_ui_run_cut_off_by_a_server_restart_is_marked_failed_not_left_started(
@@ -378,15 +380,8 @@ def test_a_ui_run_cut_off_by_a_server_restart_is_marked_failed_not_left_started(
             assert "The process running it ended before the run did" in str(failure.message)
     finally:
         os.environ.pop("DAGSTER_HOME", None)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(dev.pid, signal.SIGTERM)
-        try:
-            dev.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(dev.pid, signal.SIGKILL)
-        subprocess.run(
-            [str(REPO / ".venv" / "bin" / "emrsim-migrate"), "stop"], env=env, check=False
-        )
+        stop_server(dev)
+        stop_embedded(env)
 
 
 def test_the_ui_against_cli_benchmark_runs_as_the_readme_shows(tmp_path: Path) -> None:

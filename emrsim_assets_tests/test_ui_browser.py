@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +24,8 @@ from emrsim_assets_tests.test_readme_commands import (
     _wait_for_ui,
     free_port,
     start_server,
+    stop_embedded,
+    stop_server,
     user_env,
 )
 
@@ -76,14 +76,8 @@ def ui(tmp_path: Path) -> Iterator[dict[str, Any]]:
             }
     finally:
         os.environ.pop("DAGSTER_HOME", None)
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        subprocess.run(
-            [str(REPO / ".venv" / "bin" / "emrsim-migrate"), "stop"], env=env, check=False
-        )
+        stop_server(server)
+        stop_embedded(env)
 
 
 def _dismiss(page: Any) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from emrsim_assets import workload
 from emrsim_assets.errors import PlanError
-from emrsim_assets_tests.conftest import Migration
+from emrsim_assets_tests.conftest import Migration, failure_sentence
 
 SELECTION = dg.AssetSelection.assets("app_workload")
 
@@ -59,9 +59,7 @@ def test_before_cutover_the_workload_refuses_in_one_sentence(migration: Migratio
     assert migration.run_job("load_tables").success
     result = migration.materialize(SELECTION)
     assert not result.success
-    data = result.get_step_failure_events()[0].step_failure_data
-    assert data.user_failure_data is not None
-    assert "the workload runs after cutover" in str(data.user_failure_data.description)
+    assert "the workload runs after cutover" in failure_sentence(result)
 
 
 def test_workload_files_that_cannot_work_are_refused_in_one_sentence(
