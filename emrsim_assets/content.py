@@ -5,25 +5,28 @@ Each value becomes a token on both sides: its SQLite storage class and its text,
 `t:hello`, `b:48656C6C6F`, `null`. The target side is read back into the form the source had:
 a bytea into hex and a boolean into 0/1 by PostgreSQL, a legacy_id uuid into its integer by
 Polars. The only differences that are not differences are NORMALIZATIONS (also in the README);
-JSON on the source side is printed as PostgreSQL prints jsonb. A row's tokens hash to 64 bits;
+JSON on the source side is printed by PostgreSQL's own jsonb (JsonPrinter). A row's tokens hash to 64 bits;
 per table (per month for the partitioned table) the rows are compared as count and sum of
 hashes in 1,024 buckets by key. Only buckets that differ are read again, to name the rows: at
 most 20, source and target side by side.
 
-Memory is one batch per side; no row is held beyond its batch except in the differing buckets.
+Memory is two batches on the source side (one read ahead), one on the target side; no row is
+held beyond its batch except in the differing buckets.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import adbc_driver_postgresql.dbapi as adbc_pg
 import numpy as np
@@ -36,6 +39,7 @@ from emrsim_assets.plan import Column, Plan, Table
 from emrsim_assets.source import CLASSES, ROWID, Manifest, read_batches
 from emrsim_assets.target import MIGRATION, STAGING, UNPARTITIONED, Conn, next_month
 
+T = TypeVar("T")
 BUCKETS = 1024
 SHOWN = 20
 _SEED = 0x5EED
@@ -195,9 +199,7 @@ def _normalize(kind: str, token: pl.Expr, name: str) -> pl.Expr:
         )
     if kind == "numeric":
         return _mapped(token, "n:", _decimal_text)
-    if kind == "json":
-        return _mapped(token, "t:", canonical_json)
-    return token.alias(name)
+    return token.alias(name)  # JSON: printed before the tokens are made (JsonPrinter)
 
 
 def _mapped(token: pl.Expr, prefix: str, function: Callable[[str], str | None]) -> pl.Expr:
@@ -208,7 +210,8 @@ def _mapped(token: pl.Expr, prefix: str, function: Callable[[str], str | None]) 
 
 
 def source_tokens(frame: pl.DataFrame, table: Table, plan: Plan) -> pl.DataFrame:
-    """One token per column from a batch read with storage classes (source.read_batches)."""
+    """One token per column from a batch read with storage classes (source.read_batches), its
+    JSON already printed as jsonb (JsonPrinter)."""
     exprs = []
     position = {c.name: i for i, c in enumerate(table.columns)}
     # Text timestamps through the load's fast path for SQLite's common format (3 times faster).
@@ -252,6 +255,104 @@ def source_tokens(frame: pl.DataFrame, table: Table, plan: Plan) -> pl.DataFrame
         else:
             exprs.append(_normalize(kind, raw, column.name).alias(column.name))
     return frame.select(pl.col(ROWID), *exprs)
+
+
+# JSON string literals (escapes included): what is left without them holds one colon per object
+# member, so a source text with more members than its jsonb has a duplicate key.
+_STRING_LITERAL = r'(?s)"(?:[^"\\]|\\.)*"'
+
+
+def _members(text: pl.Expr) -> pl.Expr:
+    return text.str.replace_all(_STRING_LITERAL, "").str.count_matches(":", literal=True)
+
+
+class JsonPrinter:
+    """Source JSON printed as jsonb by PostgreSQL's own parser, a batch at a time (binary COPY
+    in, Arrow out): the definition of what jsonb holds, and 5 to 10 times faster than printing
+    it in Python. A duplicate key, which jsonb drops in silence, is found by counting members
+    on both sides (vectorized); only those values, and any batch the server refuses, are
+    printed by canonical_json, which names the key."""
+
+    def __init__(self, url: str | None) -> None:
+        self._conn: Any = None
+        if url is None:
+            return
+        try:
+            self._conn = adbc_pg.connect(url)
+            self._conn.autocommit = True
+            with self._conn.cursor() as cur:
+                cur.execute("CREATE TEMP TABLE emrsim_json (r bigint, t text)")
+        except adbc_pg.Error:
+            self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> JsonPrinter:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def print_columns(
+        self, frame: pl.DataFrame, names: list[str], position: dict[str, int]
+    ) -> pl.DataFrame:
+        """`frame` with the text-class values of JSON columns `names` as jsonb prints them."""
+        for name in names:
+            digit = (pl.col(CLASSES) // (5 ** position[name])) % 5
+            texts = frame.filter(digit == 2).select(
+                pl.col(ROWID).alias("r"), pl.col(name).alias("t")
+            )
+            if texts.is_empty():
+                continue
+            printed = self._printed(texts)
+            frame = (
+                frame.join(printed, left_on=ROWID, right_on="r", how="left")
+                .with_columns(pl.coalesce("__printed", name).alias(name))
+                .drop("__printed")
+            )
+        return frame
+
+    def _printed(self, texts: pl.DataFrame) -> pl.DataFrame:
+        printed = self._by_server(texts)
+        if printed is None:
+            return texts.select(
+                "r",
+                pl.col("t").map_elements(canonical_json, return_dtype=pl.String).alias("__printed"),
+            )
+        # A source with more object members than its jsonb: a key appeared twice. Counted only
+        # where a cheaper sign allows it: fewer colons after printing, or escapes (\u003a).
+        checked = texts.join(printed, on="r", how="left")
+        raw, out = pl.col("t"), pl.col("__printed")
+        maybe = (
+            out.str.count_matches(":", literal=True) < raw.str.count_matches(":", literal=True)
+        ) | raw.str.contains("\\", literal=True)
+        lost = checked.filter(maybe).filter(_members(raw) != _members(out))
+        if not lost.is_empty():
+            named = lost.select(
+                "r",
+                pl.col("t").map_elements(canonical_json, return_dtype=pl.String).alias("__fixed"),
+            )
+            checked = checked.join(named, on="r", how="left").with_columns(
+                pl.coalesce("__fixed", "__printed").alias("__printed")
+            )
+        return checked.select("r", "__printed")
+
+    def _by_server(self, texts: pl.DataFrame) -> pl.DataFrame | None:
+        if self._conn is None:
+            return None
+        try:
+            with self._conn.cursor() as cur:
+                cur.execute("TRUNCATE emrsim_json")
+                cur.adbc_ingest("emrsim_json", texts.to_arrow(), mode="append", temporary=True)
+                cur.execute("SELECT r, t::jsonb::text AS __printed FROM emrsim_json")
+                frame = pl.from_arrow(cur.fetch_arrow_table())
+        except adbc_pg.Error:
+            return None  # a value jsonb refuses: this batch in Python, which says which
+        assert isinstance(frame, pl.DataFrame)
+        return frame
 
 
 # --- the target side ---------------------------------------------------------------------------
@@ -448,6 +549,42 @@ def _quarantined_row_ids(conn: Conn, table: Table, partition_key: str) -> list[i
     return [int(str(r[0])) for r in rows if r[0] is not None]
 
 
+def ahead(batches: Iterator[T]) -> Iterator[T]:
+    """`batches`, each made on a thread while the caller works on the one before (SQLite,
+    PostgreSQL and Polars release the GIL): at most two in memory. An error is raised here."""
+    slots: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        slots.put((True, batch), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put((False, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            slots.put((False, exc))
+
+    worker = threading.Thread(target=produce, name="content-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            more, item = slots.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def _source_batches(
     manifest: Manifest,
     plan: Plan,
@@ -455,20 +592,25 @@ def _source_batches(
     month: date | None,
     skip: list[int],
     batch_rows: int,
+    printer: JsonPrinter,
 ) -> Iterator[pl.DataFrame]:
     path = Path(manifest.snapshot_path)
+    json_columns = [c.name for c in table.columns if c.convert == "json"]
+    position = {c.name: i for i, c in enumerate(table.columns)}
     span = None
     if month is not None:
         span = manifest.month_rowids.get(month.isoformat())
         if span is None:
             return
-    for frame in read_batches(path, table, batch_rows, rowid_range=span, classes=True):
+    for frame in ahead(read_batches(path, table, batch_rows, rowid_range=span, classes=True)):
         if skip:
             frame = frame.filter(~pl.col(ROWID).is_in(skip))
         if month is not None and month.isoformat() not in manifest.pure_months:
             column = table.column(str(table.partition_by_month))
             stamps = convert.timestamps(frame[column.name], column, plan)
             frame = frame.filter(convert.month_start(stamps) == month)
+        if json_columns:
+            frame = printer.print_columns(frame, json_columns, position)
         yield source_tokens(frame, table, plan)
 
 
@@ -489,13 +631,15 @@ def content_matches_source(
         units = [(m, date.fromisoformat(m)) for m in with_rows]
     else:
         units = [(UNPARTITIONED, None)]
-    with adbc_pg.connect(url) as arrow:
-        return _verdict(conn, arrow, plan, table, manifest, units, batch_rows)
+    printing = any(c.convert == "json" for c in table.columns)
+    with adbc_pg.connect(url) as arrow, JsonPrinter(url if printing else None) as printer:
+        return _verdict(conn, arrow, printer, plan, table, manifest, units, batch_rows)
 
 
 def _verdict(
     conn: Conn,
     arrow: Any,
+    printer: JsonPrinter,
     plan: Plan,
     table: Table,
     manifest: Manifest,
@@ -510,7 +654,7 @@ def _verdict(
         skip = _quarantined_row_ids(conn, table, key)
 
         def source(month: date | None = month, skip: list[int] = skip) -> Iterator[pl.DataFrame]:
-            return _source_batches(manifest, plan, table, month, skip, batch_rows)
+            return _source_batches(manifest, plan, table, month, skip, batch_rows, printer)
 
         def target(month: date | None = month) -> Iterator[pl.DataFrame]:
             return (

@@ -7,11 +7,14 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
+import psycopg
 import pytest
 
-from emrsim_assets.content import canonical_json, excerpt
+from emrsim_assets.content import JsonPrinter, canonical_json, excerpt
 from emrsim_assets.plan import load_plan
 from emrsim_assets.plan.draft import draft_plan
+from emrsim_assets.source import CLASSES, ROWID
 from emrsim_assets_tests.conftest import Migration
 from emrsim_assets_tests.shapes import write_shape
 from emrsim_assets_tests.test_hostile_values import _sql, planted
@@ -113,8 +116,6 @@ def test_a_value_that_would_change_in_silence_fails_the_content_check(
 
 
 def test_json_prints_as_postgresql_prints_jsonb(pg_url: str) -> None:
-    import psycopg
-
     texts = [
         '{"b":1,"a":[1.50,1e2,-0,0.0,-0.0,12345678901234567890, 1E-7]}',
         '{"é":"\\u00e9\\n\\t\\"q\\"","aa":null,"z":true,"":false, "ab": {"y": [], "x": {}}}',
@@ -129,6 +130,39 @@ def test_json_prints_as_postgresql_prints_jsonb(pg_url: str) -> None:
             assert row is not None and canonical_json(text) == row[0], text
     assert canonical_json('{"m":"x","m":"y"}').startswith("duplicate key 'm'")  # type: ignore[union-attr]
     assert json.loads("[1]") == [1]
+
+
+def test_the_server_prints_source_json_and_finds_every_duplicate_key(pg_url: str) -> None:
+    """JsonPrinter: PostgreSQL's own jsonb text for each value; a duplicate key (jsonb keeps the
+    last value only) named, also where escapes hide the colons; a batch jsonb refuses printed in
+    Python; values of another storage class left alone."""
+    texts = [
+        '{"b":1,"a":[1.50,1e2,-0,12345678901234567890]}',
+        '{"m":"x","m":"y"}',
+        '{"k\\u003a":{"m":1,"m":2},"a":"\\u003a:"}',
+        '{"a":"x:y","b":"c"}',
+        "[1, 2]",
+        "3",
+    ]
+    frame = pl.DataFrame(
+        {
+            ROWID: list(range(1, len(texts) + 2)),
+            CLASSES: [2] * len(texts) + [0],  # the last: an INTEGER-class value, not printed
+            "doc": [*texts, "7"],
+        }
+    )
+    with JsonPrinter(pg_url) as printer, psycopg.connect(pg_url) as conn:
+        printed = printer.print_columns(frame, ["doc"], {"doc": 0})["doc"].to_list()
+        for text, out in zip(texts, printed, strict=False):
+            if '"m"' in text:
+                assert out.startswith("duplicate key 'm'"), out
+                continue
+            row = conn.execute("SELECT %s::jsonb::text", (text,)).fetchone()
+            assert row is not None and out == row[0], (text, out)
+        assert printed[-1] == "7"
+        refused = frame.with_columns(pl.lit('{"nul": "\\u0000"}').alias("doc"))
+        again = printer.print_columns(refused, ["doc"], {"doc": 0})["doc"].to_list()
+        assert again[0] == canonical_json('{"nul": "\\u0000"}')
 
 
 def test_an_excerpt_shows_where_two_long_values_differ() -> None:
