@@ -57,6 +57,9 @@ def embedded_url(base: Path, database: str) -> str:
             f"The embedded PostgreSQL under {base / 'pgdata'} did not start ({exc}). "
             f"Its log is {base / 'pgdata' / 'log'}."
         ) from None
+    from emrsim_assets.recovery import configure_embedded
+
+    configure_embedded(base / "pgdata", server.get_uri())
     ensure_database(server.get_uri(), database)
     return str(server.get_uri(database))
 

@@ -10,6 +10,7 @@ import dagster as dg
 
 from emrsim_assets.defs.assets import (
     build_backup_asset,
+    build_base_backup_asset,
     build_cutover_asset,
     build_health_check,
     build_snapshot_asset,
@@ -19,12 +20,14 @@ from emrsim_assets.defs.assets import (
 from emrsim_assets.defs.checks import build_checks
 from emrsim_assets.defs.jobs import (
     backup_live,
+    base_backup_live,
     build_migration_jobs,
     build_partition_maintenance,
     daily_backup,
     health_every_5_minutes,
     prove_after_cutover,
     rollback,
+    weekly_base_backup,
 )
 from emrsim_assets.defs.loggers import file_logger, progress_logger
 from emrsim_assets.defs.resources import MigrationResource
@@ -78,6 +81,7 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
         build_cutover_asset(plan, gated),
         build_workload_asset(bundled_plan=plan == load_plan(default_plan_path())),
         build_backup_asset(),
+        build_base_backup_asset(),
     ]
     bundled = plan == load_plan(default_plan_path())
     return dg.Definitions(
@@ -87,10 +91,11 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
             *build_migration_jobs(months),
             prove_after_cutover,
             backup_live,
+            base_backup_live,
             rollback,
             maintenance,
         ],
-        schedules=[schedule, daily_backup, health_every_5_minutes],
+        schedules=[schedule, daily_backup, weekly_base_backup, health_every_5_minutes],
         sensors=[follow, abandoned_runs_marked_failed],
         resources={"migration": resource or default_resource()},
         # One process per run: steps are short and share the warm interpreter.

@@ -6,6 +6,7 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from emrsim_assets import cutover as core_cutover
+from emrsim_assets import postgres
 from emrsim_assets.defs.resources import MigrationResource, as_failure
 from emrsim_assets.plan import Plan
 from emrsim_assets.target import next_month
@@ -70,6 +71,30 @@ backup_live = dg.define_asset_job(
 )
 def daily_backup(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     return _once_live(context, "nothing live to back up")
+
+
+base_backup_live = dg.define_asset_job(
+    "base_backup_live",
+    selection=dg.AssetSelection.assets("base_backup"),
+    description="WAL archiving and a base backup, proven by a restore to a moment.",
+)
+
+
+@dg.schedule(
+    job=base_backup_live,
+    cron_schedule="0 3 * * 0",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every Sunday at 03:00 UTC, once a cutover has happened, on the embedded "
+    "server: a new base backup (recovery replays the archive from the newest one).",
+)
+def weekly_base_backup(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    if postgres.configured_url() is not None:
+        return dg.SkipReason(
+            "The target is your own server: point-in-time recovery is its own tools' job "
+            "(archive_command and base backups); materialize base_backup to use ours."
+        )
+    return _once_live(context, "nothing live to recover")
 
 
 health_check = dg.define_asset_job(
