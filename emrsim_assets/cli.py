@@ -1,4 +1,4 @@
-"""emrsim-migrate: sample, migrate, dev, rollback, stop. Errors print as one sentence."""
+"""emrsim-migrate: sample, migrate, dev, rollback, replica, stop. Errors print as one sentence."""
 
 from __future__ import annotations
 
@@ -326,7 +326,35 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replica(args: argparse.Namespace) -> int:
+    """A streaming read replica of the embedded server, started; its URL and lag printed."""
+    from emrsim_assets import recovery
+
+    if postgres.configured_url() is not None:
+        print(
+            "emrsim-migrate: the target is your own PostgreSQL; make its replicas with its own "
+            "tools (pg_basebackup -R), and name one in EMRSIM_REPLICA_URL for the workload.",
+            file=sys.stderr,
+        )
+        return 2
+    work = postgres.work_dir()
+    url = postgres.resolve_url()
+    server = recovery.start_replica(url, work)
+    caught_up = recovery.wait_replayed(url, server.url(postgres.EMBEDDED_DATABASE))
+    lag = recovery.replica_lag(url)
+    print(f"Read replica running in {server.pgdata} (caught up in {caught_up:.2f} s).")
+    print(f"  connect: {server.url(postgres.EMBEDDED_DATABASE)}")
+    for name, (seconds, behind) in lag.items():
+        print(f"  {name}: replay lag {seconds * 1000:.1f} ms, {behind:,} bytes of WAL behind")
+    print("  app_workload now also reads there; `emrsim-migrate stop` stops it with the primary.")
+    return 0
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
+    from emrsim_assets import recovery
+
+    if recovery.stop_server(postgres.work_dir() / recovery.REPLICA):
+        print(f"Read replica ({postgres.work_dir() / recovery.REPLICA}) stopped.")
     pgdata = postgres.work_dir() / "pgdata"
     stopped = postgres.stop_embedded(postgres.work_dir())
     print(
@@ -347,6 +375,9 @@ ENVIRONMENT = """environment:
   EMRSIM_BATCH_ROWS    rows per extraction batch (default 50000): bounds memory
   EMRSIM_WORKERS       months loaded at once (default 3)
   EMRSIM_KEEP_BACKUPS  backup schemas kept after a cutover (default 2)
+  EMRSIM_KEEP_DUMPS    pg_dump backups kept by the backup asset (default 7)
+  EMRSIM_REPLICA_URL   a read replica of your own server, for app_workload (the embedded
+                       server's: `emrsim-migrate replica`)
   DAGSTER_HOME         Dagster's instance (default <work dir>/dagster_home, in the embedded server)
 passwords come from the environment only and are never printed."""
 
@@ -415,7 +446,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("rollback", help="put the previous live schema back").set_defaults(
         func=cmd_rollback
     )
-    sub.add_parser("stop", help="stop the embedded PostgreSQL").set_defaults(func=cmd_stop)
+    sub.add_parser(
+        "replica", help="start a streaming read replica of the embedded PostgreSQL"
+    ).set_defaults(func=cmd_replica)
+    sub.add_parser("stop", help="stop the embedded PostgreSQL (and its replica)").set_defaults(
+        func=cmd_stop
+    )
     return top
 
 

@@ -279,9 +279,22 @@ def _start(pgdata: Path, port: int, what: str) -> Server:
     return Server(pgdata, socket_dir, port)
 
 
+def _running(pgdata: Path) -> bool:
+    """A server runs in `pgdata` (pg_ctl status: a stale postmaster.pid is not one)."""
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    status = subprocess.run(
+        [str(_bin("pg_ctl")), "-D", str(pgdata), "status"],
+        capture_output=True,
+        check=False,
+        user=_server_user(),
+    )
+    return status.returncode == 0
+
+
 def stop_server(pgdata: Path) -> bool:
     """Stop a server this module started; False if it was not running."""
-    if not (pgdata / "postmaster.pid").exists():
+    if not _running(pgdata):
         return False
     _run(
         [str(_bin("pg_ctl")), "-D", str(pgdata), "-w", "-m", "fast", "stop"],
@@ -346,7 +359,20 @@ def _wait_promoted(server: Server) -> None:
 # --- the read replica ----------------------------------------------------------------------------
 
 
-def start_replica(url: str, work: Path, port: int = 5434) -> Server:
+REPLICA_PORT = 5434
+
+
+def running_replica(work: Path, database: str) -> str | None:
+    """The URL of the read replica under `work`, if it runs (EMRSIM_REPLICA_URL names another)."""
+    if os.environ.get("EMRSIM_REPLICA_URL"):
+        return os.environ["EMRSIM_REPLICA_URL"]
+    pgdata = work / REPLICA
+    if not _running(pgdata):
+        return None
+    return Server(pgdata, _socket_dir(pgdata), REPLICA_PORT).url(database)
+
+
+def start_replica(url: str, work: Path, port: int = REPLICA_PORT) -> Server:
     """A streaming standby of the server behind `url` (pg_basebackup -R), in `<work>/replica`,
     started (or, if it is there, started again). Reads only; it follows the primary's WAL."""
     pgdata = work / REPLICA
@@ -372,9 +398,9 @@ def start_replica(url: str, work: Path, port: int = 5434) -> Server:
         with (pgdata / "postgresql.auto.conf").open("a") as conf:
             conf.write(f"archive_command = {_conf_value(NO_ARCHIVE)}\n")
         (pgdata / "postmaster.pid").unlink(missing_ok=True)
-    running = pgdata / "postmaster.pid"
-    if running.exists():
+    if _running(pgdata):
         return Server(pgdata, _socket_dir(pgdata), port)
+    (pgdata / "postmaster.pid").unlink(missing_ok=True)
     return _start(pgdata, port, "read replica")
 
 

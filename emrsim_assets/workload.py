@@ -11,6 +11,7 @@ back on both sides. Then each side runs the weighted mix from 1 and 3 concurrent
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -201,11 +202,22 @@ class WorkloadReport:
                 + " / ".join(f"{q.percentile('postgres', p):.2f}" for p in (50, 95, 99))
                 + f" | {_answers(q)} |"
             )
-        lines += ["", "| clients | SQLite ops/s | PostgreSQL ops/s |", "|---:|---:|---:|"]
+        spread = "postgres+replica" in self.throughput
+        lines += [
+            "",
+            "| clients | SQLite ops/s | PostgreSQL ops/s |"
+            + (" PostgreSQL, reads spread over primary and replica, ops/s |" if spread else ""),
+            "|---:|---:|---:|" + ("---:|" if spread else ""),
+        ]
         for clients in CLIENTS:
             lines.append(
                 f"| {clients} | {self.throughput['sqlite'].get(clients, 0):,.0f} | "
                 f"{self.throughput['postgres'].get(clients, 0):,.0f} |"
+                + (
+                    f" {self.throughput['postgres+replica'].get(clients, 0):,.0f} |"
+                    if spread
+                    else ""
+                )
             )
         return "\n".join(lines)
 
@@ -257,11 +269,37 @@ def _timed(run: Callable[[], list[tuple[Any, ...]]]) -> tuple[float, list[tuple[
     return (time.perf_counter() - started) * 1000, rows
 
 
+class _Spread:
+    """A client's connections to the primary and to a read replica: writes go to the primary,
+    reads to either, in turn."""
+
+    def __init__(self, primary_url: str, replica_url: str) -> None:
+        self.primary = psycopg.connect(primary_url)
+        self.replica = psycopg.connect(replica_url)
+        self.turn = 0
+
+    def run(self, query: Query, params: dict[str, Any]) -> tuple[float, list[tuple[Any, ...]]]:
+        self.turn += 1
+        conn = self.primary if query.write or self.turn % 2 else self.replica
+        return _postgres_once(conn, query, params)
+
+    def close(self) -> None:
+        self.primary.close()
+        self.replica.close()
+
+
 def run_workload(
-    workload: Workload, snapshot: Path, scratch: Path, pg_url: str, seed: int = 7
+    workload: Workload,
+    snapshot: Path,
+    scratch: Path,
+    pg_url: str,
+    seed: int = 7,
+    replica_url: str | None = None,
 ) -> WorkloadReport:
     """Answers and latency, then throughput. The snapshot itself is never opened for writing:
-    the app's side runs on a copy in `scratch`."""
+    the app's side runs on a copy in `scratch`. With a read replica, every read also runs there
+    (its answers compared with SQLite's too), and a third throughput series spreads the reads
+    over primary and replica."""
     scratch.mkdir(parents=True, exist_ok=True)
     copy = scratch / "app.sqlite"
     shutil.copyfile(snapshot, copy)
@@ -269,7 +307,12 @@ def run_workload(
     results = []
     try:
         draws = _draws(workload, lite, seed)
-        with psycopg.connect(pg_url) as pg:
+        with (
+            psycopg.connect(pg_url) as pg,
+            contextlib.nullcontext(None)
+            if replica_url is None
+            else psycopg.connect(replica_url) as replica,
+        ):
             for query in workload.queries:
                 result = QueryResult(query.name, query.write)
                 for params in draws:
@@ -289,6 +332,11 @@ def run_workload(
                     result.sqlite_ms.append(lite_ms)
                     result.postgres_ms.append(pg_ms)
                     _compare(result, params, lite_rows, pg_rows)
+                    if replica is not None and not query.write:
+                        _, replica_rows = _postgres_once(
+                            replica, query, _for_postgres(workload, params)
+                        )
+                        _compare(result, params, lite_rows, replica_rows, side="replica")
                 results.append(result)
         throughput = {
             "sqlite": {
@@ -306,6 +354,17 @@ def run_workload(
                 for c in CLIENTS
             },
         }
+        if replica_url is not None:
+            throughput["postgres+replica"] = {
+                c: _throughput(
+                    draws,
+                    workload,
+                    c,
+                    lambda: _Spread(pg_url, replica_url),
+                    lambda spread, q, p: spread.run(q, _for_postgres(workload, p)),
+                )
+                for c in CLIENTS
+            }
     finally:
         lite.close()
     return WorkloadReport(results, throughput)
@@ -342,6 +401,7 @@ def _compare(
     params: dict[str, Any],
     lite_rows: list[tuple[Any, ...]],
     pg_rows: list[tuple[Any, ...]],
+    side: str = "postgres",
 ) -> None:
     left = [tuple(normalize(v) for v in row) for row in lite_rows]
     right = [tuple(normalize(v) for v in row) for row in pg_rows]
@@ -363,6 +423,7 @@ def _compare(
     )
     result.differences.append(
         {
+            "side": side,
             "params": {k: str(v) for k, v in params.items()},
             "sqlite_rows": len(left),
             "postgres_rows": len(right),

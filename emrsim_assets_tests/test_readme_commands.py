@@ -274,6 +274,42 @@ def test_migrate_and_materialize_commands_from_the_readme(tmp_path: Path, pg_url
     assert "the app goes back to its SQLite file" in back.stdout
 
 
+def test_replica_recovery_and_stop_commands_from_the_readme(tmp_path: Path) -> None:
+    """On the embedded server: migrate, `emrsim-migrate replica`, the workload reading from
+    both servers with the same answers, a proven base backup, and `emrsim-migrate stop`
+    stopping the replica with the primary."""
+    sqlite = tmp_path / "app.sqlite"
+    write_sample(sqlite, messages=700, seed=9)
+    work = tmp_path / "work"
+    env = user_env(work, EMRSIM_SQLITE_PATH=str(sqlite), DAGSTER_HOME=str(tmp_path / "dh"))
+    try:
+        migrated = shell(".venv/bin/emrsim-migrate migrate", env)
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        started = shell(".venv/bin/emrsim-migrate replica", env)
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert "Read replica running" in started.stdout and "replay lag" in started.stdout
+        proved = shell(
+            ".venv/bin/dagster asset materialize -m emrsim_assets.definitions "
+            "--select app_workload",
+            env,
+            timeout=600,
+        )
+        assert proved.returncode == 0, proved.stdout[-2000:] + proved.stderr[-4000:]
+        report = (work / "reports" / "workload.md").read_text()
+        assert "reads spread over primary and replica" in report, report
+        backed_up = shell(
+            ".venv/bin/dagster asset materialize -m emrsim_assets.definitions --select base_backup",
+            env,
+        )
+        assert backed_up.returncode == 0, backed_up.stdout[-2000:] + backed_up.stderr[-4000:]
+        assert list((work / "base_backups").glob("base-*")) and (work / "wal_archive").is_dir()
+    finally:
+        stopped = shell(".venv/bin/emrsim-migrate stop", env)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert "Read replica" in stopped.stdout and "stopped" in stopped.stdout
+    assert _postmaster(work / "replica") is None and _postmaster(work / "pgdata") is None
+
+
 def test_draft_a_plan_for_the_app_schema_and_migrate_with_it(tmp_path: Path, pg_url: str) -> None:
     """The README's 'Migrating your own database': sample --schema app, plan, migrate --plan."""
     env = user_env(tmp_path / "work", EMRSIM_PG_URL=pg_url, DAGSTER_HOME=str(tmp_path / "dh"))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from psycopg import conninfo
 
 from emrsim_assets import backup as core_backup
 from emrsim_assets import cutover as core_cutover
@@ -260,12 +261,20 @@ def build_workload_asset(bundled_plan: bool) -> dg.AssetsDefinition:
             plan_workload = workload.load_workload(path)
             _require_live(migration, "the workload runs after cutover")
             work = Path(migration.work_dir).resolve()
+            url = migration.url()
+            dbname = str(conninfo.conninfo_to_dict(url).get("dbname") or "postgres")
+            replica = recovery.running_replica(work, dbname)
+            if replica is not None:
+                caught_up = recovery.wait_replayed(url, replica)
+                context.log.info(f"Read replica caught up in {caught_up:.2f} s")
             report = workload.run_workload(
                 plan_workload,
                 Path(migration.manifest().snapshot_path),
                 work / "workload",
-                migration.url(),
+                url,
+                replica_url=replica,
             )
+            lag = recovery.replica_lag(url) if replica is not None else {}
         markdown = report.markdown()
         reports = work / "reports"
         reports.mkdir(parents=True, exist_ok=True)
@@ -288,6 +297,9 @@ def build_workload_asset(bundled_plan: bool) -> dg.AssetsDefinition:
                         side: {str(k): round(v, 1) for k, v in by.items()}
                         for side, by in report.throughput.items()
                     }
+                ),
+                "replica_lag": dg.MetadataValue.json(
+                    {name: {"seconds": s, "bytes": b} for name, (s, b) in lag.items()}
                 ),
             },
             check_results=[
