@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from emrsim_assets import cli
+from emrsim_assets import cli, postgres, recovery
 from emrsim_assets.definitions import build_defs, messages_partitions
 from emrsim_assets.defs.resources import MigrationResource
 from emrsim_assets.plan import Plan, load_plan
@@ -153,3 +153,18 @@ def failure_sentence(result: dg.ExecuteInProcessResult) -> str:
     data = result.get_step_failure_events()[0].step_failure_data
     assert data.user_failure_data is not None
     return str(data.user_failure_data.description)
+
+
+@pytest.fixture
+def archiving(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An embedded server as `migrate` starts it (archive_mode on, pg_stat_statements), and its
+    work dir; stopped after, with any server the test started beside it."""
+    work = tmp_path / "work"
+    url = postgres.embedded_url(work, "emrsim")
+    try:
+        yield url, work
+    finally:
+        for pgdata in (work / "replica", tmp_path / "restored", work / "pitr_check"):
+            if pgdata.exists():
+                recovery.stop_server(pgdata)
+        postgres.stop_embedded(work)

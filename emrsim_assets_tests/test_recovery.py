@@ -1,10 +1,9 @@
-"""Point-in-time recovery and the read replica, on an embedded server of our own: the target
-must archive WAL, which the shared test server (and a system one) need not."""
+"""Point-in-time recovery, on an embedded server as `migrate` starts it (the `archiving`
+fixture): the target must archive WAL, which the shared test server (and a system one) need not."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,25 +11,10 @@ import dagster as dg
 import psycopg
 import pytest
 
-from emrsim_assets import postgres, recovery
+from emrsim_assets import recovery
 from emrsim_assets.errors import TargetError
 from emrsim_assets.plan import Plan
 from emrsim_assets_tests.conftest import Migration, failure_sentence
-
-
-@pytest.fixture
-def archiving(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """An embedded server as `migrate` starts it (archive_mode on, pg_stat_statements), and its
-    work dir; stopped after, with any server the test started beside it."""
-    work = tmp_path / "work"
-    url = postgres.embedded_url(work, "emrsim")
-    try:
-        yield url, work
-    finally:
-        for pgdata in (work / "replica", tmp_path / "restored", work / "pitr_check"):
-            if pgdata.exists():
-                recovery.stop_server(pgdata)
-        postgres.stop_embedded(work)
 
 
 def _notes(url: str) -> list[str]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import psycopg
 import pytest
 
-from emrsim_assets import workload
+from emrsim_assets import indexes, workload
 from emrsim_assets.errors import PlanError
 from emrsim_assets_tests.conftest import Migration, failure_sentence
 
@@ -128,3 +129,40 @@ def test_the_app_schema_workload_gets_the_same_answers(
     checks = _checks(migration.materialize(SELECTION))
     assert checks["app_gets_same_answers"].passed, checks["app_gets_same_answers"].description
     assert checks["live_database_is_healthy"].passed
+
+
+def test_the_index_review_names_big_sequential_scans_and_the_index_for_each(
+    archiving: tuple[str, Path],
+) -> None:
+    url, _ = archiving
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA emrsim")
+        conn.execute("CREATE TABLE emrsim.notes (id bigint PRIMARY KEY, author text, body text)")
+        conn.execute(
+            "INSERT INTO emrsim.notes SELECT g, 'a' || (g % 100), 'note ' || g "
+            "FROM generate_series(1, 20000) g"
+        )
+        conn.execute("ANALYZE emrsim.notes")
+        for i in range(3):
+            conn.execute("SELECT id FROM emrsim.notes WHERE author = %s", (f"a{i}",))
+            conn.execute("SELECT id FROM emrsim.notes WHERE body ILIKE %s", (f"%{i}7%",))
+            conn.execute("SELECT body FROM emrsim.notes WHERE id = %s", (i,))
+    reviewed = indexes.review(url, "emrsim")
+    assert "CREATE INDEX ON emrsim.notes (author)" in reviewed.suggestions, reviewed
+    assert (
+        "CREATE INDEX ON emrsim.notes USING gin (body gin_trgm_ops) (pg_trgm)"
+        in reviewed.suggestions
+    ), reviewed
+    by_key = [s for s in reviewed.statements if "WHERE id =" in s.query]
+    assert by_key and not by_key[0].suggestions and not by_key[0].seq_scans
+    assert "notes (20,000 rows)" in reviewed.markdown()
+
+
+def test_without_pg_stat_statements_loaded_the_review_says_so(pg_url: str) -> None:
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute("SHOW shared_preload_libraries").fetchone()
+    if row and "pg_stat_statements" in str(row[0]):
+        pytest.skip("this server loads pg_stat_statements")
+    reviewed = indexes.review(pg_url, "emrsim")
+    assert reviewed.note.startswith("No index review: pg_stat_statements is not available")
+    assert not reviewed.statements

@@ -11,7 +11,7 @@ from psycopg import conninfo
 from emrsim_assets import backup as core_backup
 from emrsim_assets import cutover as core_cutover
 from emrsim_assets import health as core_health
-from emrsim_assets import pipeline, recovery, source, workload
+from emrsim_assets import indexes, pipeline, recovery, source, workload
 from emrsim_assets.defs.gate import gate_problems
 from emrsim_assets.defs.resources import MigrationResource, as_failure
 from emrsim_assets.errors import GateClosedError, MigrationError
@@ -275,11 +275,13 @@ def build_workload_asset(bundled_plan: bool) -> dg.AssetsDefinition:
                 replica_url=replica,
             )
             lag = recovery.replica_lag(url) if replica is not None else {}
+            reviewed = indexes.review(url, LIVE)
         markdown = report.markdown()
         reports = work / "reports"
         reports.mkdir(parents=True, exist_ok=True)
         (reports / "workload.md").write_text(
-            f"# The app's workload ({path.name})\n\n{markdown}\n", encoding="utf-8"
+            f"# The app's workload ({path.name})\n\n{markdown}\n\n{reviewed.markdown()}\n",
+            encoding="utf-8",
         )
         context.log.info(f"Workload report: {reports / 'workload.md'}")
         differing = report.differing
@@ -298,6 +300,8 @@ def build_workload_asset(bundled_plan: bool) -> dg.AssetsDefinition:
                         for side, by in report.throughput.items()
                     }
                 ),
+                "index_review": dg.MetadataValue.md(reviewed.markdown()),
+                "suggested_indexes": dg.MetadataValue.json(reviewed.suggestions),
                 "replica_lag": dg.MetadataValue.json(
                     {name: {"seconds": s, "bytes": b} for name, (s, b) in lag.items()}
                 ),
