@@ -1,4 +1,5 @@
-"""emrsim-migrate: sample, migrate, dev, rollback, replica, stop. Errors print as one sentence."""
+"""emrsim-migrate: sample, migrate, plan, dev, rollback, replica, restore, stop. Errors print as
+one sentence."""
 
 from __future__ import annotations
 
@@ -350,8 +351,40 @@ def cmd_replica(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    """A copy of the embedded server's databases as they were at a moment, started beside it."""
+    from datetime import datetime
+
+    from emrsim_assets import recovery
+
+    try:
+        moment = datetime.fromisoformat(args.to)
+    except ValueError:
+        print(
+            f"emrsim-migrate: --to {args.to!r} is not a time; say 2026-11-26T12:00:00+00:00.",
+            file=sys.stderr,
+        )
+        return 2
+    if moment.tzinfo is not None:
+        # Recovery stops at the first commit after the moment: make sure the archive has one.
+        live = postgres.resolve_url()
+        recovery.mark(live, f"restore-to-{moment.isoformat()}-{time.time_ns()}")
+        recovery.wait_archived(live)
+    server = recovery.restore_to(postgres.work_dir(), moment, Path(args.into).resolve())
+    print(f"Restored to {moment.isoformat()} in {server.pgdata}; running beside the live server.")
+    print(f"  connect: {server.url(postgres.EMBEDDED_DATABASE)}")
+    print(f"  stop it: emrsim-migrate stop --copy {server.pgdata}")
+    return 0
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     from emrsim_assets import recovery
+
+    if args.copy:
+        copy = Path(args.copy).resolve()
+        stopped = recovery.stop_server(copy)
+        print(f"Restored copy ({copy}) {'stopped' if stopped else 'was not running'}.")
+        return 0
 
     if recovery.stop_server(postgres.work_dir() / recovery.REPLICA):
         print(f"Read replica ({postgres.work_dir() / recovery.REPLICA}) stopped.")
@@ -449,9 +482,17 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "replica", help="start a streaming read replica of the embedded PostgreSQL"
     ).set_defaults(func=cmd_replica)
-    sub.add_parser("stop", help="stop the embedded PostgreSQL (and its replica)").set_defaults(
-        func=cmd_stop
+    restore = sub.add_parser(
+        "restore",
+        help="start a copy of the embedded PostgreSQL as it was at a moment (point-in-time "
+        "recovery from the newest base backup before it and the WAL archive)",
     )
+    restore.add_argument("--to", required=True, help="the moment, with its zone (ISO 8601)")
+    restore.add_argument("--into", required=True, help="a new directory for the copy")
+    restore.set_defaults(func=cmd_restore)
+    stop = sub.add_parser("stop", help="stop the embedded PostgreSQL (and its replica)")
+    stop.add_argument("--copy", help="stop only the restored copy in this directory")
+    stop.set_defaults(func=cmd_stop)
     return top
 
 

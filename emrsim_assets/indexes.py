@@ -120,14 +120,25 @@ def _plan_review(
         return  # a statement that cannot be planned alone (a utility command, a temp table)
     if not row:
         return
+    seen: set[tuple[str, str]] = set()
     for node in _nodes(row[0][0]["Plan"]):
-        if node.get("Node Type") != "Seq Scan" or "Relation Name" not in node:
+        kind = node.get("Node Type")
+        # A whole-table read: a sequential scan, or an index walked end to end for its order
+        # (ORDER BY id LIMIT n) with the condition left to a filter.
+        whole = kind == "Seq Scan" or (
+            kind in ("Index Scan", "Index Only Scan")
+            and "Index Cond" not in node
+            and "Filter" in node
+        )
+        if not whole or "Relation Name" not in node:
             continue
         table, rows = _owner(conn, node.get("Schema", "public"), node["Relation Name"])
-        if rows < big_rows:
+        if rows < big_rows or table in seen:
             continue
+        seen.add(table)
         condition = str(node.get("Filter", ""))
-        scans.append(f"{table[1]} ({rows:,} rows): {condition or 'no filter'}")
+        how = "sequential scan" if kind == "Seq Scan" else f"whole {node.get('Index Name')}"
+        scans.append(f"{table[1]} ({rows:,} rows, {how}): {condition or 'no filter'}")
         suggestion = _suggest(conn, table, condition)
         if suggestion and suggestion not in suggestions:
             suggestions.append(suggestion)
@@ -141,11 +152,14 @@ def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _owner(conn: psycopg.Connection[Any], schema: str, name: str) -> tuple[tuple[str, str], int]:
-    """The table a scan reads, its partitioned parent for a partition, and its rows (estimate)."""
+    """The table a scan reads (a partition's partitioned parent), and its rows (estimate: the
+    whole parent's for a partition, since every month is read alike)."""
     row = conn.execute(
         "SELECT coalesce(pn.nspname, n.nspname), coalesce(p.relname, c.relname), "
-        "greatest(c.reltuples, 0)::bigint FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "CASE WHEN p.oid IS NULL THEN greatest(c.reltuples, 0)::bigint ELSE ("
+        "  SELECT coalesce(sum(greatest(k.reltuples, 0)), 0)::bigint FROM pg_inherits j "
+        "  JOIN pg_class k ON k.oid = j.inhrelid WHERE j.inhparent = p.oid) END "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "LEFT JOIN pg_inherits i ON i.inhrelid = c.oid "
         "LEFT JOIN pg_class p ON p.oid = i.inhparent "
         "LEFT JOIN pg_namespace pn ON pn.oid = p.relnamespace "

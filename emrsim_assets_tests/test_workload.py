@@ -143,7 +143,27 @@ def test_the_index_review_names_big_sequential_scans_and_the_index_for_each(
             "FROM generate_series(1, 20000) g"
         )
         conn.execute("ANALYZE emrsim.notes")
+        # Two months of 8,000 rows: each small, the table big.
+        conn.execute(
+            "CREATE TABLE emrsim.events (id bigint, at date, body text, PRIMARY KEY (id, at)) "
+            "PARTITION BY RANGE (at)"
+        )
+        for month, bounds in (
+            ("y2024m01", "('2024-01-01') TO ('2024-02-01')"),
+            ("y2024m02", "('2024-02-01') TO ('2024-03-01')"),
+        ):
+            conn.execute(
+                f"CREATE TABLE emrsim.events_{month} PARTITION OF emrsim.events FOR VALUES FROM {bounds}"
+            )
+        conn.execute(
+            "INSERT INTO emrsim.events SELECT g, date '2024-01-01' + (g % 59), 'event ' || g "
+            "FROM generate_series(1, 16000) g"
+        )
+        conn.execute("ANALYZE emrsim.events")
         for i in range(3):
+            conn.execute(
+                "SELECT id FROM emrsim.events WHERE body ILIKE %s ORDER BY id LIMIT 5", (f"%{i}9%",)
+            )
             conn.execute("SELECT id FROM emrsim.notes WHERE author = %s", (f"a{i}",))
             conn.execute("SELECT id FROM emrsim.notes WHERE body ILIKE %s", (f"%{i}7%",))
             conn.execute("SELECT body FROM emrsim.notes WHERE id = %s", (i,))
@@ -153,9 +173,13 @@ def test_the_index_review_names_big_sequential_scans_and_the_index_for_each(
         "CREATE INDEX ON emrsim.notes USING gin (body gin_trgm_ops) (pg_trgm)"
         in reviewed.suggestions
     ), reviewed
+    assert (
+        "CREATE INDEX ON emrsim.events USING gin (body gin_trgm_ops) (pg_trgm)"
+        in reviewed.suggestions
+    ), reviewed
     by_key = [s for s in reviewed.statements if "WHERE id =" in s.query]
     assert by_key and not by_key[0].suggestions and not by_key[0].seq_scans
-    assert "notes (20,000 rows)" in reviewed.markdown()
+    assert "notes (20,000 rows, sequential scan)" in reviewed.markdown()
 
 
 def test_without_pg_stat_statements_loaded_the_review_says_so(pg_url: str) -> None:
