@@ -120,7 +120,9 @@ def _plan_review(
         return  # a statement that cannot be planned alone (a utility command, a temp table)
     if not row:
         return
-    seen: set[tuple[str, str]] = set()
+    # Per table (a partitioned table's months together): the rows its whole-table reads cover,
+    # so an empty month scanned in full is nothing and 25 months of 8,000 rows are 200,000.
+    read: dict[tuple[str, str], tuple[int, str, str]] = {}
     for node in _nodes(row[0][0]["Plan"]):
         kind = node.get("Node Type")
         # A whole-table read: a sequential scan, or an index walked end to end for its order
@@ -133,11 +135,12 @@ def _plan_review(
         if not whole or "Relation Name" not in node:
             continue
         table, rows = _owner(conn, node.get("Schema", "public"), node["Relation Name"])
-        if rows < big_rows or table in seen:
+        how = "sequential scan" if kind == "Seq Scan" else "whole index, filtered"
+        before, condition, _ = read.get(table, (0, str(node.get("Filter", "")), how))
+        read[table] = (before + rows, condition, how)
+    for table, (rows, condition, how) in read.items():
+        if rows < big_rows:
             continue
-        seen.add(table)
-        condition = str(node.get("Filter", ""))
-        how = "sequential scan" if kind == "Seq Scan" else f"whole {node.get('Index Name')}"
         scans.append(f"{table[1]} ({rows:,} rows, {how}): {condition or 'no filter'}")
         suggestion = _suggest(conn, table, condition)
         if suggestion and suggestion not in suggestions:
@@ -152,14 +155,12 @@ def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _owner(conn: psycopg.Connection[Any], schema: str, name: str) -> tuple[tuple[str, str], int]:
-    """The table a scan reads (a partition's partitioned parent), and its rows (estimate: the
-    whole parent's for a partition, since every month is read alike)."""
+    """The table a scan reads (a partition's partitioned parent), and the rows of the relation
+    scanned (the planner's estimate)."""
     row = conn.execute(
         "SELECT coalesce(pn.nspname, n.nspname), coalesce(p.relname, c.relname), "
-        "CASE WHEN p.oid IS NULL THEN greatest(c.reltuples, 0)::bigint ELSE ("
-        "  SELECT coalesce(sum(greatest(k.reltuples, 0)), 0)::bigint FROM pg_inherits j "
-        "  JOIN pg_class k ON k.oid = j.inhrelid WHERE j.inhparent = p.oid) END "
-        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "greatest(c.reltuples, 0)::bigint FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
         "LEFT JOIN pg_inherits i ON i.inhrelid = c.oid "
         "LEFT JOIN pg_class p ON p.oid = i.inhparent "
         "LEFT JOIN pg_namespace pn ON pn.oid = p.relnamespace "
