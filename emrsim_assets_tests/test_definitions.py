@@ -21,6 +21,7 @@ def test_asset_graph_follows_the_plan() -> None:
         "cutover",
         "app_workload",
         "backup",
+        "base_backup",
     }
 
     def parents(name: str) -> set[str]:
@@ -29,8 +30,9 @@ def test_asset_graph_follows_the_plan() -> None:
     assert parents("users") == {"source_snapshot"}
     assert parents("conversations") == {"source_snapshot", "users", "patients"}
     assert parents("messages") == {"source_snapshot", "conversations"}
-    assert parents("cutover") == keys - {"source_snapshot", "cutover", "app_workload", "backup"}
-    assert parents("app_workload") == parents("backup") == {"cutover"}
+    after = {"app_workload", "backup", "base_backup"}
+    assert parents("cutover") == keys - {"source_snapshot", "cutover"} - after
+    assert all(parents(name) == {"cutover"} for name in after)
     messages = graph.get(dg.AssetKey("messages"))
     assert isinstance(messages.partitions_def, dg.MonthlyPartitionsDefinition)
     assert messages.partitions_def.get_first_partition_key() == "2023-01-01"
@@ -56,6 +58,7 @@ def test_every_table_has_blocking_count_content_and_fk_checks() -> None:
         "user_sessions:fk_user_id_resolves",
         "app_workload:app_gets_same_answers",
         "backup:restore_is_identical",
+        "base_backup:restores_to_a_moment",
         "app_workload:live_database_is_healthy",
         "app_workload:postgres_meets_or_exceeds_sqlite",
         *(
@@ -72,7 +75,7 @@ def test_every_table_has_blocking_count_content_and_fk_checks() -> None:
         ),
     }
     for key in graph.asset_check_keys:
-        if key.asset_key not in (dg.AssetKey("app_workload"), dg.AssetKey("backup")):
+        if key.asset_key.to_user_string() not in ("app_workload", "backup", "base_backup"):
             # (after cutover: nothing left to block)
             assert graph.get_check_spec(key).blocking, key
 
@@ -83,6 +86,7 @@ def test_jobs_and_schedule_exist() -> None:
         "load_tables",
         "prove_after_cutover",
         "backup_live",
+        "base_backup_live",
         "health_check",
         "rollback",
         "create_next_month_partition",
@@ -90,4 +94,5 @@ def test_jobs_and_schedule_exist() -> None:
         assert defs.resolve_job_def(name).name == name
     assert defs.resolve_schedule_def("monthly_partition_schedule").cron_schedule == "0 3 20 * *"
     assert defs.resolve_schedule_def("daily_backup").cron_schedule == "0 2 * * *"
+    assert defs.resolve_schedule_def("weekly_base_backup").cron_schedule == "0 3 * * 0"
     assert defs.resolve_schedule_def("health_every_5_minutes").cron_schedule == "*/5 * * * *"

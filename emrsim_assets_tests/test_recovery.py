@@ -80,3 +80,20 @@ def test_a_server_without_wal_archiving_gets_one_sentence(pg_url: str, tmp_path:
             pytest.skip("this server archives WAL")
     with pytest.raises(TargetError, match="WAL archiving is off"):
         recovery.base_backup(pg_url, tmp_path / "work")
+
+
+def test_the_weekly_base_backup_runs_on_the_embedded_server_once_something_is_live(
+    migration: Migration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emrsim_assets.defs.jobs import weekly_base_backup
+
+    with dg.instance_for_test() as instance:
+        migration.instance = instance
+        context = dg.build_schedule_context(instance=instance)
+        monkeypatch.delenv("EMRSIM_PG_URL", raising=False)
+        assert isinstance(weekly_base_backup(context), dg.SkipReason)  # nothing live yet
+        assert migration.run_job("migrate").success
+        assert isinstance(weekly_base_backup(context), dg.RunRequest)
+        monkeypatch.setenv("EMRSIM_PG_URL", migration.pg_url)
+        skipped = weekly_base_backup(context)
+        assert isinstance(skipped, dg.SkipReason) and "your own server" in str(skipped.skip_message)
