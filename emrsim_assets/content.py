@@ -36,7 +36,7 @@ from psycopg import sql
 from emrsim_assets import convert
 from emrsim_assets.deep import deep
 from emrsim_assets.plan import Column, Plan, Table
-from emrsim_assets.source import CLASSES, ROWID, Manifest, read_batches
+from emrsim_assets.source import ROWID, Manifest, class_digit, read_batches
 from emrsim_assets.target import MIGRATION, STAGING, UNPARTITIONED, Conn, next_month
 
 T = TypeVar("T")
@@ -223,7 +223,7 @@ def source_tokens(frame: pl.DataFrame, table: Table, plan: Plan) -> pl.DataFrame
     if stamped:
         frame = frame.with_columns(**stamped)
     for column in table.columns:
-        digit = (pl.col(CLASSES) // (5 ** position[column.name])) % 5
+        digit = class_digit(position[column.name])
         letter = digit.replace_strict(dict(enumerate(_CLASS_LETTER)), return_dtype=pl.String)
         value = pl.col(column.name)
         raw = pl.when(digit == 4).then(pl.lit("null")).otherwise(letter + ":" + value)
@@ -301,7 +301,7 @@ class JsonPrinter:
     ) -> pl.DataFrame:
         """`frame` with the text-class values of JSON columns `names` as jsonb prints them."""
         for name in names:
-            digit = (pl.col(CLASSES) // (5 ** position[name])) % 5
+            digit = class_digit(position[name])
             texts = frame.filter(digit == 2).select(
                 pl.col(ROWID).alias("r"), pl.col(name).alias("t")
             )

@@ -393,7 +393,7 @@ class _Scan:
     unplaceable: int = 0
     sample: list[dict[str, Any]] = field(default_factory=list)
     rows: int = 0
-    combos: dict[int, int] = field(default_factory=dict)
+    combos: dict[tuple[int, ...], int] = field(default_factory=dict)
     stray: list[pl.Series] = field(default_factory=list)
 
     def add(self, counts: dict[str, int], spans: dict[str, tuple[int, int]]) -> None:
@@ -411,8 +411,10 @@ def _scan_months(
     scan = _Scan()
     for frame in read_batches(path, table, batch_rows, rowids, [column.name], classes=True):
         scan.rows += frame.height
-        for combo, seen in frame.get_column(CLASSES).value_counts().iter_rows():
-            scan.combos[combo] = scan.combos.get(combo, 0) + seen
+        codes = class_columns(len(table.columns))
+        for *combo, seen in frame.group_by(codes).len().iter_rows():
+            key = tuple(int(c) for c in combo)
+            scan.combos[key] = scan.combos.get(key, 0) + seen
         month = convert.month_start(convert.timestamps(frame[column.name], column, plan))
         placed = frame.select(pl.col(ROWID), pl.col(column.name)).with_columns(month=month)
         inside = placed.get_column("month").is_in(known.implode()).fill_null(False)
@@ -523,13 +525,32 @@ class Profile:
 CLASSES = "__classes"  # per row: the SQLite storage class of every column, as base-5 digits
 # In the order of the base-5 digits below ('irtbn'), and of every count of storage classes.
 STORAGE_CLASSES = ("integer", "real", "text", "blob", "null")
+# Base-5 digits per 64-bit integer (5**27 - 1 < 2**63): a wider table's classes take several,
+# __classes, __classes_1, ...
+CLASS_DIGITS = 27
 
 
-def _decode_classes(code: int, count: int) -> list[str]:
+def class_columns(count: int) -> list[str]:
+    """The names of the integers holding the classes of `count` columns."""
+    return [class_column(i) for i in range(0, max(count, 1), CLASS_DIGITS)]
+
+
+def class_column(position: int) -> str:
+    chunk = position // CLASS_DIGITS
+    return CLASSES if chunk == 0 else f"{CLASSES}_{chunk}"
+
+
+def class_digit(position: int) -> pl.Expr:
+    """The storage class (0 to 4, as STORAGE_CLASSES) of the column at `position`."""
+    digit: pl.Expr = (pl.col(class_column(position)) // (5 ** (position % CLASS_DIGITS))) % 5
+    return digit
+
+
+def _decode_classes(codes: tuple[int, ...], count: int) -> list[str]:
     names = []
-    for _ in range(count):
-        code, digit = divmod(code, 5)
-        names.append(STORAGE_CLASSES[digit])
+    for position in range(count):
+        code = codes[position // CLASS_DIGITS] // 5 ** (position % CLASS_DIGITS)
+        names.append(STORAGE_CLASSES[code % 5])
     return names
 
 
@@ -539,12 +560,18 @@ def _select_list(
     wanted = [c for c in table.columns if columns is None or c.name in columns]
     parts = [f"{locator} AS {ROWID}"] if locator else []
     if classes:
-        # One integer per row, a base-5 digit per column: far cheaper than strings to build.
-        digits = " + ".join(
-            f"{5**i} * (instr('irtbn', substr(typeof({_quote(c.source)}), 1, 1)) - 1)"
-            for i, c in enumerate(table.columns)
-        )
-        parts.append(f"{digits} AS {CLASSES}")
+        # One integer per row (per 27 columns), a base-5 digit per column: far cheaper than
+        # strings to build.
+        for start, name in zip(
+            range(0, len(table.columns), CLASS_DIGITS),
+            class_columns(len(table.columns)),
+            strict=False,
+        ):
+            digits = " + ".join(
+                f"{5**i} * (instr('irtbn', substr(typeof({_quote(c.source)}), 1, 1)) - 1)"
+                for i, c in enumerate(table.columns[start : start + CLASS_DIGITS])
+            )
+            parts.append(f"{digits} AS {name}")
     for column in wanted:
         if column.convert == "blob":
             # Bytes as hex text: lossless whatever they hold (CAST AS TEXT would read them as UTF-8).
@@ -612,7 +639,9 @@ def read_batches(
     parts = _select_list(table, columns, locator, classes)
     select = ", ".join(parts)
     names = [part.rsplit(" AS ", 1)[1].strip('"') for part in parts]
-    counters = {ROWID, CLASSES} | {n for n in names if n.startswith("__json_ok")}
+    counters = {ROWID, *class_columns(len(table.columns))} | {
+        n for n in names if n.startswith("__json_ok")
+    }
     source = _quote(table.source)
     if locator is None:
         order = ", ".join(_quote(table.column(k).source) for k in table.primary_key)

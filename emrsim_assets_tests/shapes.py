@@ -171,6 +171,22 @@ def timestamps_every_form(conn: sqlite3.Connection) -> None:
     )
 
 
+def wide_table(conn: sqlite3.Connection) -> None:
+    """40 columns of every storage class (a storage class per column takes 27 per 64-bit
+    integer), NULL runs and a blob at the far end."""
+    kinds = ["INTEGER", "REAL", "TEXT", "BLOB"]
+    columns = ", ".join(f"c{i:02d} {kinds[i % 4]}" for i in range(1, 40))
+    conn.execute(f"CREATE TABLE wide (id INTEGER PRIMARY KEY, {columns})")
+
+    def value(row: int, i: int) -> object:
+        if (row + i) % 7 == 0:
+            return None
+        return [row * i, row / (i + 1), f"r{row}c{i}", bytes([row % 256, i])][i % 4]
+
+    rows = [(row, *(value(row, i) for i in range(1, 40))) for row in range(1, 120)]
+    conn.executemany(f"INSERT INTO wide VALUES ({', '.join('?' * 40)})", rows)  # noqa: S608
+
+
 def app_schema(path: Path) -> None:
     write_app_sample(path, turns=600, seed=11)
 
@@ -186,6 +202,7 @@ SHAPES: dict[str, Writer | Callable[[Path], None]] = {
     "reserved_names": reserved_names,
     "views_and_rowid_columns": views_and_rowid_columns,
     "timestamps_every_form": timestamps_every_form,
+    "wide_table": wide_table,
     "app_schema": app_schema,
 }
 
