@@ -11,7 +11,10 @@ from contextlib import AbstractContextManager
 from datetime import date
 from pathlib import Path
 
-from emrsim_assets import convert, source, target
+import polars as pl
+from psycopg import conninfo
+
+from emrsim_assets import content, convert, source, target
 from emrsim_assets.convert import Converted
 from emrsim_assets.memory import release_free_memory
 from emrsim_assets.plan import Plan, Table
@@ -26,10 +29,14 @@ def _converted(
     plan: Plan,
     table: Table,
     batch_rows: int,
+    proof: _Proof,
     rowid_range: tuple[int, int] | None = None,
     month: date | None = None,
 ) -> Iterator[Converted]:
-    for frame in source.read_batches(snapshot, table, batch_rows, rowid_range=rowid_range):
+    batches = source.read_batches(
+        snapshot, table, batch_rows, rowid_range=rowid_range, classes=True
+    )
+    for frame in batches:
         if month is not None:
             # The rowid span of a month may hold rows of neighbouring months: keep this one's.
             column = table.column(str(table.partition_by_month))
@@ -37,10 +44,39 @@ def _converted(
             frame = frame.filter(convert.month_start(stamps) == month)
             if frame.is_empty():
                 continue
+        # The proof's source side, from the rows just read (content.Digest): no second read.
+        hashed = content.source_hashes(frame, table, plan, proof.printer)
         converted = convert.convert_frame(frame, table, plan)
         del frame  # the source rows are not needed while the converted ones are written
+        if converted.quarantined.height:
+            hashed = hashed.filter(~pl.col(source.ROWID).is_in(converted.quarantined["row_id"]))
+        proof.digest.add(hashed)
+        del hashed
         yield converted
         del converted
+
+
+class _Proof:
+    """What a load sums for content_matches_source, and its JSON printer (a connection of its
+    own beside the load's, which is busy with COPY)."""
+
+    def __init__(self, conn: Conn, table: Table, plan: Plan, snapshot_sha: str) -> None:
+        self.digest = content.Digest()
+        self.table, self.plan, self.snapshot_sha = table, plan, snapshot_sha
+        has_json = any(c.convert == "json" for c in table.columns)
+        url = (
+            conninfo.make_conninfo(conn.info.dsn, password=conn.info.password) if has_json else None
+        )
+        self.printer = content.JsonPrinter(url)
+
+    def save(self, conn: Conn, partition_key: str) -> None:
+        self.digest.save(conn, self.table, partition_key, self.snapshot_sha, self.plan)
+
+    def __enter__(self) -> _Proof:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.printer.close()
 
 
 def load_table(
@@ -51,10 +87,17 @@ def load_table(
     batch_rows: int,
     progress: Progress = log.info,
 ) -> LoadStats:
-    batches = _converted(Path(manifest.snapshot_path), plan, table, batch_rows)
-    return target.load_table(
-        conn, table, batches, manifest.sha256, progress, manifest.row_counts.get(table.name)
-    )
+    with _Proof(conn, table, plan, manifest.sha256) as proof:
+        batches = _converted(Path(manifest.snapshot_path), plan, table, batch_rows, proof)
+        return target.load_table(
+            conn,
+            table,
+            batches,
+            manifest.sha256,
+            progress,
+            manifest.row_counts.get(table.name),
+            on_loaded=proof.save,
+        )
 
 
 def load_month(
@@ -84,14 +127,22 @@ def _load_month(
     span = manifest.month_rowids.get(key)
     # In a pure month's span every row is the month's own: no need to parse timestamps twice.
     only = None if key in manifest.pure_months else month
-    batches: Iterator[Converted] = (
-        _converted(Path(manifest.snapshot_path), plan, table, batch_rows, span, only)
-        if span
-        else iter(())
-    )
-    return target.load_month(
-        conn, table, month, batches, manifest.sha256, progress, manifest.month_counts.get(key)
-    )
+    with _Proof(conn, table, plan, manifest.sha256) as proof:
+        batches: Iterator[Converted] = (
+            _converted(Path(manifest.snapshot_path), plan, table, batch_rows, proof, span, only)
+            if span
+            else iter(())
+        )
+        return target.load_month(
+            conn,
+            table,
+            month,
+            batches,
+            manifest.sha256,
+            progress,
+            manifest.month_counts.get(key),
+            on_loaded=proof.save,
+        )
 
 
 PROGRESS_EVERY_SECONDS = 2.0

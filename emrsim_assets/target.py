@@ -64,6 +64,17 @@ _MIGRATION_DDL = [
             snapshot_sha256 text NOT NULL,
             quarantined_at timestamptz NOT NULL DEFAULT now())"""
     ).format(sql.Identifier(MIGRATION)),
+    # The source side of content_matches_source, summed by the load that read it (content.py).
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.content_digest (
+            table_name text NOT NULL,
+            partition_key text NOT NULL,
+            snapshot_sha256 text NOT NULL,
+            plan_fingerprint text NOT NULL,
+            source_rows bigint NOT NULL,
+            sums bytea NOT NULL,
+            PRIMARY KEY (table_name, partition_key))"""
+    ).format(sql.Identifier(MIGRATION)),
     sql.SQL(
         """CREATE TABLE IF NOT EXISTS {}.cutovers (
             id bigserial PRIMARY KEY,
@@ -218,9 +229,9 @@ def ensure_partitioned_parent(conn: Conn, table: Table, schema: str = STAGING) -
 
 
 def forget_loads(conn: Conn, table: str, keep: str | None = None) -> None:
-    """Drop the ledger and quarantine entries of `table` (but those of partition key `keep`):
+    """Drop the ledger, quarantine and digest entries of `table` (but those of partition key `keep`):
     what an earlier plan loaded is no longer there to check."""
-    for ledger in ("loads", "quarantine"):
+    for ledger in ("loads", "quarantine", "content_digest"):
         conn.execute(
             sql.SQL(
                 "DELETE FROM {}.{} WHERE table_name = %s AND partition_key IS DISTINCT FROM %s"
@@ -306,6 +317,7 @@ class LoadStats:
 
 
 Progress = Callable[[str], None]
+Loaded = Callable[["Conn", str], None]  # (the load's connection, partition key)
 
 
 def load_table(
@@ -315,8 +327,10 @@ def load_table(
     snapshot_sha: str,
     progress: Progress = log.info,
     expected_rows: int | None = None,
+    on_loaded: Loaded | None = None,
 ) -> LoadStats:
-    """Replace the staging table with `batches`, in one transaction: a crash keeps the old one."""
+    """Replace the staging table with `batches`, in one transaction: a crash keeps the old one.
+    `on_loaded` runs in that transaction once every batch is in (the content digest)."""
     ensure_migration_schema(conn)
     started = time.perf_counter()
     with conn.transaction():
@@ -333,6 +347,8 @@ def load_table(
         _numeric_types(conn, table, target)
         _build_keys(conn, table, table.name)
         conn.execute(sql.SQL("ANALYZE {}").format(target))
+        if on_loaded is not None:
+            on_loaded(conn, UNPARTITIONED)
         stats = _record(conn, table, UNPARTITIONED, snapshot_sha, counts, started, table.name)
     return stats
 
@@ -354,6 +370,7 @@ def load_month(
     snapshot_sha: str,
     progress: Progress = log.info,
     expected_rows: int | None = None,
+    on_loaded: Loaded | None = None,
 ) -> LoadStats:
     """Replace exactly one month of a partitioned table, in one transaction.
 
@@ -409,6 +426,8 @@ def load_month(
                 staging, sql.Identifier(name), bound
             )
         )
+        if on_loaded is not None:
+            on_loaded(conn, key)
         stats = _record(conn, table, key, snapshot_sha, counts, started, name)
     return stats
 

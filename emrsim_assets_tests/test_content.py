@@ -73,6 +73,37 @@ def test_one_character_changed_in_postgresql_fails_the_check_naming_the_row(
     assert list(evaluation.metadata["differing"].value) == [month]
 
 
+def test_the_source_side_is_summed_by_the_load_and_a_digest_that_lies_changes_nothing(
+    migration: Migration,
+) -> None:
+    """The load sums the source side as it reads the snapshot; the check reads only the target.
+    A digest that disagrees with the snapshot cannot pass a wrong target or fail a right one:
+    every difference is confirmed against the snapshot itself."""
+    assert migration.run_job("load_tables").success
+    check = dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey("messages"), CHECK))
+    evaluation = _evaluation(migration.materialize(check), "messages")
+    assert evaluation.passed, evaluation.description
+    months = len(evaluation.metadata["months"].value)  # type: ignore[arg-type]
+    assert evaluation.metadata["source_side"].value == (
+        f"summed during the load ({months} of {months})"
+    )
+    with migration.connect() as conn:
+        # Every month's digest is wrong now: one bucket's count off by one.
+        conn.execute(
+            "UPDATE emrsim_migration.content_digest SET sums = overlay(sums PLACING "
+            "'\\x05'::bytea FROM 1 FOR 1) WHERE table_name = 'messages'"
+        )
+    evaluation = _evaluation(migration.materialize(check), "messages")
+    assert evaluation.passed, evaluation.description  # confirmed against the snapshot
+    with migration.connect() as conn:
+        # A digest made with another plan is not used at all.
+        conn.execute("UPDATE emrsim_migration.content_digest SET plan_fingerprint = 'another'")
+    evaluation = _evaluation(migration.materialize(check), "messages")
+    assert evaluation.passed and evaluation.metadata["source_side"].value == (
+        "read from the snapshot"
+    ), evaluation.metadata
+
+
 # (shape, statement planted after the draft, fragments of the check's sentence)
 SILENT: dict[str, tuple[str, str, list[str]]] = {
     "blob_in_a_text_column": (
