@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 from psycopg import sql
 
 from emrsim_assets.convert import QUARANTINE_SCHEMA, Converted
-from emrsim_assets.errors import ConversionError
+from emrsim_assets.errors import ConversionError, TargetError
 from emrsim_assets.plan import Column, Index, Table
 from emrsim_assets.source import ROWID
 
@@ -254,6 +254,23 @@ def _create_index(schema: str, table_name: str, name: str, index: Index) -> sql.
     )
 
 
+def ensure_extensions(conn: Conn, table: Table) -> None:
+    """pg_trgm, where the plan indexes `table` with gin_trgm_ops (once; one sentence if the
+    target's user may not create it)."""
+    if not any(i.opclass == "gin_trgm_ops" for i in table.indexes):
+        return
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('emrsim_migration.ddl'))")
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise TargetError(
+            f"{table.name}: the plan's gin_trgm_ops index needs the pg_trgm extension, and "
+            f"{exc.diag.message_primary}; ask the database's owner to run CREATE EXTENSION "
+            "pg_trgm once, or drop the index from the plan."
+        ) from None
+
+
 def _build_keys(conn: Conn, table: Table, name: str, building: str | None = None) -> None:
     """Primary key and indexes of staging table `name`, built after the data is in (far faster
     than row by row). With `building`, they go on that table, named for `name` + `_LOADING`."""
@@ -332,6 +349,7 @@ def load_table(
     """Replace the staging table with `batches`, in one transaction: a crash keeps the old one.
     `on_loaded` runs in that transaction once every batch is in (the content digest)."""
     ensure_migration_schema(conn)
+    ensure_extensions(conn, table)
     started = time.perf_counter()
     with conn.transaction():
         ensure_staging_schema(conn)
@@ -356,6 +374,7 @@ def load_table(
 def prepare_partitioned(conn: Conn, table: Table) -> None:
     """Schemas and the partitioned parent, once, before months load in parallel."""
     ensure_migration_schema(conn)
+    ensure_extensions(conn, table)
     with conn.transaction():
         ensure_staging_schema(conn)
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('emrsim_staging.parent'))")

@@ -41,6 +41,41 @@ def test_plan_errors_name_the_offending_key(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match="opclass 'jsonb_fast_ops' is not one of"):
         load_plan(_plan_with(tmp_path, opclass))
 
+    def trigram_btree(raw: dict) -> None:  # type: ignore[type-arg]
+        raw["tables"][3]["indexes"].append(
+            {"name": "idx_messages_message_trgm", "columns": ["message"], "opclass": "gin_trgm_ops"}
+        )
+
+    with pytest.raises(PlanError, match="opclass gin_trgm_ops needs method: gin"):
+        load_plan(_plan_with(tmp_path, trigram_btree))
+
+
+def test_a_trigram_index_in_the_plan_serves_ilike_after_cutover(
+    tmp_path: Path, sample_db: Path, pg_url: str
+) -> None:
+    """The plan's section 4: LIKE '%term%' becomes ILIKE, served by a pg_trgm GIN index (the
+    extension is created where the plan asks for one)."""
+
+    def trigram(raw: dict) -> None:  # type: ignore[type-arg]
+        raw["tables"][3]["indexes"].append(
+            {
+                "name": "idx_messages_message_trgm",
+                "columns": ["message"],
+                "method": "gin",
+                "opclass": "gin_trgm_ops",
+            }
+        )
+
+    plan = load_plan(_plan_with(tmp_path, trigram))
+    migration = Migration(plan, sample_db, pg_url, tmp_path / "work")
+    assert migration.run_job("migrate").success
+    with migration.connect() as conn:
+        conn.execute("SET enable_seqscan = off")
+        shown = conn.execute(
+            "EXPLAIN SELECT id FROM emrsim.messages WHERE message ILIKE %s", ("%patient%",)
+        ).fetchall()
+    assert "idx_messages_message_trgm" in " ".join(str(r[0]) for r in shown), shown
+
 
 EVERY_KIND_OF_ID = [0, 1, 123456789, 10**15 - 1, 10**15, -1, -5, -(2**63), 2**63 - 1]
 
