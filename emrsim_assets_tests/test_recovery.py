@@ -94,6 +94,6 @@ def test_the_weekly_base_backup_runs_on_the_embedded_server_once_something_is_li
         assert isinstance(weekly_base_backup(context), dg.SkipReason)  # nothing live yet
         assert migration.run_job("migrate").success
         assert isinstance(weekly_base_backup(context), dg.RunRequest)
-        monkeypatch.setenv("EMRSIM_PG_URL", migration.pg_url)
-        skipped = weekly_base_backup(context)
-        assert isinstance(skipped, dg.SkipReason) and "your own server" in str(skipped.skip_message)
+    monkeypatch.setenv("EMRSIM_PG_URL", migration.pg_url)  # the target is the user's own server
+    skipped = weekly_base_backup(dg.build_schedule_context())
+    assert isinstance(skipped, dg.SkipReason) and "your own server" in str(skipped.skip_message)
