@@ -55,6 +55,15 @@ def _naive_text(value: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     return naive, has_offset
 
 
+_FIXED = {"UTC", "UCT", "GMT", "Zulu", "Universal", "Greenwich"}
+
+
+def _fixed_offset(zone: str) -> bool:
+    """A zone whose clocks never change (UTC and its aliases, Etc/GMT+n)."""
+    name = zone.removeprefix("Etc/")
+    return name in _FIXED or name.startswith(("GMT+", "GMT-"))
+
+
 def _measures(frame: pl.DataFrame, column: Column, plan: Plan) -> pl.DataFrame:
     """Per row: digits of an epoch's whole part (or null), the year (or null), and flags."""
     value = pl.col(column.name)
@@ -75,6 +84,11 @@ def _measures(frame: pl.DataFrame, column: Column, plan: Plan) -> pl.DataFrame:
         digits = whole.str.len_chars().cast(pl.Int64)
         negative = value.str.strip_chars().str.starts_with("-")
         ambiguous = missing = pl.lit(False)
+    elif _fixed_offset(str(plan.source_timezone.key)):
+        # No clock change in this zone: no local time is ambiguous or missing (and parsing the
+        # text again for it was most of this check's cost).
+        digits = pl.lit(None, pl.Int64)
+        negative = ambiguous = missing = pl.lit(False)
     else:
         digits = pl.lit(None, pl.Int64)
         negative = pl.lit(False)
@@ -107,6 +121,7 @@ def find_anomalies(
     wanted = [c.name for c in columns] + [k for k in table.primary_key]
     digits: dict[str, Counter[int]] = {c.name: Counter() for c in columns}
     years: dict[str, Counter[int]] = {c.name: Counter() for c in columns}
+    flagged_rows: Counter[str] = Counter()  # negative, ambiguous or missing: known in pass one
     for frame in read_batches(path, table, batch_rows, columns=wanted):
         for column in columns:
             measured = _measures(frame, column, plan)
@@ -114,12 +129,31 @@ def find_anomalies(
                 counts = measured[name].drop_nulls().value_counts()
                 for value, count in counts.iter_rows():
                     counter[column.name][int(value)] += int(count)
+            flags = pl.col("negative") | pl.col("ambiguous") | pl.col("missing_hour")
+            flagged_rows[column.name] += int(measured.select(flags.sum()).item())
     usual_digits = {n: c.most_common(1)[0][0] for n, c in digits.items() if c}
     median_year = {n: _median(c) for n, c in years.items() if c}
     found: dict[str, list[Anomaly]] = {c.name: [] for c in columns}
     counted: dict[str, int] = dict.fromkeys(found, 0)
+    # The counts of pass one say which columns have anything to name: usually none, and the
+    # snapshot is not read again.
+    odd = [
+        c
+        for c in columns
+        if flagged_rows[c.name]
+        or any(
+            abs(d - usual_digits[c.name]) >= DIGITS_OFF
+            for d in digits[c.name]
+            if c.name in usual_digits
+        )
+        or any(
+            abs(y - median_year[c.name]) > YEARS_OFF for y in years[c.name] if c.name in median_year
+        )
+    ]
+    if not odd:
+        return {}, counted
     for frame in read_batches(path, table, batch_rows, columns=wanted):
-        for column in columns:
+        for column in odd:
             measured = _measures(frame, column, plan)
             reasons = _reasons(column, usual_digits.get(column.name), median_year.get(column.name))
             flagged = measured.with_columns(reasons.alias("reason")).filter(
