@@ -645,20 +645,24 @@ def ahead(batches: Iterator[T]) -> Iterator[T]:
     slots: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
     stop = threading.Event()
 
+    def offer(item: tuple[bool, Any]) -> bool:
+        """Hand `item` over, or give up once the consumer has stopped (it may never take it)."""
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for batch in batches:
-                while not stop.is_set():
-                    try:
-                        slots.put((True, batch), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer((True, batch)):
                     return
-            slots.put((False, None))
+            offer((False, None))
         except BaseException as exc:  # handed to the consumer, raised there
-            slots.put((False, exc))
+            offer((False, exc))
 
     worker = threading.Thread(target=produce, name="content-ahead", daemon=True)
     worker.start()

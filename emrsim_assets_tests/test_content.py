@@ -4,6 +4,7 @@ Changes nothing else catches (counts and keys stay right) fail it, naming the ro
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -253,3 +254,30 @@ def test_json_nested_2000_deep_loads_and_is_proven_even_where_the_column_quarant
             ("{" + ",".join(["a"] * 2000) + "}",),
         ).fetchone()
         assert depth is not None and depth[0] == "1"
+
+
+def test_reading_ahead_never_hangs_when_the_reader_stops_early() -> None:
+    """The snapshot is read a batch ahead on a thread. A reader that stops (an error while it
+    works on one batch) must not wait forever on a thread with nobody left to take its next."""
+    import threading
+    import time
+
+    from emrsim_assets.content import ahead
+
+    def two() -> Iterator[int]:
+        yield 1
+        yield 2
+
+    reader = ahead(two())
+    assert next(reader) == 1
+    time.sleep(0.3)  # the thread has handed over 2 and wants to say it is done
+    closed = threading.Event()
+    threading.Thread(target=lambda: (reader.close(), closed.set()), daemon=True).start()
+    assert closed.wait(5), "stopping the reader hung"
+
+    def failing() -> Iterator[int]:
+        yield 1
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        list(ahead(failing()))
