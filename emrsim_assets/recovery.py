@@ -80,6 +80,11 @@ def _run(command: list[str], what: str, as_server: bool = False) -> str:
     return done.stdout
 
 
+def _pg_ctl(pgdata: Path, args: list[str], what: str) -> None:
+    """pg_ctl on `pgdata`, as the server's user (PostgreSQL refuses root)."""
+    _run([str(bin_path("pg_ctl")), "-D", str(pgdata), *args], what, as_server=True)
+
+
 def configure_embedded(pgdata: Path, admin_url: str) -> bool:
     """Set SETTINGS on the embedded server (once; True if it was restarted for them)."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -100,20 +105,10 @@ def configure_embedded(pgdata: Path, admin_url: str) -> bool:
             conn.execute("SELECT pg_reload_conf()")
             return False
     # pg_ctl restart reuses the options the server was started with (postmaster.opts).
-    _run(
-        [
-            str(bin_path("pg_ctl")),
-            "-D",
-            str(pgdata),
-            "-l",
-            str(pgdata / "log"),
-            "-w",
-            "-m",
-            "fast",
-            "restart",
-        ],
+    _pg_ctl(
+        pgdata,
+        ["-l", str(pgdata / "log"), "-w", "-m", "fast", "restart"],
         "Restarting the embedded PostgreSQL with pg_stat_statements and WAL archiving",
-        as_server=True,
     )
     return True
 
@@ -260,11 +255,9 @@ def _start(pgdata: Path, port: int, what: str) -> Server:
     socket_dir = _socket_dir(pgdata)
     _own(pgdata)
     pgdata.chmod(0o700)
-    _run(
+    _pg_ctl(
+        pgdata,
         [
-            str(bin_path("pg_ctl")),
-            "-D",
-            str(pgdata),
             "-l",
             str(pgdata / "log"),
             "-w",
@@ -275,7 +268,6 @@ def _start(pgdata: Path, port: int, what: str) -> Server:
             "start",
         ],
         f"Starting the {what} (its log: {pgdata / 'log'})",
-        as_server=True,
     )
     return Server(pgdata, socket_dir, port)
 
@@ -297,11 +289,7 @@ def stop_server(pgdata: Path) -> bool:
     """Stop a server this module started; False if it was not running."""
     if not _running(pgdata):
         return False
-    _run(
-        [str(bin_path("pg_ctl")), "-D", str(pgdata), "-w", "-m", "fast", "stop"],
-        f"Stopping the server in {pgdata}",
-        as_server=True,
-    )
+    _pg_ctl(pgdata, ["-w", "-m", "fast", "stop"], f"Stopping the server in {pgdata}")
     return True
 
 
