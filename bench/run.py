@@ -1,4 +1,5 @@
-"""Benchmark: `emrsim-migrate migrate` against psql \\copy and pgloader, on one server, at several sizes.
+"""Benchmark: `emrsim-migrate migrate` against psql \\copy, pgloader, DuckDB, Sling and the
+server-only floor, on one server, at several sizes.
 
     python bench/run.py --sizes 2000000 10000000 --repeat 3
 
@@ -14,6 +15,14 @@ For each size it writes (or reuses) a sample SQLite file, then times, each as a 
                    apt-get is there; otherwise the benchmark says so and carries on);
   - pgloader + SQL: pgloader, then bench/pgloader_to_typed.sql, which turns its untyped output
                    into the schema migrate delivers: the cost of the same result by that route.
+  - DuckDB:        duckdb 1.4.4 with its sqlite and postgres extensions (from PyPI), one INSERT
+                   ... SELECT per table into the same typed tables (bench/duckdb_route.py), then
+                   bench/typed_keys.sql: the same keys, indexes, FKs and ANALYZE;
+  - Sling:         its Linux binary (from PyPI) into untyped tables, then the same SQL as pgloader;
+  - floor:         ready binary COPY files of every converted table (exported from migrate's own
+                   result) loaded by psql, in one stream and in two, then typed_keys.sql: what
+                   the server alone needs, the line no route can go under.
+Routes that cannot be installed are skipped with a note.
 All run against one embedded PostgreSQL 18 under bench/work. Peak RSS is the child process's own
 (os.wait4), so the server's memory counts for no tool. Results: bench/results/bench.{md,json,png}.
 """
@@ -297,37 +306,236 @@ def bench_pgloader(
     return [m, typed]
 
 
+def _prefixes() -> dict[str, str]:
+    from emrsim_assets.convert import uuid_prefix
+    from emrsim_assets.plan import load_plan
+
+    return {t.name: uuid_prefix(t.name).replace("-", "") for t in load_plan(None).tables}
+
+
+def _pip(*packages: str) -> bool:
+    """Install benchmark-only packages into this venv; False (with a note) when that fails."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", *packages],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+    return done.returncode == 0
+
+
+def _typed_keys(url: str) -> tuple[float, float]:
+    seconds, rss, _ = run_timed(
+        [psql(), url, "-qX", "-v", "ON_ERROR_STOP=1", "-f", str(BENCH / "typed_keys.sql")]
+    )
+    return seconds, rss
+
+
+def bench_duckdb(admin_url: str, path: Path, rows: int, messages: int, repeat: int) -> Measurement:
+    """DuckDB 1.4.4 attaching both databases: the same typed schema, then typed_keys.sql."""
+    m = Measurement("DuckDB + the same keys, indexes, FKs, ANALYZE", messages, rows, [], [])
+    if not _pip(
+        f"duckdb=={DUCKDB}", f"duckdb-ext-sqlite=={DUCKDB}.*", f"duckdb-ext-postgres=={DUCKDB}.*"
+    ):
+        m.note = "not available (pip could not install duckdb and its extensions): skipped"
+        print(f"  DuckDB: {m.note}", flush=True)
+        return m
+    prefixes = json.dumps(_prefixes())
+    for _ in range(repeat):
+        recreate_database(admin_url, "bench_duckdb")
+        url = database_url(admin_url, "bench_duckdb")
+        seconds, rss, _ = run_timed(
+            [sys.executable, str(BENCH / "duckdb_route.py"), str(path), url, prefixes]
+        )
+        keys, _ = _typed_keys(url)
+        m.seconds.append(seconds + keys)
+        m.peak_rss_mb.append(rss)
+        print(f"  DuckDB: {seconds:.2f} s, {rss:.0f} MB; + keys: {keys:.2f} s", flush=True)
+    m.note = (
+        f"duckdb {DUCKDB}: ATTACH the SQLite file and PostgreSQL, INSERT ... SELECT into the "
+        "typed tables (messages into the partitioned parent), then bench/typed_keys.sql "
+        "(no checks, no snapshot)"
+    )
+    return m
+
+
+def _sling() -> str | None:
+    if not _pip(f"sling-linux-amd64=={SLING}"):
+        return None
+    import importlib.util
+
+    spec = importlib.util.find_spec("sling_linux_amd64")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    exe = Path(next(iter(spec.submodule_search_locations))) / "bin" / "sling-linux-amd64"
+    exe.chmod(0o755)
+    return str(exe)
+
+
+def bench_sling(
+    admin_url: str, socket: Path, path: Path, rows: int, messages: int, repeat: int
+) -> Measurement:
+    """Sling (its Linux binary from PyPI) into untyped tables, then the same SQL as pgloader's."""
+    m = Measurement("Sling + SQL to the same typed schema", messages, rows, [], [])
+    exe = _sling() if platform.machine() == "x86_64" else None
+    if exe is None:
+        m.note = "not available (no Sling binary for this machine from PyPI): skipped"
+        print(f"  Sling: {m.note}", flush=True)
+        return m
+    replication = WORK / "sling.yaml"
+    streams = "".join(f"  main.{name}:\n" for name in total_rows(path))
+    replication.write_text(
+        "source: SQLITE_SRC\ntarget: PG_DST\ndefaults:\n  mode: full-refresh\n"
+        f"  object: 'public.{{stream_table}}'\nstreams:\n{streams}",
+        encoding="utf-8",
+    )
+    variables = [arg for name, p in _prefixes().items() for arg in ("-v", f"{name}={p}")]
+    for _ in range(repeat):
+        recreate_database(admin_url, "bench_sling")
+        env = {
+            "SQLITE_SRC": f"sqlite://{path}",
+            "PG_DST": f"postgresql://postgres@/bench_sling?host={socket}&sslmode=disable",
+            "SLING_DISABLE_TELEMETRY": "true",
+        }
+        seconds, rss, _ = run_timed([exe, "run", "-r", str(replication)], env)
+        url = database_url(admin_url, "bench_sling")
+        script = str(BENCH / "pgloader_to_typed.sql")
+        sql_seconds, _, _ = run_timed(
+            [psql(), url, "-qX", "-v", "ON_ERROR_STOP=1", *variables, "-f", script]
+        )
+        m.seconds.append(seconds + sql_seconds)
+        m.peak_rss_mb.append(rss)
+        print(f"  Sling: {seconds:.2f} s, {rss:.0f} MB; + SQL: {sql_seconds:.2f} s", flush=True)
+    m.note = (
+        f"sling {SLING}, full refresh of every table (bigint/text), then "
+        "bench/pgloader_to_typed.sql (no checks, no snapshot)"
+    )
+    return m
+
+
+def bench_floor(admin_url: str, rows: int, messages: int, repeat: int) -> list[Measurement]:
+    """What the server alone needs for the same result: ready binary COPY files of every table,
+    already converted (exported from migrate's own result), loaded by psql \\copy, in one stream
+    and in two at once (messages split by month), then typed_keys.sql. No reading of SQLite,
+    no conversion, no checks: the floor no route can go under on this server."""
+    from duckdb_route import TABLES, partitions
+
+    live = database_url(admin_url, "emrsim")
+    files: dict[str, list[Path]] = {}
+    with psycopg.connect(live) as conn:
+        first_days = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT date_trunc('month', created_at AT TIME ZONE 'UTC')::date "
+                "FROM emrsim.messages ORDER BY 1"
+            )
+        ]
+        for table, columns in FLOOR_COLUMNS.items():
+            names = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+            parts: list[sql.Composable] = (
+                [
+                    sql.SQL(
+                        "EXTRACT(month FROM created_at AT TIME ZONE 'UTC')::int % 2 = {}"
+                    ).format(sql.Literal(half))
+                    for half in (0, 1)
+                ]
+                if table == "messages"
+                else [sql.SQL("true")]
+            )
+            for i, where in enumerate(parts):
+                data = WORK / f"floor_{table}_{i}.bin"
+                export = sql.SQL(
+                    "COPY (SELECT {} FROM emrsim.{} WHERE {}) TO STDOUT (FORMAT binary)"
+                ).format(names, sql.Identifier(table), where)
+                with conn.cursor().copy(export) as copy, data.open("wb") as out:
+                    for chunk in copy:
+                        out.write(chunk)
+                files.setdefault(table, []).append(data)
+    ddl = TABLES + partitions(first_days)
+    all_files = [(t, f) for t, fs in files.items() for f in fs]
+    measured = []
+    for streams in (1, 2):
+        m = Measurement(
+            f"server-only floor, {streams} COPY stream{'s' if streams > 1 else ''}",
+            messages,
+            rows,
+            [],
+            [],
+        )
+        for _ in range(repeat):
+            recreate_database(admin_url, "bench_floor")
+            url = database_url(admin_url, "bench_floor")
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(ddl)
+            started = time.perf_counter()
+            procs = []
+            for s in range(streams):
+                script = "".join(
+                    f"\\copy typed.{t} FROM '{f}' (FORMAT binary)\n"
+                    for i, (t, f) in enumerate(all_files)
+                    if i % streams == s
+                )
+                procs.append(
+                    subprocess.Popen(
+                        [psql(), url, "-qX", "-v", "ON_ERROR_STOP=1"],
+                        stdin=subprocess.PIPE,
+                        text=True,
+                    )
+                )
+                assert procs[-1].stdin is not None
+                procs[-1].stdin.write(script)
+                procs[-1].stdin.close()
+            if any(p.wait() != 0 for p in procs):
+                raise RuntimeError("the floor's \\copy failed")
+            _typed_keys(url)
+            m.seconds.append(time.perf_counter() - started)
+            m.peak_rss_mb.append(0.0)
+            print(f"  floor, {streams} stream(s): {m.seconds[-1]:.2f} s", flush=True)
+        megabytes = sum(f.stat().st_size for _, f in all_files) / 1e6
+        m.note = (
+            f"psql \\copy of ready binary files ({megabytes:,.0f} MB, exported from migrate's "
+            "result), then bench/typed_keys.sql: no SQLite read, no conversion, no checks"
+        )
+        measured.append(m)
+    for _, f in all_files:
+        f.unlink()
+    return measured
+
+
 def table(results: list[Measurement]) -> tuple[str, list[dict[str, object]]]:
+    """The results as a Markdown table, each row also against the routes the issue names: the
+    DuckDB route, the two-stream server-only floor, and pgloader + SQL (the same typed result)."""
     lines = [
-        "| messages | tool | seconds (median) | rows/s | peak RSS MB | x COPY limit | pgloader / this "
-        "| (pgloader + SQL) / this | note |",
+        "| messages | tool | seconds (median) | rows/s | peak RSS MB | DuckDB / this "
+        "| this / two-stream floor | (pgloader + SQL) / this | note |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     rows: list[dict[str, object]] = []
     for size in sorted({r.messages for r in results}):
         group = [r for r in results if r.messages == size]
-        copy = next((r for r in group if r.tool.endswith("CSV") and r.seconds), None)
-        loader = next((r for r in group if r.tool == "pgloader" and r.seconds), None)
+        duck = next((r for r in group if r.tool.startswith("DuckDB") and r.seconds), None)
+        floor = next((r for r in group if r.tool.endswith("2 COPY streams") and r.seconds), None)
         same = next((r for r in group if r.tool.startswith("pgloader +") and r.seconds), None)
         for r in group:
             if not r.seconds:
                 lines.append(f"| {size:,} | {r.tool} | - | - | - | - | - | - | {r.note} |")
                 rows.append({**asdict(r), "median": None})
                 continue
-            vs_copy = r.median / copy.median if copy else None
-            vs_loader = loader.median / r.median if loader else None
+            vs_duck = duck.median / r.median if duck else None
+            vs_floor = r.median / floor.median if floor else None
             vs_same = same.median / r.median if same else None
+            rss = f"{r.rss:.0f}" if r.rss else "-"
             lines.append(
-                f"| {size:,} | {r.tool} | {r.median:.2f} | {r.rows / r.median:,.0f} | {r.rss:.0f} | "
-                f"{_ratio(vs_copy)} | {_ratio(vs_loader)} | {_ratio(vs_same)} | {r.note} |"
+                f"| {size:,} | {r.tool} | {r.median:.2f} | {r.rows / r.median:,.0f} | {rss} | "
+                f"{_ratio(vs_duck)} | {_ratio(vs_floor)} | {_ratio(vs_same)} | {r.note} |"
             )
             rows.append(
                 {
                     **asdict(r),
                     "median": r.median,
                     "rows_per_second": r.rows / r.median,
-                    "ratio_to_copy": vs_copy,
-                    "pgloader_over_this": vs_loader,
+                    "duckdb_over_this": vs_duck,
+                    "this_over_two_stream_floor": vs_floor,
                     "pgloader_and_sql_over_this": vs_same,
                 }
             )
@@ -363,6 +571,34 @@ def chart(results: list[Measurement], path: Path) -> bool:
     return True
 
 
+DUCKDB = "1.4.4"
+SLING = "1.4.11"
+# The typed tables' columns in the order of duckdb_route.TABLES (the floor's files are in it).
+FLOOR_COLUMNS = {
+    "users": [
+        "id",
+        "email",
+        "name",
+        "password_hash",
+        "role",
+        "is_active",
+        "created_at",
+        "updated_at",
+    ],
+    "patients": ["id", "name", "date_of_birth", "sex", "scenario", "created_by", "created_at"],
+    "conversations": ["id", "title", "user_id", "patient_id", "status", "created_at", "updated_at"],
+    "patient_records": [
+        "id",
+        "patient_id",
+        "record_type",
+        "data",
+        "is_abnormal",
+        "recorded_at",
+        "created_at",
+    ],
+    "user_sessions": ["token", "user_id", "data", "expires_at", "is_revoked", "created_at"],
+    "messages": ["id", "conversation_id", "sender", "message", "metadata", "created_at"],
+}
 PACKAGES = ("dagster", "polars", "pyarrow", "adbc-driver-sqlite", "pgpq", "psycopg")
 
 
@@ -417,6 +653,10 @@ def main() -> int:
         results.extend(bench_messages_load(admin_url, path, size, args.repeat))
         results.extend(bench_copy(admin_url, size, args.repeat))
         results.extend(bench_pgloader(admin_url, socket, path, rows, size, args.repeat))
+        results.append(bench_duckdb(admin_url, path, rows, size, args.repeat))
+        results.append(bench_sling(admin_url, socket, path, rows, size, args.repeat))
+        # Last: it reads migrate's result (the live schema emrsim) for its ready-made files.
+        results.extend(bench_floor(admin_url, rows, size, args.repeat))
     markdown, rows_json = table(results)
     machine = (
         f"{env['cpu']}, {env['cores']} cores, Python {env['python']}, "
