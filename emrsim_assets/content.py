@@ -438,21 +438,23 @@ class JsonPrinter:
 # --- the target side ---------------------------------------------------------------------------
 
 
+# Kinds read back raw, their tokens made in Polars: the server's text output of uuid and
+# timestamptz (and a concatenation per value) cost it more than the rest of the read.
+_RAW_KINDS = ("legacy_id", "timestamp", "text")
+
+
 def _target_expression(column: Column) -> sql.Composable:
-    """The column read back into its source form, as a token (never NULL: 'null')."""
+    """The column read back into its source form, as a token (never NULL: 'null'), or as it
+    is for the kinds whose tokens target_tokens makes."""
     name = sql.Identifier(column.name)
     kind = _reference_kind(column)
+    if kind in _RAW_KINDS:
+        return name
     forms: dict[str, sql.Composable] = {
-        # Decoded below, in Polars (emrsim_migration.legacy_id() per row costs the server more
-        # than the whole read).
-        "legacy_id": sql.SQL("'u:' || {}::text").format(name),
         "integer": sql.SQL("'i:' || {}::text").format(name),
         "boolean": sql.SQL("'i:' || {}::int::text").format(name),
         "blob": sql.SQL("'b:' || upper(encode({}, 'hex'))").format(name),
         "date": sql.SQL("'t:' || to_char({}, 'YYYY-MM-DD')").format(name),
-        "timestamp": sql.SQL("'ts:' || (extract(epoch FROM {}) * 1000000)::bigint::text").format(
-            name
-        ),
         "real": sql.SQL("'r:' || {}::text").format(name),
         "numeric": sql.SQL("'n:' || {}::text").format(name),
     }
@@ -483,11 +485,11 @@ def _target_batches(
             yield frame
 
 
-def _legacy_id(token: pl.Expr, table: str) -> pl.Expr:
-    """'u:<uuid>' back to 'i:<the integer id>', as emrsim_migration.legacy_id() reads it: the
-    readable form (variant digit 8, 15 decimal digits) or the 64-bit form (variant 9, hex). A
-    uuid outside the table's own prefix stays as it is, and differs."""
-    digits = token.str.strip_prefix("u:").str.replace_all("-", "", literal=True)
+def _legacy_id(raw: pl.Expr, table: str) -> pl.Expr:
+    """A uuid (16 bytes) back to 'i:<the integer id>', as emrsim_migration.legacy_id() reads it:
+    the readable form (variant digit 8, 15 decimal digits) or the 64-bit form (variant 9, hex).
+    A uuid outside the table's own prefix becomes 'u:<uuid>', and differs."""
+    digits = raw.bin.encode("hex")
     prefix = convert.uuid_prefix(table).replace("-", "")[:15]
     readable = digits.str.slice(17).str.to_integer(base=10, strict=False)
     wide = (
@@ -497,20 +499,35 @@ def _legacy_id(token: pl.Expr, table: str) -> pl.Expr:
     )
     variant = digits.str.slice(16, 1)
     value = pl.when(variant == "8").then(readable).when(variant == "9").then(wide)
-    ours = token.str.starts_with("u:") & (digits.str.slice(0, 15) == prefix) & value.is_not_null()
-    return pl.when(ours).then(pl.lit("i:") + value.cast(pl.String)).otherwise(token)
+    ours = (digits.str.slice(0, 15) == prefix) & value.is_not_null()
+    spelled = pl.lit("u:") + pl.concat_str(
+        [digits.str.slice(a, b - a) for a, b in ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))],
+        separator="-",
+    )
+    return (
+        pl.when(raw.is_null())
+        .then(pl.lit("null"))
+        .when(ours)
+        .then(pl.lit("i:") + value.cast(pl.String))
+        .otherwise(spelled)
+    )
 
 
 def target_tokens(frame: pl.DataFrame, table: Table, plan: Plan) -> pl.DataFrame:
     # JSON needs nothing here: the source side is printed as PostgreSQL prints jsonb.
     def read_back(column: Column) -> pl.Expr:
         kind = _reference_kind(column)
-        if kind == "json":
-            return pl.col(column.name)
+        value = pl.col(column.name)
         if kind == "legacy_id":
             owner = table.name if column.convert == "legacy_id" else str(column.references)
-            return _legacy_id(pl.col(column.name), owner)
-        return _normalize(kind, pl.col(column.name), column.name)
+            return _legacy_id(value, owner)
+        if kind == "timestamp":
+            return (pl.lit("ts:") + value.dt.epoch("us").cast(pl.String)).fill_null("null")
+        if kind == "text":
+            return (pl.lit("t:") + value).fill_null("null")
+        if kind == "json":
+            return value
+        return _normalize(kind, value, column.name)
 
     return frame.select(read_back(c).alias(c.name) for c in table.columns)
 
