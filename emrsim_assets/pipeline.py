@@ -60,14 +60,19 @@ class _Proof:
     """What a load sums for content_matches_source, and its JSON printer (a connection of its
     own beside the load's, which is busy with COPY)."""
 
-    def __init__(self, conn: Conn, table: Table, plan: Plan, snapshot_sha: str) -> None:
+    def __init__(
+        self,
+        conn: Conn,
+        table: Table,
+        plan: Plan,
+        snapshot_sha: str,
+        printer: content.JsonPrinter | None = None,
+    ) -> None:
         self.digest = content.Digest()
         self.table, self.plan, self.snapshot_sha = table, plan, snapshot_sha
-        has_json = any(c.convert == "json" for c in table.columns)
-        url = (
-            conninfo.make_conninfo(conn.info.dsn, password=conn.info.password) if has_json else None
-        )
-        self.printer = content.JsonPrinter(url)
+        # A printer lent by the caller (one per worker, for every month it loads) stays open.
+        self._own = printer is None
+        self.printer = printer or content.JsonPrinter(_printer_url(conn, table))
 
     def save(self, conn: Conn, partition_key: str) -> None:
         self.digest.save(conn, self.table, partition_key, self.snapshot_sha, self.plan)
@@ -76,7 +81,15 @@ class _Proof:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.printer.close()
+        if self._own:
+            self.printer.close()
+
+
+def _printer_url(conn: Conn, table: Table) -> str | None:
+    """Where the table's JSON is printed: the load's server, or nowhere without JSON columns."""
+    if not any(c.convert == "json" for c in table.columns):
+        return None
+    return conninfo.make_conninfo(conn.info.dsn, password=conn.info.password)
 
 
 def load_table(
@@ -111,7 +124,7 @@ def load_month(
 ) -> LoadStats:
     """Load one month; a month with no source rows becomes an empty partition."""
     target.prepare_partitioned(conn, table)
-    return _load_month(conn, plan, table, month, manifest, batch_rows, progress)
+    return _load_month(conn, plan, table, month, manifest, batch_rows, progress, None)
 
 
 def _load_month(
@@ -122,12 +135,13 @@ def _load_month(
     manifest: Manifest,
     batch_rows: int,
     progress: Progress,
+    printer: content.JsonPrinter | None,
 ) -> LoadStats:
     key = month.isoformat()
     span = manifest.month_rowids.get(key)
     # In a pure month's span every row is the month's own: no need to parse timestamps twice.
     only = None if key in manifest.pure_months else month
-    with _Proof(conn, table, plan, manifest.sha256) as proof:
+    with _Proof(conn, table, plan, manifest.sha256, printer) as proof:
         batches: Iterator[Converted] = (
             _converted(Path(manifest.snapshot_path), plan, table, batch_rows, proof, span, only)
             if span
@@ -177,9 +191,18 @@ def load_months(
         with lock:
             progress(line)
 
+    # One JSON printer per worker for all its months: a connection costs the client about
+    # 80 ms of CPU (ADBC reads the server's types), and the server a backend.
+    printers: list[content.JsonPrinter] = []
+    mine = threading.local()
+
     def one(month: date) -> LoadStats:
         with connect() as conn:
-            stats = _load_month(conn, plan, table, month, manifest, batch_rows, say)
+            if not hasattr(mine, "printer"):
+                mine.printer = content.JsonPrinter(_printer_url(conn, table))
+                with lock:
+                    printers.append(mine.printer)
+            stats = _load_month(conn, plan, table, month, manifest, batch_rows, say, mine.printer)
         release_free_memory()
         with lock:
             done.append(stats)
@@ -207,5 +230,8 @@ def load_months(
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise
-    pool.shutdown(wait=True)
+    finally:
+        pool.shutdown(wait=True)
+        for printer in printers:
+            printer.close()
     return results
