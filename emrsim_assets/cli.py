@@ -123,6 +123,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     from emrsim_assets.defs.build import build_defs
     from emrsim_assets.defs.runs import WORKER_TAG, fail_abandoned_runs, this_worker
+    from emrsim_assets.defs.threads import execute_in_threads
     from emrsim_assets.plan import load_plan
 
     # Built here, from this call's plan and source (emrsim_assets.definitions builds its own from
@@ -150,9 +151,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             # Without -v, what Dagster's machinery writes to stderr (a storage write retried,
             # a lost connection's SQL) goes to the log directory; the report says what failed.
             with _stderr_to(None if args.verbose else log_dir() / "stderr.log"):
-                result = job.execute_in_process(
-                    instance=instance,
-                    raise_on_error=False,
+                result = execute_in_threads(
+                    job,
+                    instance,
                     run_config=cli_logging(args.verbose),
                     tags={WORKER_TAG: this_worker()},
                 )
@@ -407,6 +408,7 @@ ENVIRONMENT = """environment:
   EMRSIM_WORK_DIR      snapshot, logs, cache, embedded server (default .emrsim)
   EMRSIM_BATCH_ROWS    rows per extraction batch (default 50000): bounds memory
   EMRSIM_WORKERS       months loaded at once (default 3)
+  EMRSIM_STEPS         Dagster steps of a run side by side, in threads (default 3; 1: one at a time)
   EMRSIM_KEEP_BACKUPS  backup schemas kept after a cutover (default 2)
   EMRSIM_KEEP_DUMPS    pg_dump backups kept by the backup asset (default 7)
   EMRSIM_REPLICA_URL   a read replica of your own server, for app_workload (the embedded

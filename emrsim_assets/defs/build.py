@@ -32,6 +32,7 @@ from emrsim_assets.defs.jobs import (
 from emrsim_assets.defs.loggers import file_logger, progress_logger
 from emrsim_assets.defs.resources import MigrationResource
 from emrsim_assets.defs.runs import abandoned_runs_marked_failed
+from emrsim_assets.defs.threads import threaded_executor
 from emrsim_assets.plan import Plan, default_plan_path, load_plan
 from emrsim_assets.postgres import work_dir as work_dir_of
 from emrsim_assets.source import data_months
@@ -98,8 +99,9 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
         schedules=[schedule, daily_backup, weekly_base_backup, health_every_5_minutes],
         sensors=[follow, abandoned_runs_marked_failed],
         resources={"migration": resource or default_resource()},
-        # One process per run: steps are short and share the warm interpreter.
-        executor=dg.in_process_executor,
+        # One process per run, its ready steps side by side in threads (defs.threads): steps
+        # share the warm interpreter and wait on SQLite, PostgreSQL and Polars, not the GIL.
+        executor=threaded_executor,
         # Dagster's console logger as usual, plus a progress view and a log file (the CLI turns
         # the console down unless -v).
         loggers={
