@@ -1,7 +1,7 @@
 """Benchmark: `emrsim-migrate migrate` against psql \\copy, pgloader, DuckDB, Sling and the
 server-only floor, on one server, at several sizes.
 
-    python bench/run.py --sizes 2000000 10000000 --repeat 3
+    python bench/run.py --sizes 2000000 10000000 --repeat 3 [--routes migrate duckdb floor ...]
 
 For each size it writes (or reuses) a sample SQLite file, then times, each as a whole process:
   - migrate:       `emrsim-migrate migrate` (snapshot, every table and month, checks, cutover),
@@ -595,6 +595,7 @@ def chart(results: list[Measurement], path: Path) -> bool:
     return True
 
 
+ROUTES = ("migrate", "load", "copy", "pgloader", "duckdb", "sling", "floor")
 DUCKDB = "1.4.4"
 SLING = "1.4.11"
 # The typed tables' columns in the order of duckdb_route.TABLES (the floor's files are in it).
@@ -654,12 +655,38 @@ def environment(admin_url: str) -> dict[str, Any]:
     }
 
 
+def one_run(
+    route: str, admin_url: str, socket: Path, path: Path, rows: int, size: int
+) -> list[Measurement]:
+    """One timed run of `route` (a name of ROUTES)."""
+    if route == "migrate":
+        return [bench_migrate(admin_url, path, rows, size, 1)]
+    if route == "load":
+        return list(bench_messages_load(admin_url, path, size, 1))
+    if route == "copy":
+        return bench_copy(admin_url, size, 1)
+    if route == "pgloader":
+        return bench_pgloader(admin_url, socket, path, rows, size, 1)
+    if route == "duckdb":
+        return [bench_duckdb(admin_url, path, rows, size, 1)]
+    if route == "sling":
+        return [bench_sling(admin_url, socket, path, rows, size, 1)]
+    return bench_floor(admin_url, rows, size, 1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[2_000_000, 10_000_000])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--routes",
+        nargs="+",
+        default=list(ROUTES),
+        choices=ROUTES,
+        help="the routes to time (default: all; floor needs migrate's result)",
+    )
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -678,15 +705,12 @@ def main() -> int:
         measured: dict[str, Measurement] = {}
         for round_ in range(args.repeat):
             print(f" round {round_ + 1} of {args.repeat}", flush=True)
+            # In ROUTES' order: the floor last, as it reads migrate's result (schema emrsim).
             for m in (
-                bench_migrate(admin_url, path, rows, size, 1),
-                *bench_messages_load(admin_url, path, size, 1),
-                *bench_copy(admin_url, size, 1),
-                *bench_pgloader(admin_url, socket, path, rows, size, 1),
-                bench_duckdb(admin_url, path, rows, size, 1),
-                bench_sling(admin_url, socket, path, rows, size, 1),
-                # Last: it reads migrate's result (the live schema emrsim) for its files.
-                *bench_floor(admin_url, rows, size, 1),
+                m
+                for name in ROUTES
+                if name in args.routes
+                for m in one_run(name, admin_url, socket, path, rows, size)
             ):
                 kept = measured.setdefault(m.tool, m)
                 if kept is not m:
