@@ -299,10 +299,6 @@ def bench_pgloader(
     version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.split("\n")[
         0
     ]
-    from emrsim_assets.convert import uuid_prefix
-    from emrsim_assets.plan import load_plan
-
-    prefixes = [f"{t.name}={uuid_prefix(t.name).replace('-', '')}" for t in load_plan(None).tables]
     for _ in range(repeat):
         recreate_database(admin_url, "bench_pgloader")
         # pgloader opens SQLite read-write: give it its own copy, so the sample stays pristine.
@@ -313,12 +309,7 @@ def bench_pgloader(
         copy.unlink()
         m.seconds.append(seconds)
         m.peak_rss_mb.append(rss)
-        variables = [arg for prefix in prefixes for arg in ("-v", prefix)]
-        script = str(BENCH / "pgloader_to_typed.sql")
-        url = database_url(admin_url, "bench_pgloader")
-        sql_seconds, sql_rss, _ = run_timed(
-            [psql(), url, "-qX", "-v", "ON_ERROR_STOP=1", *variables, "-f", script]
-        )
+        sql_seconds, sql_rss = _untyped_to_typed(database_url(admin_url, "bench_pgloader"))
         typed.seconds.append(seconds + sql_seconds)
         typed.peak_rss_mb.append(max(rss, sql_rss))
         print(f"  pgloader: {seconds:.2f} s, {rss:.0f} MB; + SQL: {sql_seconds:.2f} s", flush=True)
@@ -346,6 +337,17 @@ def _pip(*packages: str) -> bool:
         check=False,
     )
     return done.returncode == 0
+
+
+def _untyped_to_typed(url: str) -> tuple[float, float]:
+    """bench/pgloader_to_typed.sql on `url` (pgloader's or Sling's untyped tables): its seconds
+    and peak RSS."""
+    variables = [arg for name, p in _prefixes().items() for arg in ("-v", f"{name}={p}")]
+    script = str(BENCH / "pgloader_to_typed.sql")
+    seconds, rss, _ = run_timed(
+        [psql(), url, "-qX", "-v", "ON_ERROR_STOP=1", *variables, "-f", script]
+    )
+    return seconds, rss
 
 
 def _typed_keys(url: str) -> tuple[float, float]:
@@ -413,7 +415,6 @@ def bench_sling(
         f"  object: 'public.{{stream_table}}'\nstreams:\n{streams}",
         encoding="utf-8",
     )
-    variables = [arg for name, p in _prefixes().items() for arg in ("-v", f"{name}={p}")]
     for _ in range(repeat):
         recreate_database(admin_url, "bench_sling")
         env = {
@@ -422,11 +423,7 @@ def bench_sling(
             "SLING_DISABLE_TELEMETRY": "true",
         }
         seconds, rss, _ = run_timed([exe, "run", "-r", str(replication)], env)
-        url = database_url(admin_url, "bench_sling")
-        script = str(BENCH / "pgloader_to_typed.sql")
-        sql_seconds, _, _ = run_timed(
-            [psql(), url, "-qX", "-v", "ON_ERROR_STOP=1", *variables, "-f", script]
-        )
+        sql_seconds, _ = _untyped_to_typed(database_url(admin_url, "bench_sling"))
         m.seconds.append(seconds + sql_seconds)
         m.peak_rss_mb.append(rss)
         print(f"  Sling: {seconds:.2f} s, {rss:.0f} MB; + SQL: {sql_seconds:.2f} s", flush=True)
