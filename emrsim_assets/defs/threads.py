@@ -48,7 +48,6 @@ from dagster._core.executor.base import Executor
 # Steps at once: the messages load (its own 3 workers) beside two small steps keeps 2 cores
 # busy without a third table's batches in memory.
 DEFAULT_STEPS = 3
-PRIORITY_TAG = "dagster/priority"
 
 
 class ThreadedExecutor(Executor):
