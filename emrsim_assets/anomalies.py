@@ -11,20 +11,29 @@ digits of an epoch, the median year), once for the values that are not:
     exist (skipped when they go forward) in the plan's source_timezone.
 Each is named by table, column, row and key. A column whose plan says `anomalies: accept` keeps
 them in the check's metadata without failing it.
+
+Pass one is a Profile: counts, which add up over any split of the rows. The load sums it from
+the rows it reads anyway (as it sums content.Digest) and saves it beside what it loaded; the
+check then reads the snapshot only for pass two, when there is something to name. Without a
+profile of every row for this snapshot and plan, the check makes pass one itself.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from psycopg import sql
 
 from emrsim_assets import convert
+from emrsim_assets.content import fingerprint
 from emrsim_assets.plan import Column, Plan, Table
 from emrsim_assets.source import ROWID, Manifest, read_batches
+from emrsim_assets.target import MIGRATION, UNPARTITIONED, Conn
 
 SHOWN = 20
 YEARS_OFF = 50
@@ -40,7 +49,7 @@ class Anomaly:
     reason: str
 
 
-def _time_columns(table: Table) -> list[Column]:
+def time_columns(table: Table) -> list[Column]:
     return [c for c in table.columns if c.convert in ("timestamp", "date")]
 
 
@@ -110,27 +119,115 @@ def _measures(frame: pl.DataFrame, column: Column, plan: Plan) -> pl.DataFrame:
     )
 
 
+@dataclass
+class Profile:
+    """Pass one over some rows: per time column, how many digits its epochs have and which
+    years its values fall in, and how many of its values are flagged (negative, ambiguous or
+    missing local time)."""
+
+    digits: dict[str, Counter[int]] = field(default_factory=dict)
+    years: dict[str, Counter[int]] = field(default_factory=dict)
+    flagged: Counter[str] = field(default_factory=Counter)
+    rows: int = 0
+
+    def add(self, frame: pl.DataFrame, table: Table, plan: Plan) -> None:
+        for column in time_columns(table):
+            measured = _measures(frame, column, plan)
+            for name, counters in (("digits", self.digits), ("year", self.years)):
+                counter = counters.setdefault(column.name, Counter())
+                for value, count in measured[name].drop_nulls().value_counts().iter_rows():
+                    counter[int(value)] += int(count)
+            flags = pl.col("negative") | pl.col("ambiguous") | pl.col("missing_hour")
+            self.flagged[column.name] += int(measured.select(flags.sum()).item())
+        self.rows += frame.height
+
+    def merge(self, other: Profile) -> None:
+        for mine, theirs in ((self.digits, other.digits), (self.years, other.years)):
+            for name, counter in theirs.items():
+                mine.setdefault(name, Counter()).update(counter)
+        self.flagged.update(other.flagged)
+        self.rows += other.rows
+
+    def save(
+        self, conn: Conn, table: Table, partition_key: str, snapshot_sha: str, plan: Plan
+    ) -> None:
+        """Beside the load, in its transaction, for the snapshot and the plan it was made with."""
+        counts = {
+            "digits": {n: {str(k): v for k, v in c.items()} for n, c in self.digits.items()},
+            "years": {n: {str(k): v for k, v in c.items()} for n, c in self.years.items()},
+            "flagged": dict(self.flagged),
+            "rows": self.rows,
+        }
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.time_profile VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (table_name, partition_key) DO UPDATE SET "
+                "snapshot_sha256 = EXCLUDED.snapshot_sha256, "
+                "plan_fingerprint = EXCLUDED.plan_fingerprint, counts = EXCLUDED.counts"
+            ).format(sql.Identifier(MIGRATION)),
+            (table.name, partition_key, snapshot_sha, fingerprint(table, plan), json.dumps(counts)),
+        )
+
+    @classmethod
+    def stored(cls, conn: Conn, table: Table, manifest: Manifest, plan: Plan) -> Profile | None:
+        """The loads' profiles summed, if they cover every row of the snapshot's table (every
+        month with rows, and no row outside the months) for this snapshot and plan."""
+        if table.partition_by_month:
+            if manifest.unplaceable_count:
+                return None
+            keys = [m for m, n in manifest.month_counts.items() if n]
+        else:
+            keys = [UNPARTITIONED]
+        found = conn.execute(
+            sql.SQL(
+                "SELECT counts FROM {}.time_profile WHERE table_name = %s AND "
+                "partition_key = ANY(%s) AND snapshot_sha256 = %s AND plan_fingerprint = %s"
+            ).format(sql.Identifier(MIGRATION)),
+            (table.name, keys, manifest.sha256, fingerprint(table, plan)),
+        ).fetchall()
+        if len(found) != len(keys):
+            return None
+        total = cls()
+        for (counts,) in found:
+            assert isinstance(counts, dict)
+            total.merge(
+                cls(
+                    {
+                        n: Counter({int(k): v for k, v in c.items()})
+                        for n, c in counts["digits"].items()
+                    },
+                    {
+                        n: Counter({int(k): v for k, v in c.items()})
+                        for n, c in counts["years"].items()
+                    },
+                    Counter(counts["flagged"]),
+                    int(counts["rows"]),
+                )
+            )
+        return total if total.rows == manifest.row_counts.get(table.name) else None
+
+
 def find_anomalies(
-    manifest: Manifest, plan: Plan, table: Table, batch_rows: int
+    manifest: Manifest,
+    plan: Plan,
+    table: Table,
+    batch_rows: int,
+    profile: Profile | None = None,
 ) -> tuple[dict[str, list[Anomaly]], dict[str, int]]:
-    """Anomalies per column name (at most SHOWN each), and how many each column has."""
-    columns = _time_columns(table)
+    """Anomalies per column name (at most SHOWN each), and how many each column has. With
+    `profile` (pass one, summed by the loads), the snapshot is read only to name them."""
+    columns = time_columns(table)
     if not columns:
         return {}, {}
     path = Path(manifest.snapshot_path)
     wanted = [c.name for c in columns] + [k for k in table.primary_key]
-    digits: dict[str, Counter[int]] = {c.name: Counter() for c in columns}
-    years: dict[str, Counter[int]] = {c.name: Counter() for c in columns}
-    flagged_rows: Counter[str] = Counter()  # negative, ambiguous or missing: known in pass one
-    for frame in read_batches(path, table, batch_rows, columns=wanted):
-        for column in columns:
-            measured = _measures(frame, column, plan)
-            for name, counter in (("digits", digits), ("year", years)):
-                counts = measured[name].drop_nulls().value_counts()
-                for value, count in counts.iter_rows():
-                    counter[column.name][int(value)] += int(count)
-            flags = pl.col("negative") | pl.col("ambiguous") | pl.col("missing_hour")
-            flagged_rows[column.name] += int(measured.select(flags.sum()).item())
+    if profile is None:
+        profile = Profile()
+        for frame in read_batches(path, table, batch_rows, columns=wanted):
+            profile.add(frame, table, plan)
+    digits = {c.name: profile.digits.get(c.name, Counter()) for c in columns}
+    years = {c.name: profile.years.get(c.name, Counter()) for c in columns}
+    flagged_rows = profile.flagged  # negative, ambiguous or missing: known in pass one
     usual_digits = {n: c.most_common(1)[0][0] for n, c in digits.items() if c}
     median_year = {n: _median(c) for n, c in years.items() if c}
     found: dict[str, list[Anomaly]] = {c.name: [] for c in columns}
@@ -231,11 +328,15 @@ def _key(table: Table, row: dict[str, Any]) -> str:
 
 
 def values_look_alike(
-    manifest: Manifest, plan: Plan, table: Table, batch_rows: int
+    manifest: Manifest, plan: Plan, table: Table, batch_rows: int, conn: Conn | None = None
 ) -> tuple[bool, str, dict[str, Any]]:
-    found, counts = find_anomalies(manifest, plan, table, batch_rows)
+    """The check's verdict. With `conn`, pass one comes from the loads' profiles if they cover
+    every row of this snapshot (Profile.stored)."""
+    profile = Profile.stored(conn, table, manifest, plan) if conn is not None else None
+    found, counts = find_anomalies(manifest, plan, table, batch_rows, profile)
     metadata: dict[str, Any] = {
-        "columns": [c.name for c in _time_columns(table)],
+        "columns": [c.name for c in time_columns(table)],
+        "pass_one": "summed during the load" if profile else "read from the snapshot",
         "anomalies": {name: counts[name] for name in found},
         "examples": [
             {

@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 from psycopg import conninfo
 
-from emrsim_assets import content, convert, source, target
+from emrsim_assets import anomalies, content, convert, source, target
 from emrsim_assets.convert import Converted
 from emrsim_assets.memory import release_free_memory
 from emrsim_assets.plan import Plan, Table
@@ -44,7 +44,10 @@ def _converted(
             frame = frame.filter(convert.month_start(stamps) == month)
             if frame.is_empty():
                 continue
-        # The proof's source side, from the rows just read (content.Digest): no second read.
+        # The proofs' source side, from the rows just read (content.Digest, anomalies.Profile
+        # of every row read, quarantined or not): no second read.
+        if proof.profile is not None:
+            proof.profile.add(frame, table, plan)
         hashed = content.source_hashes(frame, table, plan, proof.printer)
         converted = convert.convert_frame(frame, table, plan)
         del frame  # the source rows are not needed while the converted ones are written
@@ -57,8 +60,8 @@ def _converted(
 
 
 class _Proof:
-    """What a load sums for content_matches_source, and its JSON printer (a connection of its
-    own beside the load's, which is busy with COPY)."""
+    """What a load sums for content_matches_source and values_look_alike, and its JSON printer
+    (a connection of its own beside the load's, which is busy with COPY)."""
 
     def __init__(
         self,
@@ -69,6 +72,7 @@ class _Proof:
         printer: content.JsonPrinter | None = None,
     ) -> None:
         self.digest = content.Digest()
+        self.profile = anomalies.Profile() if anomalies.time_columns(table) else None
         self.table, self.plan, self.snapshot_sha = table, plan, snapshot_sha
         # A printer lent by the caller (one per worker, for every month it loads) stays open.
         self._own = printer is None
@@ -76,6 +80,8 @@ class _Proof:
 
     def save(self, conn: Conn, partition_key: str) -> None:
         self.digest.save(conn, self.table, partition_key, self.snapshot_sha, self.plan)
+        if self.profile is not None:
+            self.profile.save(conn, self.table, partition_key, self.snapshot_sha, self.plan)
 
     def __enter__(self) -> _Proof:
         return self

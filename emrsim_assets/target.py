@@ -75,6 +75,16 @@ _MIGRATION_DDL = [
             sums bytea NOT NULL,
             PRIMARY KEY (table_name, partition_key))"""
     ).format(sql.Identifier(MIGRATION)),
+    # Pass one of values_look_alike, summed by the load that read the rows (anomalies.py).
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.time_profile (
+            table_name text NOT NULL,
+            partition_key text NOT NULL,
+            snapshot_sha256 text NOT NULL,
+            plan_fingerprint text NOT NULL,
+            counts jsonb NOT NULL,
+            PRIMARY KEY (table_name, partition_key))"""
+    ).format(sql.Identifier(MIGRATION)),
     sql.SQL(
         """CREATE TABLE IF NOT EXISTS {}.cutovers (
             id bigserial PRIMARY KEY,
@@ -229,9 +239,9 @@ def ensure_partitioned_parent(conn: Conn, table: Table, schema: str = STAGING) -
 
 
 def forget_loads(conn: Conn, table: str, keep: str | None = None) -> None:
-    """Drop the ledger, quarantine and digest entries of `table` (but those of partition key `keep`):
+    """Drop the ledger, quarantine, digest and profile entries of `table` (but those of partition key `keep`):
     what an earlier plan loaded is no longer there to check."""
-    for ledger in ("loads", "quarantine", "content_digest"):
+    for ledger in ("loads", "quarantine", "content_digest", "time_profile"):
         conn.execute(
             sql.SQL(
                 "DELETE FROM {}.{} WHERE table_name = %s AND partition_key IS DISTINCT FROM %s"

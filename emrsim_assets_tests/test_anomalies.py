@@ -8,6 +8,8 @@ import pytest
 import yaml
 
 from emrsim_assets.plan.draft import draft_plan
+from emrsim_assets.source import read_batches
+from emrsim_assets_tests.conftest import Migration
 from emrsim_assets_tests.shapes import write_shape
 from emrsim_assets_tests.test_hostile_values import _run, _sql
 
@@ -79,7 +81,48 @@ def test_a_plan_can_accept_a_columns_anomalies_and_the_check_still_lists_them(
         e for e in result.get_asset_check_evaluations() if e.check_name == "values_look_alike"
     ]
     assert evaluation.passed and "Accepted by the plan" in str(evaluation.description)
+    assert evaluation.metadata["pass_one"].value == "summed during the load"
     assert evaluation.metadata["anomalies"].value == {"day": 1}
     assert dg.AssetKey("cutover") in {
         e.asset_key for e in result.get_asset_materialization_events()
     }
+
+
+def test_the_loads_sum_pass_one_as_a_read_of_the_snapshot_would(migration: Migration) -> None:
+    """Pass one comes from the loads' profiles (every month of messages, each small table),
+    equal to what the check makes from the snapshot; with one month's profile gone, the check
+    reads the snapshot again and says so."""
+    from emrsim_assets import anomalies
+
+    result = migration.run_job("load_tables")
+    assert result.success
+    evaluations = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == "values_look_alike"
+    ]
+    assert len(evaluations) == len([t for t in migration.plan.tables if anomalies.time_columns(t)])
+    for evaluation in evaluations:
+        assert evaluation.passed, evaluation.description
+        assert evaluation.metadata["pass_one"].value == "summed during the load"
+    manifest = migration.resource.manifest()
+    with migration.connect() as conn:
+        for table in migration.plan.tables:
+            if not anomalies.time_columns(table):
+                continue
+            summed = anomalies.Profile.stored(conn, table, manifest, migration.plan)
+            read = anomalies.Profile()
+            for frame in read_batches(Path(manifest.snapshot_path), table, 1000):
+                read.add(frame, table, migration.plan)
+            assert summed == read, table.name
+            assert summed.rows == manifest.row_counts[table.name] > 0
+        messages = migration.plan.table("messages")
+        month = next(m for m, n in manifest.month_counts.items() if n)
+        conn.execute(
+            "DELETE FROM emrsim_migration.time_profile WHERE table_name = 'messages' "
+            "AND partition_key = %s",
+            (month,),
+        )
+        assert anomalies.Profile.stored(conn, messages, manifest, migration.plan) is None
+        passed, _, metadata = anomalies.values_look_alike(
+            manifest, migration.plan, messages, 1000, conn
+        )
+    assert passed and metadata["pass_one"] == "read from the snapshot"

@@ -80,7 +80,7 @@ def build_checks(
             ),
             [table.name, "source_snapshot"],
         )
-        if any(c.convert in ("timestamp", "date") for c in table.columns):
+        if anomalies.time_columns(table):
             add(
                 _check(
                     table,
@@ -183,6 +183,6 @@ def _content(
 
 def _anomalies(plan: Plan, table: Table, conn: Conn, migration: MigrationResource) -> Verdict:
     passed, description, metadata = anomalies.values_look_alike(
-        migration.manifest(), plan, table, migration.batch_rows
+        migration.manifest(), plan, table, migration.batch_rows, conn
     )
     return Verdict(passed, description, metadata)
