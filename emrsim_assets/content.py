@@ -462,11 +462,8 @@ def _target_expression(column: Column) -> sql.Composable:
     return sql.SQL("coalesce({}, 'null') AS {}").format(form, name)
 
 
-def _target_batches(
-    conn: Conn, arrow: Any, plan: Plan, table: Table, month: date | None
-) -> Iterator[pl.DataFrame]:
-    """The target's tokens as Arrow record batches (ADBC's PostgreSQL driver reads them with
-    binary COPY in C: no Python object per row or value)."""
+def _target_query(table: Table, month: date | None) -> sql.Composable:
+    """The target's tokens: the whole table, or one month of the partitioned one."""
     columns = sql.SQL(", ").join(_target_expression(c) for c in table.columns)
     where: sql.Composable = sql.SQL("")
     if month is not None and table.partition_by_month is not None:
@@ -474,11 +471,16 @@ def _target_batches(
         where = sql.SQL(" WHERE {} >= {} AND {} < {}").format(
             part, sql.Literal(month), part, sql.Literal(next_month(month))
         )
-    query = sql.SQL("SELECT {} FROM {}.{}{}").format(
+    return sql.SQL("SELECT {} FROM {}.{}{}").format(
         columns, sql.Identifier(STAGING), sql.Identifier(table.name), where
     )
+
+
+def _target_batches(arrow: Any, query: str) -> Iterator[pl.DataFrame]:
+    """`query`'s rows as Arrow record batches (ADBC's PostgreSQL driver reads them with binary
+    COPY in C: no Python object per row or value)."""
     with arrow.cursor() as cur:
-        cur.execute(query.as_string(conn))
+        cur.execute(query)
         for batch in cur.fetch_record_batch():
             frame = pl.from_arrow(batch)
             assert isinstance(frame, pl.DataFrame)
@@ -725,6 +727,34 @@ def _source_batches(
         yield source_tokens(frame, table, plan)
 
 
+# Months compared at once, each over its own PostgreSQL connection: the server's COPY out of
+# one month (heap, jsonb printed) is slower than the client's hashing of it.
+READERS = 2
+
+
+class _Readers:
+    """Per thread: an ADBC connection to read the target, and a JSON printer (used only when
+    the snapshot is read too). All closed together."""
+
+    def __init__(self, url: str, printing: bool) -> None:
+        self._url, self._printing = url, printing
+        self._mine = threading.local()
+        self._opened: list[Any] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> tuple[Any, JsonPrinter]:
+        if not hasattr(self._mine, "arrow"):
+            self._mine.arrow = adbc_pg.connect(self._url)
+            self._mine.printer = JsonPrinter(self._url if self._printing else None)
+            with self._lock:
+                self._opened += [self._mine.arrow, self._mine.printer]
+        return self._mine.arrow, self._mine.printer
+
+    def close(self) -> None:
+        for opened in self._opened:
+            opened.close()
+
+
 def content_matches_source(
     conn: Conn,
     url: str,
@@ -742,41 +772,54 @@ def content_matches_source(
         units = [(m, date.fromisoformat(m)) for m in with_rows]
     else:
         units = [(UNPARTITIONED, None)]
-    printing = any(c.convert == "json" for c in table.columns)
-    with adbc_pg.connect(url) as arrow, JsonPrinter(url if printing else None) as printer:
-        return _verdict(conn, arrow, printer, plan, table, manifest, units, batch_rows)
+    readers = _Readers(url, any(c.convert == "json" for c in table.columns))
+    try:
+        return _verdict(conn, readers, plan, table, manifest, units, batch_rows)
+    finally:
+        readers.close()
 
 
 def _verdict(
     conn: Conn,
-    arrow: Any,
-    printer: JsonPrinter,
+    readers: _Readers,
     plan: Plan,
     table: Table,
     manifest: Manifest,
     units: list[tuple[str, date | None]],
     batch_rows: int,
 ) -> tuple[bool, str, dict[str, Any]]:
+    # What each unit needs of the ledger and its query, made here: the readers share no
+    # psycopg connection.
+    ledger = [
+        (
+            month,
+            _quarantined_row_ids(conn, table, key),
+            Digest.stored(conn, table, key, manifest.sha256, plan),
+            _target_query(table, month).as_string(conn),
+        )
+        for key, month in units
+    ]
+
+    def one(item: tuple[date | None, list[int], Digest | None, str]) -> Comparison:
+        month, skip, loaded, query = item
+        arrow, printer = readers.get()
+
+        def source() -> Iterator[pl.DataFrame]:
+            return _source_batches(manifest, plan, table, month, skip, batch_rows, printer)
+
+        def target() -> Iterator[pl.DataFrame]:
+            return (target_tokens(f, table, plan) for f in _target_batches(arrow, query))
+
+        return compare(source, target, table, loaded)
+
+    with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="content") as pool:
+        results = list(pool.map(one, ledger))
     compared = 0
     failed: dict[str, dict[str, Any]] = {}
     differences: list[Difference] = []
     per_month: dict[str, int] = {}
-    used_digest = 0
-    for key, month in units:
-        skip = _quarantined_row_ids(conn, table, key)
-
-        def source(month: date | None = month, skip: list[int] = skip) -> Iterator[pl.DataFrame]:
-            return _source_batches(manifest, plan, table, month, skip, batch_rows, printer)
-
-        def target(month: date | None = month) -> Iterator[pl.DataFrame]:
-            return (
-                target_tokens(f, table, plan)
-                for f in _target_batches(conn, arrow, plan, table, month)
-            )
-
-        loaded = Digest.stored(conn, table, key, manifest.sha256, plan)
-        used_digest += loaded is not None
-        result = compare(source, target, table, loaded)
+    used_digest = sum(loaded is not None for _, _, loaded, _ in ledger)
+    for (key, month), result in zip(units, results, strict=True):
         compared += result.rows
         if month is not None:
             per_month[key[:7]] = result.rows
