@@ -204,18 +204,26 @@ def key_unique_across_months(conn: Conn, table: Table) -> Verdict:
     if not _staged(conn, table):
         return Verdict(False, f"{table.name} is not loaded in {STAGING}.")
     keys = sql.SQL(", ").join(sql.Identifier(k) for k in table.primary_key)
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT {} AS row_key, count(*) FROM {}.{} c GROUP BY {} HAVING count(*) > 1 "
-            "ORDER BY 2 DESC, 1 LIMIT {}"
-        ).format(
-            _as_source_text(table, "c"),
-            sql.Identifier(STAGING),
-            sql.Identifier(table.name),
-            keys,
-            sql.Literal(SAMPLE),
-        )
-    ).fetchall()
+    with conn.transaction():
+        # Each month's primary key index starts with the plan's key, so merging them in key
+        # order counts every key in one pass (1.0 s for 2 M messages). Left to guess, the
+        # planner sorts instead: the partitioned parent has no statistics of its own before
+        # cutover, so it expects 200 keys, and sorts 2 M on disk in parallel workers (2.5 s).
+        for setting in ("enable_sort", "enable_hashagg"):
+            conn.execute(sql.SQL("SET LOCAL {} = off").format(sql.Identifier(setting)))
+        conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT {} AS row_key, count(*) FROM {}.{} c GROUP BY {} HAVING count(*) > 1 "
+                "ORDER BY 2 DESC, 1 LIMIT {}"
+            ).format(
+                _as_source_text(table, "c"),
+                sql.Identifier(STAGING),
+                sql.Identifier(table.name),
+                keys,
+                sql.Literal(SAMPLE),
+            )
+        ).fetchall()
     label = ", ".join(table.primary_key)
     metadata: dict[str, Any] = {"duplicate_keys": [{"key": r[0], "rows": r[1]} for r in rows]}
     if rows:

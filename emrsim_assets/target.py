@@ -190,6 +190,11 @@ def _primary_key(table: Table) -> sql.Composable:
 
 
 def ensure_staging_schema(conn: Conn) -> None:
+    """The staging schema, created once. The lock that makes a first creation race-free lasts
+    until the caller's transaction ends (a whole table's load): taken only when the schema is
+    missing, so that loads of different tables do not wait for each other."""
+    if schema_exists(conn, STAGING):
+        return
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('emrsim_staging.ddl'))")
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STAGING)))
 
