@@ -87,7 +87,7 @@ def _measures(frame: pl.DataFrame, column: Column, plan: Plan) -> pl.DataFrame:
             pl.lit(False).alias("ambiguous"),
             pl.lit(False).alias("missing_hour"),
         )
-    stamps = convert.timestamps(frame[column.name], column, plan)
+    stamps = convert.parsed_timestamps(frame, column, plan)
     if column.epoch:
         whole = value.str.extract(r"^\s*-?(\d+)", 1)
         digits = whole.str.len_chars().cast(pl.Int64)

@@ -296,7 +296,7 @@ def source_tokens(frame: pl.DataFrame, table: Table, plan: Plan) -> pl.DataFrame
     position = {c.name: i for i, c in enumerate(table.columns)}
     # Text timestamps through the load's fast path for SQLite's common format (3 times faster).
     stamped = {
-        f"__ts_{c.name}": convert.timestamps(frame[c.name], c, plan).dt.epoch("us")
+        f"__ts_{c.name}": convert.parsed_timestamps(frame, c, plan).dt.epoch("us")
         for c in table.columns
         if c.convert == "timestamp"
     }
@@ -718,9 +718,10 @@ def _source_batches(
     for frame in ahead(read_batches(path, table, batch_rows, rowid_range=span, classes=True)):
         if skip:
             frame = frame.filter(~pl.col(ROWID).is_in(skip))
+        frame = convert.with_parsed_times(frame, table, plan)
         if month is not None and month.isoformat() not in manifest.pure_months:
             column = table.column(str(table.partition_by_month))
-            stamps = convert.timestamps(frame[column.name], column, plan)
+            stamps = convert.parsed_timestamps(frame, column, plan)
             frame = frame.filter(convert.month_start(stamps) == month)
         if json_columns:
             frame = printer.print_columns(frame, json_columns, position)

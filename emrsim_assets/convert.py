@@ -196,6 +196,27 @@ def timestamps(values: pl.Series, column: Column, plan: Plan) -> pl.Series:
     return parsed.alias(values.name)
 
 
+PARSED = "__parsed_"  # + a column's name: its timestamps, parsed once per batch
+
+
+def with_parsed_times(frame: pl.DataFrame, table: Table, plan: Plan) -> pl.DataFrame:
+    """`frame` with each timestamp column parsed once, beside it as PARSED + its name: the
+    month filter, both proofs and the conversion of a batch read it instead of parsing again
+    (each parse of 2 M messages' text costs about 1 CPU-s)."""
+    return frame.with_columns(
+        timestamps(frame.get_column(c.name), c, plan).alias(PARSED + c.name)
+        for c in table.columns
+        if c.convert == "timestamp"
+    )
+
+
+def parsed_timestamps(frame: pl.DataFrame, column: Column, plan: Plan) -> pl.Series:
+    """`column`'s timestamps: parsed already (with_parsed_times), or now."""
+    if PARSED + column.name in frame.columns:
+        return frame.get_column(PARSED + column.name).alias(column.name)
+    return timestamps(frame.get_column(column.name), column, plan)
+
+
 def month_start(stamps: pl.Series) -> pl.Series:
     """The first day of each timestamp's month: the partition the row belongs to."""
     return stamps.dt.truncate("1mo").dt.date()
@@ -222,7 +243,7 @@ def _convert_column(frame: pl.DataFrame, column: Column, table: Table, plan: Pla
         reason = "is not an integer id"
         return _Column(value, present & value.is_null(), reason)
     if kind == "timestamp":
-        value = timestamps(raw, column, plan)
+        value = parsed_timestamps(frame, column, plan)
         what = f"epoch {column.epoch}" if column.epoch else "text timestamp"
         return _Column(value, present & value.is_null(), f"is not a valid {what}")
     if kind == "date":

@@ -37,10 +37,11 @@ def _converted(
         snapshot, table, batch_rows, rowid_range=rowid_range, classes=True
     )
     for frame in batches:
+        frame = convert.with_parsed_times(frame, table, plan)
         if month is not None:
             # The rowid span of a month may hold rows of neighbouring months: keep this one's.
             column = table.column(str(table.partition_by_month))
-            stamps = convert.timestamps(frame[column.name], column, plan)
+            stamps = convert.parsed_timestamps(frame, column, plan)
             frame = frame.filter(convert.month_start(stamps) == month)
             if frame.is_empty():
                 continue

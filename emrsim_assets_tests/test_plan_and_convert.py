@@ -49,6 +49,14 @@ def test_plan_errors_name_the_offending_key(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match="opclass gin_trgm_ops needs method: gin"):
         load_plan(_plan_with(tmp_path, trigram_btree))
 
+    def pipeline_name(raw: dict) -> None:  # type: ignore[type-arg]
+        # A batch carries the pipeline's own columns beside the plan's (its row ids as
+        # __rowid): a plan column of that name would be read and written as the other.
+        raw["tables"][3]["columns"][2]["name"] = "__rowid"
+
+    with pytest.raises(PlanError, match="'__rowid' starts with '__', which this pipeline keeps"):
+        load_plan(_plan_with(tmp_path, pipeline_name))
+
 
 def test_a_trigram_index_in_the_plan_serves_ilike_after_cutover(
     tmp_path: Path, sample_db: Path, pg_url: str

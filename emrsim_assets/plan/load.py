@@ -23,7 +23,13 @@ from emrsim_assets.plan.model import (
     Skip,
     Table,
 )
-from emrsim_assets.plan.names import MAX_NAME, MAX_TABLE_NAME, RESERVED, TARGET_NAME
+from emrsim_assets.plan.names import (
+    MAX_NAME,
+    MAX_TABLE_NAME,
+    PIPELINE_PREFIX,
+    RESERVED,
+    TARGET_NAME,
+)
 
 _ON_DELETE = ("cascade", "set null", "restrict", "no action")
 _INDEX_METHODS = ("btree", "gin")
@@ -238,6 +244,12 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
         raise PlanError(f"{where} must be a mapping.")
     _only_keys(raw, _COLUMN_KEYS, where)
     name = _target_name(raw.get("name"), f"{where}.name", MAX_NAME)
+    if name.startswith(PIPELINE_PREFIX):
+        raise PlanError(
+            f"{where}.name: {name!r} starts with {PIPELINE_PREFIX!r}, which this pipeline keeps "
+            "for its own columns (row ids, storage classes, parsed times); name the column "
+            "otherwise (the SQLite name goes in 'source')."
+        )
     where = f"{where} ({name})"
     convert = raw.get("convert")
     if convert not in CONVERSIONS:
