@@ -209,9 +209,10 @@ def key_unique_across_months(conn: Conn, table: Table) -> Verdict:
         # order counts every key in one pass (1.0 s for 2 M messages). Left to guess, the
         # planner sorts instead: the partitioned parent has no statistics of its own before
         # cutover, so it expects 200 keys, and sorts 2 M on disk in parallel workers (2.5 s).
-        for setting in ("enable_sort", "enable_hashagg"):
-            conn.execute(sql.SQL("SET LOCAL {} = off").format(sql.Identifier(setting)))
-        conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        planner = {"enable_sort": "off", "enable_hashagg": "off"}
+        planner["max_parallel_workers_per_gather"] = "0"
+        for setting, value in planner.items():
+            conn.execute("SELECT set_config(%s, %s, true)", (setting, value))
         rows = conn.execute(
             sql.SQL(
                 "SELECT {} AS row_key, count(*) FROM {}.{} c GROUP BY {} HAVING count(*) > 1 "
@@ -224,6 +225,9 @@ def key_unique_across_months(conn: Conn, table: Table) -> Verdict:
                 sql.Literal(SAMPLE),
             )
         ).fetchall()
+        # Inside the caller's transaction this is a savepoint, which a local setting outlives.
+        for setting in planner:
+            conn.execute(sql.SQL("RESET {}").format(sql.Identifier(setting)))
     label = ", ".join(table.primary_key)
     metadata: dict[str, Any] = {"duplicate_keys": [{"key": r[0], "rows": r[1]} for r in rows]}
     if rows:

@@ -345,6 +345,30 @@ def test_row_count_check_names_a_month_missing_a_row_and_rows_in_a_partition_of_
     assert mismatches["messages_stray"] == {"source": 0, "target": 1, "quarantined": 0}
 
 
+def test_key_uniqueness_finds_a_key_in_two_months_and_leaves_the_planner_as_it_was(
+    migration: Migration, plan: Plan
+) -> None:
+    """The check steers the planner (a merge of the months' key indexes) for its own query
+    only: the caller's transaction goes on with its settings as they were."""
+    from emrsim_assets import integrity
+
+    assert migration.run_job("load_tables").success
+    with psycopg.connect(migration.pg_url) as conn:  # not autocommit: a savepoint inside
+        conn.execute(
+            "INSERT INTO emrsim_staging.messages SELECT id, conversation_id, sender, message, "
+            "metadata, '2024-05-05 00:00+00' FROM emrsim_staging.messages "
+            "WHERE created_at < '2024-03-01' LIMIT 1"
+        )
+        verdict = integrity.key_unique_across_months(conn, plan.table("messages"))
+        settings = conn.execute(
+            "SELECT current_setting('enable_sort'), current_setting('enable_hashagg')"
+        ).fetchone()
+        conn.rollback()
+    assert not verdict.passed and "repeats across months" in verdict.description
+    assert [d["rows"] for d in verdict.metadata["duplicate_keys"]] == [2]
+    assert settings == ("on", "on")
+
+
 def test_cli_run_is_recorded_in_a_dagster_instance_kept_in_postgres(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
