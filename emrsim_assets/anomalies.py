@@ -1,9 +1,9 @@
 """values_look_alike: time values that convert, and would be wrong without a word.
 
 A round trip cannot see these: an epoch in seconds inside a milliseconds column converts to a
-1970 instant and reads back as the same number. So the snapshot's timestamp and date columns are
-read twice (those columns and the key only): once for what is usual (the most common number of
-digits of an epoch, the median year), once for the values that are not:
+1970 instant and reads back as the same number. So the check makes two passes over the
+snapshot's timestamp and date columns (and the key): one for what is usual (the most common
+number of digits of an epoch, the median year), one for the values that are not:
   - an epoch with 3 or more digits more or fewer than the column's usual count (1,000 times
     off: seconds in a milliseconds column), or negative (before 1970);
   - a year more than 50 years from the column's median year;
