@@ -733,23 +733,42 @@ def _source_batches(
 READERS = 2
 
 
+class _Reader:
+    """One reader's connections: ADBC to read the target, and a JSON printer, opened only
+    when the snapshot is read too (no digest, or a difference to name)."""
+
+    def __init__(self, url: str, printing: bool) -> None:
+        self.arrow = adbc_pg.connect(url)
+        self._url = url if printing else None
+        self._printer: JsonPrinter | None = None
+
+    def printer(self) -> JsonPrinter:
+        if self._printer is None:
+            self._printer = JsonPrinter(self._url)
+        return self._printer
+
+    def close(self) -> None:
+        self.arrow.close()
+        if self._printer is not None:
+            self._printer.close()
+
+
 class _Readers:
-    """Per thread: an ADBC connection to read the target, and a JSON printer (used only when
-    the snapshot is read too). All closed together."""
+    """A _Reader per thread of the check's pool, all closed together."""
 
     def __init__(self, url: str, printing: bool) -> None:
         self._url, self._printing = url, printing
         self._mine = threading.local()
-        self._opened: list[Any] = []
+        self._opened: list[_Reader] = []
         self._lock = threading.Lock()
 
-    def get(self) -> tuple[Any, JsonPrinter]:
-        if not hasattr(self._mine, "arrow"):
-            self._mine.arrow = adbc_pg.connect(self._url)
-            self._mine.printer = JsonPrinter(self._url if self._printing else None)
+    def get(self) -> _Reader:
+        if not hasattr(self._mine, "reader"):
+            self._mine.reader = _Reader(self._url, self._printing)
             with self._lock:
-                self._opened += [self._mine.arrow, self._mine.printer]
-        return self._mine.arrow, self._mine.printer
+                self._opened.append(self._mine.reader)
+        reader: _Reader = self._mine.reader
+        return reader
 
     def close(self) -> None:
         for opened in self._opened:
@@ -803,13 +822,14 @@ def _verdict(
 
     def one(item: tuple[date | None, list[int], Digest | None, str]) -> Comparison:
         month, skip, loaded, query = item
-        arrow, printer = readers.get()
+        reader = readers.get()  # in this pool thread: compare() reads on threads of its own
 
         def source() -> Iterator[pl.DataFrame]:
+            printer = reader.printer()
             return _source_batches(manifest, plan, table, month, skip, batch_rows, printer)
 
         def target() -> Iterator[pl.DataFrame]:
-            return (target_tokens(f, table, plan) for f in _target_batches(arrow, query))
+            return (target_tokens(f, table, plan) for f in _target_batches(reader.arrow, query))
 
         return compare(source, target, table, loaded)
 
