@@ -153,8 +153,8 @@ class Profile:
     ) -> None:
         """Beside the load, in its transaction, for the snapshot and the plan it was made with."""
         counts = {
-            "digits": {n: {str(k): v for k, v in c.items()} for n, c in self.digits.items()},
-            "years": {n: {str(k): v for k, v in c.items()} for n, c in self.years.items()},
+            "digits": {n: dict(c) for n, c in self.digits.items()},  # JSON makes keys text
+            "years": {n: dict(c) for n, c in self.years.items()},
             "flagged": dict(self.flagged),
             "rows": self.rows,
         }
@@ -187,19 +187,17 @@ class Profile:
         ).fetchall()
         if len(found) != len(keys):
             return None
+
+        def by_number(columns: dict[str, dict[str, int]]) -> dict[str, Counter[int]]:
+            return {n: Counter({int(k): v for k, v in c.items()}) for n, c in columns.items()}
+
         total = cls()
         for (counts,) in found:
             assert isinstance(counts, dict)
             total.merge(
                 cls(
-                    {
-                        n: Counter({int(k): v for k, v in c.items()})
-                        for n, c in counts["digits"].items()
-                    },
-                    {
-                        n: Counter({int(k): v for k, v in c.items()})
-                        for n, c in counts["years"].items()
-                    },
+                    by_number(counts["digits"]),
+                    by_number(counts["years"]),
                     Counter(counts["flagged"]),
                     int(counts["rows"]),
                 )
