@@ -24,6 +24,10 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / ".venv" / "bin"
@@ -65,6 +69,22 @@ def _wait_up(port: int, seconds: float) -> None:
         except OSError:
             time.sleep(1)
     sys.exit(f"the Dagster webserver did not answer on port {port} within {seconds:.0f} s")
+
+
+def _finished_run(instance: dg.DagsterInstance, known: set[str]) -> dg.RunRecord:
+    """The one `migrate` run that is not in `known`, once its record holds both times: the
+    record's end time is written by the run's last event, which may trail the CLI's exit."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        new = [r for r in instance.get_runs() if r.run_id not in known and r.job_name == "migrate"]
+        if len(new) > 1:
+            sys.exit(f"expected one new migrate run after the CLI, found {len(new)}")
+        if new:
+            record = instance.get_run_record_by_id(new[0].run_id)
+            if record is not None and record.start_time and record.end_time:
+                return record
+        time.sleep(0.2)
+    sys.exit("the CLI's run has no finished record in Dagster's instance after 60 s")
 
 
 def main() -> None:
@@ -133,6 +153,7 @@ def main() -> None:
             while not (run := instance.get_run_record_by_id(run_id)).dagster_run.is_finished:
                 time.sleep(0.2)
             assert run.dagster_run.status == dg.DagsterRunStatus.SUCCESS, run.dagster_run.status
+            known = {r.run_id for r in instance.get_runs()}
             started = subprocess.run(
                 [BIN / "emrsim-migrate", "migrate"],
                 env=env,
@@ -140,9 +161,8 @@ def main() -> None:
                 text=True,
                 check=True,
             )
-            last = instance.get_runs(limit=1)[0]
-            cli_record = instance.get_run_record_by_id(last.run_id)
-            assert cli_record is not None and started.returncode == 0
+            assert started.returncode == 0
+            cli_record = _finished_run(instance, known)
             if i == 0:
                 continue
             ui.append(run.end_time - run.start_time)  # type: ignore[operator]

@@ -176,9 +176,11 @@ def dagster_context_left_clean(request: pytest.FixtureRequest) -> Iterator[None]
     variable. Left set by a test, it hands a disposed instance to every later test that builds
     definitions, and they fail far from the cause ("unable to open database file", "undefined
     DagsterInstance weakref"): seen in the full suite after the weekly schedule's test, never
-    alone. Reset after each test; the test that left it is named in a warning."""
+    alone. Cleared before each test too (a fixture torn down after this one can leave it),
+    and after; the test that left it is named in a warning."""
     from dagster._core.storage.defs_state.base import DefsStateStorage, _current_storage
 
+    _current_storage.set(None)
     yield
     if DefsStateStorage.get() is not None:
         _current_storage.set(None)
