@@ -37,7 +37,7 @@ from psycopg import sql
 from emrsim_assets import convert
 from emrsim_assets.deep import deep
 from emrsim_assets.plan import Column, Plan, Table
-from emrsim_assets.source import ROWID, Manifest, class_digit, read_batches
+from emrsim_assets.source import BATCH_BYTES, ROWID, Manifest, class_digit, read_batches
 from emrsim_assets.target import MIGRATION, STAGING, UNPARTITIONED, Conn, next_month
 
 T = TypeVar("T")
@@ -480,6 +480,10 @@ def _target_batches(arrow: Any, query: str) -> Iterator[pl.DataFrame]:
     """`query`'s rows as Arrow record batches (ADBC's PostgreSQL driver reads them with binary
     COPY in C: no Python object per row or value)."""
     with arrow.cursor() as cur:
+        # The driver's default, 16 MB a batch, held by both readers at once with its tokens.
+        cur.adbc_statement.set_options(
+            **{"adbc.postgresql.batch_size_hint_bytes": str(BATCH_BYTES)}
+        )
         cur.execute(query)
         for batch in cur.fetch_record_batch():
             frame = pl.from_arrow(batch)

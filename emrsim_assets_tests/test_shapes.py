@@ -192,3 +192,44 @@ def _written(tmp_path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     yaml.safe_load(text)
     return path
+
+
+def test_batches_are_bounded_by_bytes_so_a_table_of_large_blobs_streams_and_arrives_equal(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A row count alone would hold 50,000 one-megabyte scans at once: a batch holds about
+    BATCH_BYTES of values, however wide the rows, and small rows still come many at a time."""
+    from emrsim_assets.source import BATCH_BYTES, read_batches
+
+    sqlite = tmp_path / "scans.sqlite"
+    conn = sqlite3.connect(sqlite)
+    conn.execute("CREATE TABLE scans (id INTEGER PRIMARY KEY, label TEXT, image BLOB)")
+    conn.execute("CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT)")
+    sizes = [1 << 20, 3 << 20, 1, 0, 2 << 20, 700_000] * 4
+    conn.executemany(
+        "INSERT INTO scans (label, image) VALUES (?, randomblob(?))",
+        [(f"scan {i}", size) for i, size in enumerate(sizes)],
+    )
+    conn.executemany("INSERT INTO tags (name) VALUES (?)", [(f"t{i}",) for i in range(5_000)])
+    conn.commit()
+    conn.close()
+    plan = drafted(sqlite, tmp_path)
+
+    batches = list(read_batches(sqlite, plan.table("scans"), 50_000))
+    widest = max(sizes)
+    for batch in batches:
+        assert batch.estimated_size() <= BATCH_BYTES + 2 * widest, batch.height
+    assert sum(b.height for b in batches) == len(sizes) and len(batches) > 4
+    ids = [int(i) for b in batches for i in b["id"]]
+    assert ids == list(range(1, len(sizes) + 1))
+    # Narrow rows: pages grow from one row, eight times a page, and travel on as one batch
+    # of at most the caller's batch_rows.
+    assert [b.height for b in read_batches(sqlite, plan.table("tags"), 50_000)] == [5_000]
+    assert [b.height for b in read_batches(sqlite, plan.table("tags"), 100)] == [100] * 50
+    assert [b.height for b in read_batches(sqlite, plan.table("tags"), 4_000)] == [4_000, 1_000]
+
+    result = Migration(plan, sqlite, pg_url, tmp_path / "work").run_job("migrate")
+    assert result.success
+    with psycopg.connect(pg_url) as pg:
+        for table in plan.tables:
+            assert target_rows(pg, table) == source_rows(sqlite, table), table.name
