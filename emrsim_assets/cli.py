@@ -407,7 +407,7 @@ ENVIRONMENT = """environment:
                        has its schema, else a draft of the source under the work dir)
   EMRSIM_WORK_DIR      snapshot, logs, cache, embedded server (default .emrsim)
   EMRSIM_BATCH_ROWS    most rows per extraction batch (default 50000; a batch also stops at
-                       about 4 MiB of values): bounds memory
+                       about 8 MiB of values): bounds memory
   EMRSIM_WORKERS       months loaded at once (default 3)
   EMRSIM_STEPS         Dagster steps of a run side by side, in threads (default 3; 1: one at a time)
   EMRSIM_KEEP_BACKUPS  backup schemas kept after a cutover (default 2)

@@ -30,12 +30,12 @@ ROWID = "__rowid"
 DEFAULT_BATCH_ROWS = 50_000
 # What bounds a batch: about this many bytes of source values (a batch costs some 7 times that
 # while it is converted, hashed and encoded), and never more than the batch_rows a caller asks.
-# A table of narrow rows reads 50,000 rows a batch; the sample's messages about 22,000; a table
-# of megabyte BLOBs a row or two at a time, where a count of rows alone would hold gigabytes.
-# On 2 M messages (4 alternated pairs): peak 374 to 379 MB instead of 402 to 415 with 50,000
-# rows, the run 0.4 to 3.3 s slower (median 0.9); 8 MiB gave the same memory and speed as
-# 50,000 rows, 2 MiB 330 MB for 2 to 3 s more.
-BATCH_BYTES = 4 << 20
+# A table of narrow rows reads 50,000 rows a batch; the sample's messages about 47,000; a table
+# of megabyte BLOBs a few rows at a time, where a count of rows alone would hold gigabytes.
+# Smaller costs time, as every batch has a fixed cost (the JSON printer's round trips, Polars'
+# plans): at 10 M messages, 4 MiB held 70 MB less and took 8 s more (12 % of the load); 8 MiB
+# ran as fast as 50,000 rows (116.6 s and 117.2), peaking at 446 MB instead of 464.
+BATCH_BYTES = 8 << 20
 # A read starts with one row, before a row's size is known, and grows its pages at most this
 # many times: a first small row cannot size the next page for a thousand megabyte ones.
 PAGE_GROWTH = 8

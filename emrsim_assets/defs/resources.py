@@ -33,8 +33,8 @@ class MigrationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     batch_rows: int = Field(
         default=50_000,
         description="Most rows per extraction batch; a batch also holds no more than about "
-        "4 MiB of source values, so wide rows come fewer at a time (the sample's messages "
-        "about 22,000 a batch). Bounds memory with the number of workers.",
+        "8 MiB of source values, so wide rows come fewer at a time (the sample's messages "
+        "about 47,000 a batch). Bounds memory with the number of workers.",
     )
     workers: int = Field(
         default=3,
