@@ -32,9 +32,10 @@ DEFAULT_BATCH_ROWS = 50_000
 # while it is converted, hashed and encoded), and never more than the batch_rows a caller asks.
 # A table of narrow rows reads 50,000 rows a batch; the sample's messages about 47,000; a table
 # of megabyte BLOBs a few rows at a time, where a count of rows alone would hold gigabytes.
-# Smaller costs time, as every batch has a fixed cost (the JSON printer's round trips, Polars'
-# plans): at 10 M messages, 4 MiB held 70 MB less and took 8 s more (12 % of the load); 8 MiB
-# ran as fast as 50,000 rows (116.6 s and 117.2), peaking at 446 MB instead of 464.
+# Smaller costs time, as every batch has a fixed cost of about 20 ms of client CPU (some 60
+# Polars plans built and run; the JSON printer's round trips are 2 ms of it): at 10 M messages,
+# 4 MiB held 70 MB less and took 8 s more (12 % of the load); 8 MiB ran as fast as 50,000 rows
+# (116.6 s and 117.2), peaking at 446 MB instead of 464.
 BATCH_BYTES = 8 << 20
 # A read starts with one row, before a row's size is known, and grows its pages at most this
 # many times: a first small row cannot size the next page for a thousand megabyte ones.
