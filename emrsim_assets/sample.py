@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from emrsim_assets.errors import SourceError
+from emrsim_assets.source import _quote
 
 # The schema as the Node/SQLite app of that era declared it: integer AUTOINCREMENT ids, text
 # timestamps, JSON in text columns, 0/1 booleans, foreign keys declared but not enforced.
@@ -164,10 +165,11 @@ def write_sample(
 
 
 def _insert(conn: sqlite3.Connection, table: str, frame: pl.DataFrame) -> None:
-    columns = ", ".join(frame.columns)
+    columns = ", ".join(_quote(c) for c in frame.columns)
     marks = ", ".join("?" * frame.width)
-    # Table and column names are this module's constants, never user input.
-    conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", frame.iter_rows())  # noqa: S608
+    # Names through the one SQLite quoting helper, though they are this module's constants.
+    insert = f"INSERT INTO {_quote(table)} ({columns}) VALUES ({marks})"  # noqa: S608
+    conn.executemany(insert, frame.iter_rows())
 
 
 def _timestamps(rng: np.random.Generator, n: int, iso_share: float = 0.15) -> pl.Series:
