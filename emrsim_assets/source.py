@@ -76,11 +76,10 @@ def _fsync(path: Path) -> None:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+    # file_digest reads into one reused buffer: a new 1 MiB bytes per read went to mmap (see
+    # memory.py) and cost 100,000 page faults for 413 MB; 0.48 CPU-s became 0.29.
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
