@@ -113,3 +113,21 @@ def test_a_failing_step_fails_the_run_and_the_others_finish() -> None:
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert [e.step_key for e in failures] == ["breaks"]
     assert "this step fails" in str(failures[0].step_failure_data.error)
+
+
+def test_a_run_freezes_what_was_alive_before_it() -> None:
+    import gc
+
+    seen: list[int] = []
+
+    @dg.asset
+    def counted() -> None:
+        seen.append(gc.get_freeze_count())
+
+    defs = dg.Definitions(assets=[counted], jobs=[dg.define_asset_job("one", selection=[counted])])
+    before = gc.get_freeze_count()  # earlier runs in this process froze theirs
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = execute_in_threads(defs.resolve_job_def("one"), instance, {}, {})
+    assert result.success
+    # This run's definitions and instance joined them: full collections skip them.
+    assert seen and seen[0] > before + 100
