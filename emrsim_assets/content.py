@@ -54,6 +54,8 @@ NORMALIZATIONS = {
     "real": "an INTEGER-class value in a real column equals the same double",
     "numeric": "numbers equal as decimals (1.50 = 1.5, 1e2 = 100)",
     "boolean": "0 and 1 are false and true",
+    "any_class": "in a text or blob column with any_class: true, a value of another storage "
+    "class equals its text as SQLite prints it (as bytes, in a blob column)",
 }
 
 
@@ -332,6 +334,11 @@ def source_tokens(frame: pl.DataFrame, table: Table, plan: Plan) -> pl.DataFrame
             )
         elif kind == "boolean":
             exprs.append(raw.alias(column.name))
+        elif column.any_class:
+            # The plan keeps every class as text (or bytes): the value compares, not its class.
+            tag = "t:" if kind == "text" else "b:"
+            kept = pl.when(digit == 4).then(pl.lit("null")).otherwise(pl.lit(tag) + value)
+            exprs.append(kept.alias(column.name))
         else:
             exprs.append(_normalize(kind, raw, column.name).alias(column.name))
     return frame.select(pl.col(ROWID), *exprs)
@@ -603,9 +610,25 @@ def compare(
 
 def _differences(source: pl.DataFrame, target: pl.DataFrame, table: Table) -> list[Difference]:
     names = [c.name for c in table.columns]
-    only_source = source.join(target.select("hash"), on="hash", how="anti")
-    only_target = target.join(source.select("hash"), on="hash", how="anti")
+    # Rows as a multiset: the n-th copy of a row matches the n-th copy on the other side, so
+    # a table without a key that lost one of three equal rows shows that one.
+    copy = pl.int_range(pl.len()).over("hash").alias("__copy")
+    source, target = source.with_columns(copy), target.with_columns(copy)
+    only_source = source.join(target.select("hash", "__copy"), on=["hash", "__copy"], how="anti")
+    only_target = target.join(source.select("hash", "__copy"), on=["hash", "__copy"], how="anti")
     found: list[Difference] = []
+    if not table.primary_key:
+        # No key to pair rows by: each side's rows with no equal on the other, the source's by
+        # row id, with their values.
+        for side, rows in (("source", only_source), ("target", only_target)):
+            for row in rows.head(SHOWN).iter_rows(named=True):
+                values = ", ".join(f"{name}={row[name]}" for name in names)
+                if side == "source":
+                    key = f"row id {row.get(ROWID, '?')}"
+                    found.append(Difference(key, "(row)", values, "no equal row"))
+                else:
+                    found.append(Difference("a target row", "(row)", "no equal row", values))
+        return found[:SHOWN]
     paired = only_source.join(only_target, on="__key", how="full", suffix="__t", coalesce=True)
     for row in paired.head(SHOWN * 2).iter_rows(named=True):
         key = _key_text(row, table)
@@ -861,7 +884,9 @@ def _verdict(
         if used_digest
         else "read from the snapshot",
         "normalizations": {
-            k: v for k, v in NORMALIZATIONS.items() if any(c.convert == k for c in table.columns)
+            k: v
+            for k, v in NORMALIZATIONS.items()
+            if any(c.convert == k or (k == "any_class" and c.any_class) for c in table.columns)
         },
     }
     if per_month:

@@ -303,6 +303,59 @@ def _convert_column(frame: pl.DataFrame, column: Column, table: Table, plan: Pla
     return _Column(raw, bad.fill_null(False), reason)
 
 
+# The storage classes (digits of source.STORAGE_CLASSES) whose values each kind keeps with what
+# the proof compares: a value of another class would arrive changed in kind (the integer 5 as
+# the text '5'), which content_matches_source finds only after the load. The load refuses it at
+# once instead, naming the row, or quarantines it. `any_class: true` on a text or blob column
+# takes every class as its text or bytes.
+_CLASSES_KEPT: dict[str, tuple[int, ...]] = {
+    "legacy_id": (0,),
+    "ref": (0,),
+    "integer": (0,),
+    "boolean": (0,),
+    "real": (0, 1),
+    "numeric": (0, 1, 2),
+    "blob": (3,),
+}
+_CLASS_NAMES = ("INTEGER", "REAL", "TEXT", "BLOB")
+
+
+def _stored_otherwise(
+    frame: pl.DataFrame, column: Column, table: Table
+) -> list[tuple[pl.Series, str]]:
+    """Rows whose value SQLite stored in a class this column's kind does not keep, per class,
+    and why; none where every class is kept (or the batch was read without its classes)."""
+    from emrsim_assets.source import class_column, class_digit
+
+    position = next(i for i, c in enumerate(table.columns) if c is column)
+    if column.any_class or class_column(position) not in frame.columns:
+        return []
+    kind = column.convert
+    if kind == "timestamp":
+        kept: tuple[int, ...] = (0, 1, 2) if column.epoch else (2,)
+    else:
+        kept = _CLASSES_KEPT.get(kind, (2,))
+    digit = frame.select(class_digit(position)).to_series()
+    wrong = ~digit.is_in([*kept, 4])
+    if not wrong.any():
+        return []
+    takes = " or ".join(_CLASS_NAMES[d] for d in kept)
+    article = "an" if kind == "integer" else "a"
+    remedy = ""
+    if kind in ("text", "blob"):
+        what = "text" if kind == "text" else "bytes"
+        remedy = f"; any_class: true on this column keeps every value as its {what}, not its class"
+    return [
+        (
+            digit == found,
+            f"is stored by SQLite as {_CLASS_NAMES[found]}, where {article} {kind} column takes "
+            f"{takes}: "
+            f"it would arrive changed in kind{remedy}",
+        )
+        for found in sorted(digit.filter(wrong).unique().to_list())
+    ]
+
+
 @dataclass(frozen=True)
 class Converted:
     rows: pl.DataFrame  # target columns in plan order (ids as 16 UUID bytes), then the row id
@@ -330,6 +383,7 @@ def convert_frame(frame: pl.DataFrame, table: Table, plan: Plan) -> Converted:
         converted = _convert_column(frame, column, table, plan)
         values.append(converted.value)
         checks = [(converted.invalid, converted.reason)]
+        checks.extend(_stored_otherwise(frame, column, table))
         if not column.nullable:
             checks.append((frame.get_column(column.name).is_null(), null_reason))
         for mask, reason in checks:

@@ -761,7 +761,8 @@ def _undecodable(
                     return SourceError(
                         f"{table.name}.{column.name}: row id {row_id}{key_label(table, values)}: "
                         f"value {value[:40]!r} is not valid UTF-8, and PostgreSQL text must be. "
-                        "Fix the row in the app's database (or re-encode it) and run again."
+                        "Fix the row in the app's database (or re-encode it) and run again, or "
+                        "keep the column's bytes as they are: convert: blob, any_class: true."
                     )
     finally:
         conn.close()

@@ -187,6 +187,50 @@ def wide_table(conn: sqlite3.Connection) -> None:
     conn.executemany(f"INSERT INTO wide VALUES ({', '.join('?' * 40)})", rows)  # noqa: S608
 
 
+def mixed_storage_classes(conn: sqlite3.Connection) -> None:
+    """SQLite's dynamic typing as apps use it: an untyped settings value holding numbers and
+    text, a BLOB column an app also wrote text (some not UTF-8) and numbers into, and numbers
+    no single PostgreSQL number type holds (infinities beside integers past 2^53)."""
+    conn.executescript(
+        """
+        CREATE TABLE settings (key TEXT PRIMARY KEY, value);
+        CREATE TABLE attachments (id INTEGER PRIMARY KEY, data BLOB);
+        CREATE TABLE readings (sensor TEXT, level NUMERIC, ratio REAL);
+        CREATE TABLE notes (id INTEGER PRIMARY KEY, body);
+        """
+    )
+    # An untyped column that holds only text today: text (a number written later is refused).
+    conn.executemany("INSERT INTO notes VALUES (?, ?)", [(i, f"note {i}") for i in range(1, 6)])
+    conn.executemany(
+        "INSERT INTO settings VALUES (?, ?)",
+        [
+            ("retries", 3),
+            ("ratio", 0.1 + 0.2),
+            ("huge", 1e300),
+            ("tiny", 5e-324),
+            ("limit", 2**63 - 1),
+            ("theme", "dark"),
+            ("empty", ""),
+            ("number_as_text", "42"),
+            ("unset", None),
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO attachments VALUES (?, ?)",
+        [(1, b"\x89PNG\x00\xff"), (2, "a note ✓"), (3, 1234), (4, 2.5), (5, None), (6, b"")],
+    )
+    conn.execute("INSERT INTO attachments VALUES (7, CAST(x'ff80fe41' AS TEXT))")  # not UTF-8
+    conn.executemany(
+        "INSERT INTO readings VALUES (?, ?, ?)",
+        [
+            ("a", 2**62 + 1, float("inf")),
+            ("b", float("-inf"), 1.5),
+            ("c", 7, float("-inf")),
+            ("d", None, None),
+        ],
+    )
+
+
 def app_schema(path: Path) -> None:
     write_app_sample(path, turns=600, seed=11)
 
@@ -203,6 +247,7 @@ SHAPES: dict[str, Writer | Callable[[Path], None]] = {
     "views_and_rowid_columns": views_and_rowid_columns,
     "timestamps_every_form": timestamps_every_form,
     "wide_table": wide_table,
+    "mixed_storage_classes": mixed_storage_classes,
     "app_schema": app_schema,
 }
 

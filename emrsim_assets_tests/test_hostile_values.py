@@ -73,9 +73,45 @@ PLANTED: dict[str, tuple[str, list[str], list[str]]] = {
     ),
     "blob_and_text_keys_that_meet_as_text": (
         "text_keys_with_orphans",
-        # SQLite keeps a BLOB key apart from the TEXT key of the same bytes; PostgreSQL text cannot.
+        # SQLite keeps a BLOB key apart from the TEXT key of the same bytes; PostgreSQL text
+        # cannot: the BLOB is refused before it could meet the other (with any_class: true,
+        # key_unique_across_months would name both).
         ["INSERT INTO sessions (id) VALUES (X'7330303078597a2d5f51')"],
-        ["sessions: the key (id) repeats across months: s000xYz-_Q (2 rows)"],
+        ["sessions.id", "'s000xYz-_Q'", "stored by SQLite as BLOB, where a text column takes TEXT"],
+    ),
+    "integer_in_a_text_column": (
+        "mixed_storage_classes",
+        # An untyped column (no affinity turns the number into text, as TEXT's would).
+        ["UPDATE notes SET body = 42 WHERE id = 3"],
+        [
+            "notes.body",
+            "row id 3",
+            "value '42' is stored by SQLite as INTEGER, where a text column takes TEXT",
+            "any_class: true on this column keeps every value as its text",
+        ],
+    ),
+    "blob_in_a_text_column": (
+        "text_keys_with_orphans",
+        ["UPDATE turns SET said = X'48656c6c6f' WHERE id = 't00007'"],
+        ["turns.said", "row id 8", "key id='t00007'", "value 'Hello' is stored by SQLite as BLOB"],
+    ),
+    "blob_in_an_integer_key": (
+        "composite_and_missing_keys",
+        [
+            "UPDATE enrollment SET student_id = X'393939' WHERE student_id = 7 "
+            "AND course_code = 'BIO101'"
+        ],
+        [
+            "enrollment.student_id",
+            "row id 13 (key course_code='BIO101'): value '999'",
+            "stored by SQLite as BLOB, where an integer column takes INTEGER",
+            "a key column cannot quarantine",
+        ],
+    ),
+    "text_in_a_blob_column": (
+        "blob_real_numeric",
+        ["UPDATE measurements SET payload = 'a note' WHERE id = 2"],
+        ["measurements.payload", "row id 2", "stored by SQLite as TEXT", "as its bytes"],
     ),
     "timestamp_of_year_57756": (
         "timestamps_every_form",

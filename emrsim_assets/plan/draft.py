@@ -8,12 +8,13 @@ the load then checks every value, so a wrong guess stops the run naming the row,
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -524,7 +525,8 @@ class _Drafter:
         column = self.partition_column
         assert column is not None
         first = self.conn.execute(
-            f"SELECT min({_quote(column.source)}) FROM {_quote(table.source)}"  # noqa: S608
+            f"SELECT min({'' if column.entry.get('epoch') else 'trim'}({_quote(column.source)})) "  # noqa: S608
+            f"FROM {_quote(table.source)}"
         ).fetchone()[0]
         if first is None:
             return None
@@ -533,7 +535,9 @@ class _Drafter:
             per_second = {"s": 1, "ms": 1_000, "us": 1_000_000}[epoch]
             when = datetime.fromtimestamp(float(first) / per_second, UTC)
         else:
-            when = datetime.fromisoformat(str(first)[:10])
+            # Text compares as text: min() of the trimmed values, a day earlier for an offset
+            # that puts the first instant in the month before (an empty month costs nothing).
+            when = datetime.fromisoformat(str(first)[:10]) - timedelta(days=1)
         return date(when.year, when.month, 1)
 
 
@@ -595,20 +599,36 @@ def _infer_convert(column: _Column) -> tuple[str, dict[str, Any], str]:
         return _from_declared(declared), {}, saw + " (typed from its declaration)"
     if "blob" in present:
         if present != {"blob"}:
-            saw += "; bytea keeps the bytes of every value, but not which were text"
+            saw += "; mixed storage classes: bytea keeps every value's bytes, not its class"
+            return "blob", {"any_class": True}, saw
         return "blob", {}, saw
     if present == {"integer"}:
         return _integer_kind(column, declared, saw)
     if present <= {"integer", "real"}:
+        ints = [v for v in column.samples if isinstance(v, int)]
+        large = bool(ints) and max(abs(v) for v in ints) > 2**53
+        infinite = any(isinstance(v, float) and math.isinf(v) for v in column.samples)
+        if large and infinite:
+            return (
+                "text",
+                {"any_class": True},
+                saw + "; integers beyond 2^53 (no double) and infinities (no numeric): kept as "
+                "their text, not their class",
+            )
+        if infinite:
+            return "real", {}, saw + "; infinities, which only a double holds"
         if "NUM" in declared or "DEC" in declared:
             return "numeric", {}, saw
-        ints = [v for v in column.samples if isinstance(v, int)]
-        if ints and max(abs(v) for v in ints) > 2**53:
+        if large:
             return "numeric", {}, saw + "; integers beyond 2^53 would not fit a double"
         return "real", {}, saw
     if present == {"text"}:
         return _text_kind(column, declared, saw)
-    return "text", {}, saw + "; mixed storage classes: kept as their text"
+    return (
+        "text",
+        {"any_class": True},
+        saw + "; mixed storage classes: kept as their text, not their class",
+    )
 
 
 def _from_declared(declared: str) -> str:

@@ -66,6 +66,7 @@ _COLUMN_KEYS = {
     "default",
     "identity",
     "anomalies",
+    "any_class",
 }
 
 
@@ -301,6 +302,14 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
         raise PlanError(f"{where}: anomalies must be 'fail' or 'accept'.")
     if anomalies == "accept" and convert not in ("timestamp", "date"):
         raise PlanError(f"{where}: anomalies applies to timestamp and date columns.")
+    any_class = raw.get("any_class", False)
+    if not isinstance(any_class, bool):
+        raise PlanError(f"{where}: any_class must be true or false.")
+    if any_class and convert not in ("text", "blob"):
+        raise PlanError(
+            f"{where}: any_class applies to text and blob columns (a value of any storage class "
+            "kept as its text or bytes)."
+        )
     return Column(
         name=name,
         convert=convert,
@@ -317,6 +326,7 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
         default=default,
         identity=identity,
         anomalies=anomalies,
+        any_class=any_class,
     )
 
 

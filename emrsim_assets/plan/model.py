@@ -47,6 +47,7 @@ class Column:
     default: str | int | float | bool | None = None  # "now()" or a literal
     identity: bool = False  # integer key kept as bigint: the app's inserts get the next id
     anomalies: str = "fail"  # timestamp/date outliers: fail the values_look_alike check, or accept
+    any_class: bool = False  # text/blob: values of every storage class kept as their text/bytes
 
     @property
     def max_length(self) -> int | None:
