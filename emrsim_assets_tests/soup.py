@@ -1,0 +1,222 @@
+"""A random hostile SQLite file per seed: names, declarations, keys and values nobody listed.
+
+The shapes in shapes.py are the databases we thought of; a soup is one we did not. Each seed
+writes one to three tables whose names, declared types, keys and values are drawn from pools of
+what SQLite accepts and apps write: quoted and reserved names, names equal after 63 bytes,
+affinities that surprise (FLOATING POINT is an integer), values of another storage class than
+the declaration, NUL bytes, invalid UTF-8, extreme numbers, every timestamp form. The same seed
+always writes the same file.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+LONG = "x" * 60  # two names that share their first 63 bytes
+NAMES = [
+    "items",
+    "Order",
+    "user",
+    "select",
+    "My Table",
+    'say "hi"',
+    "naïve_ünïcode",
+    "表",
+    "Mixed_Case_Name",
+    LONG + "_first",
+    LONG + "_second",
+    "dagster",
+    "a-b.c",
+    "0starts_with_digit",
+    "trailing space ",
+]
+DECLARED = [
+    "",
+    "INTEGER",
+    "INT",
+    "BIGINT",
+    "TEXT",
+    "REAL",
+    "BLOB",
+    "NUMERIC",
+    "DECIMAL(10,2)",
+    "BOOLEAN",
+    "DATETIME",
+    "DATE",
+    "TIMESTAMP",
+    "JSON",
+    "VARCHAR(5)",
+    "FLOATING POINT",  # INTEGER affinity: it contains INT
+    "STRING",  # NUMERIC affinity
+    "DOUBLE PRECISION",
+    "UNSIGNED BIG INT",
+    "CHARACTER(20)",
+    "UUID",
+]
+
+
+def _text(rng: random.Random) -> str:
+    return rng.choice(
+        [
+            "",
+            " ",
+            "plain",
+            "ünïcödé ✓ 表",
+            "line\nbreak\ttab",
+            "quote ' and \" and \\",
+            "x" * rng.randint(100, 5000),
+            "42",
+            "4.20",
+            "1e3",
+            "NULL",
+            "true",
+            "\U0001f600 emoji",
+        ]
+    )
+
+
+def _integer(rng: random.Random) -> int:
+    return rng.choice([0, 1, -1, 2**31, 2**53 + 1, 2**63 - 1, -(2**63), rng.randint(-1000, 1000)])
+
+
+def _real(rng: random.Random) -> float:
+    return rng.choice(
+        [0.0, -0.0, 0.1 + 0.2, 1e300, -1e-300, 5e-324, float("inf"), float("-inf"), 2.5]
+    )
+
+
+def _blob(rng: random.Random) -> bytes:
+    return rng.choice([b"", b"\x00", bytes(range(256)), b"\xff\xfe\x80 not utf-8", b"plain"])
+
+
+def _timestamp(rng: random.Random) -> str:
+    return rng.choice(
+        [
+            "2024-01-31 23:59:59",
+            "2024-02-29T12:00:00Z",
+            "2024-03-01T00:00:00.123456+05:30",
+            "2023-12-31 10:00",
+            "2024-06-15T08:30:00.5z",
+            " 2024-06-15 08:30:00 ",
+            "1999-12-31 23:59:59-08:00",
+        ]
+    )
+
+
+def _json(rng: random.Random) -> str:
+    return rng.choice(
+        [
+            '{"a": 1}',
+            '{"b": [1, 2, {"c": null}], "a": "x"}',
+            "[]",
+            '{"n": 1e2}',
+            '{"s": "\\u00e9\\n"}',
+            '{"deep": {"deeper": {"deepest": [true, false]}}}',
+        ]
+    )
+
+
+def _uuid(rng: random.Random) -> str:
+    return "%08x-%04x-%04x-%04x-%012x" % (  # noqa: UP031 (a fixed layout)
+        rng.getrandbits(32),
+        rng.getrandbits(16),
+        rng.getrandbits(16),
+        rng.getrandbits(16),
+        rng.getrandbits(48),
+    )
+
+
+KINDS: dict[str, Callable[[random.Random], Any]] = {
+    "text": _text,
+    "integer": _integer,
+    "real": _real,
+    "blob": _blob,
+    "timestamp": _timestamp,
+    "json": _json,
+    "uuid": _uuid,
+    "epoch": lambda rng: rng.randint(1_500_000_000, 1_800_000_000),
+    "boolean": lambda rng: rng.randint(0, 1),
+}
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _start(seed: int) -> tuple[random.Random, list[str], bool]:
+    rng = random.Random(seed)
+    names = rng.sample(NAMES, rng.randint(1, 3))
+    # A quarter of the soups hold what PostgreSQL text cannot: a NUL byte, invalid UTF-8.
+    return rng, names, rng.random() < 0.25
+
+
+def poisoned(seed: int) -> bool:
+    """Whether the soup of `seed` may hold a value PostgreSQL text cannot (NUL, not UTF-8)."""
+    return _start(seed)[2]
+
+
+def write_soup(path: Path, seed: int) -> Path:
+    """Write the soup of `seed` to `path` (a new file) and return the path."""
+    rng, names, poison = _start(seed)
+    conn = sqlite3.connect(path)
+    try:
+        for table in names:
+            _write_table(conn, rng, table, poison)
+        conn.commit()
+    finally:
+        conn.close()
+    return path
+
+
+def _write_table(conn: sqlite3.Connection, rng: random.Random, table: str, poison: bool) -> None:
+    columns = rng.sample(NAMES, rng.randint(1, 5))
+    kinds = [rng.choice(list(KINDS)) for _ in columns]
+    declared = [rng.choice(DECLARED) for _ in columns]
+    key = rng.choice(["rowid", "integer", "text", "composite", "none", "without_rowid"])
+    parts = [f"{_quote(c)} {d}".strip() for c, d in zip(columns, declared, strict=True)]
+    suffix = ""
+    if key == "integer":
+        parts.insert(0, '"id" INTEGER PRIMARY KEY')
+    elif key in ("text", "without_rowid"):
+        parts.insert(0, '"id" TEXT PRIMARY KEY NOT NULL')
+        suffix = " WITHOUT ROWID" if key == "without_rowid" else ""
+    elif key == "composite":
+        parts.insert(0, '"id_b" TEXT NOT NULL')
+        parts.insert(0, '"id_a" INTEGER NOT NULL')
+        parts.append('PRIMARY KEY ("id_a", "id_b")')
+    conn.execute(f"CREATE TABLE {_quote(table)} ({', '.join(parts)}){suffix}")
+    rows = rng.randint(0, 300)
+    wrong = rng.random() < 0.3  # this table has values of another storage class, now and then
+    for n in range(rows):
+        values: list[Any] = []
+        for kind in kinds:
+            if rng.random() < 0.1:
+                values.append(None)
+            elif wrong and rng.random() < 0.05:
+                values.append(KINDS[rng.choice(list(KINDS))](rng))
+            elif poison and kind == "text" and rng.random() < 0.05:
+                values.append("with\x00nul")
+            else:
+                values.append(KINDS[kind](rng))
+        keys: list[Any] = []
+        if key == "integer":
+            keys = [n * 3 + 1]
+        elif key in ("text", "without_rowid"):
+            keys = [f"k-{n:05d}-{_uuid(rng)[:4]}"]
+        elif key == "composite":
+            keys = [n // 4, f"part {n % 4}"]
+        marks = ", ".join("?" * (len(keys) + len(values)))
+        conn.execute(f"INSERT INTO {_quote(table)} VALUES ({marks})", [*keys, *values])  # noqa: S608
+    if poison and rng.random() < 0.5 and rows:
+        # Invalid UTF-8 stored as TEXT: only SQL's CAST writes it, as an app's C code might.
+        conn.execute(
+            f"UPDATE {_quote(table)} SET {_quote(columns[0])} = CAST(x'ff80fe41' AS TEXT) "  # noqa: S608
+            "WHERE rowid IN (SELECT rowid FROM " + _quote(table) + " LIMIT 1)"
+            if suffix == ""
+            else f"UPDATE {_quote(table)} SET {_quote(columns[0])} = CAST(x'ff80fe41' AS TEXT) "  # noqa: S608
+            "WHERE id = (SELECT min(id) FROM " + _quote(table) + ")"
+        )

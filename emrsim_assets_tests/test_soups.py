@@ -1,0 +1,59 @@
+"""Random hostile files (soup.py): whatever a file holds arrives equal, or the run stops with
+one sentence naming table, column and row. Never the quiet middle, and never the proof finding
+what the load let through."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from emrsim_assets.source import sha256_file
+from emrsim_assets_tests.conftest import Migration
+from emrsim_assets_tests.soup import poisoned, write_soup
+from emrsim_assets_tests.test_shapes import drafted, source_rows, target_rows
+
+# What a refused value's sentence starts with: our error, then table.column: row id N.
+_NAMED = re.compile(r"^(SourceError|ConversionError): [a-z0-9_]+\.[a-z0-9_]+: row id \d+")
+
+
+SEEDS = range(48)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_soup_arrives_equal_or_stops_naming_the_value(
+    seed: int, tmp_path: Path, pg_url: str
+) -> None:
+    sqlite = write_soup(tmp_path / "soup.sqlite", seed)
+    before = sha256_file(sqlite)
+    plan = drafted(sqlite, tmp_path)  # a draft never fails on what a file holds
+    result = Migration(plan, sqlite, pg_url, tmp_path / "work").run_job("migrate")
+    assert sha256_file(sqlite) == before
+
+    failed_checks = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    # The proof finds nothing the load let through: a value that would arrive changed stops
+    # the load, naming it.
+    assert not failed_checks, [(e.asset_key, e.check_name, e.description) for e in failed_checks]
+    # Every value PostgreSQL can hold gets a plan that carries it: only a poisoned soup (a NUL
+    # byte or invalid UTF-8 in text) may stop.
+    assert result.success or poisoned(seed), [
+        str(e.step_failure_data.error) for e in result.get_step_failure_events()
+    ]
+    if result.success:
+        with psycopg.connect(pg_url) as conn:
+            for table in plan.tables:
+                assert target_rows(conn, table) == source_rows(sqlite, table), table.name
+        return
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        assert data.user_failure_data is not None, (event.step_key, data.error)
+        sentence = str(data.user_failure_data.description)
+        assert _NAMED.match(sentence), sentence
+        assert "\n" not in sentence.strip(), sentence
+
+
+def test_the_seeds_hold_both_kinds_of_soup() -> None:
+    kinds = {poisoned(seed) for seed in SEEDS}
+    assert kinds == {True, False}, kinds
