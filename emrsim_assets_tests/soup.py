@@ -31,6 +31,12 @@ NAMES = [
     LONG + "_second",
     "dagster",
     "a-b.c",
+    "a_b.c",  # the same target name as a-b.c
+    "rowid",  # shadows the row id
+    "",  # SQLite takes the empty name
+    "$$$",  # no character a target name keeps
+    "ü" * 40,  # 80 bytes: past 63 in the middle of a character
+    "表" * 30,
     "0starts_with_digit",
     "trailing space ",
 ]
@@ -164,23 +170,40 @@ def write_soup(path: Path, seed: int) -> Path:
     rng, names, poison = _start(seed)
     conn = sqlite3.connect(path)
     try:
+        parents: dict[str, list[int]] = {}  # tables keyed by integer: their keys
         for table in names:
-            _write_table(conn, rng, table, poison)
+            _write_table(conn, rng, table, poison, parents)
         conn.commit()
     finally:
         conn.close()
     return path
 
 
-def _write_table(conn: sqlite3.Connection, rng: random.Random, table: str, poison: bool) -> None:
+def _write_table(
+    conn: sqlite3.Connection,
+    rng: random.Random,
+    table: str,
+    poison: bool,
+    parents: dict[str, list[int]],
+) -> None:
     columns = rng.sample(NAMES, rng.randint(1, 5))
     kinds = [rng.choice(list(KINDS)) for _ in columns]
     declared = [rng.choice(DECLARED) for _ in columns]
-    key = rng.choice(["rowid", "integer", "text", "composite", "none", "without_rowid"])
+    key = rng.choice(
+        ["rowid", "integer", "int_not_alias", "text", "composite", "none", "without_rowid"]
+    )
     parts = [f"{_quote(c)} {d}".strip() for c, d in zip(columns, declared, strict=True)]
+    # A reference to an earlier table's integer key, declared or not, with orphans now and then.
+    parent = rng.choice(sorted(parents)) if parents and rng.random() < 0.6 else None
+    declare = rng.random() < 0.5
+    if parent is not None:
+        target = f" REFERENCES {_quote(parent)} (id)" if declare else ""
+        parts.append(f'"parent_id" INTEGER{target}')
     suffix = ""
     if key == "integer":
         parts.insert(0, '"id" INTEGER PRIMARY KEY')
+    elif key == "int_not_alias":
+        parts.insert(0, '"id" INT PRIMARY KEY NOT NULL')  # not the rowid: INT is not INTEGER
     elif key in ("text", "without_rowid"):
         parts.insert(0, '"id" TEXT PRIMARY KEY NOT NULL')
         suffix = " WITHOUT ROWID" if key == "without_rowid" else ""
@@ -191,6 +214,7 @@ def _write_table(conn: sqlite3.Connection, rng: random.Random, table: str, poiso
     conn.execute(f"CREATE TABLE {_quote(table)} ({', '.join(parts)}){suffix}")
     rows = rng.randint(0, 300)
     wrong = rng.random() < 0.3  # this table has values of another storage class, now and then
+    written: list[int] = []
     for n in range(rows):
         values: list[Any] = []
         for kind in kinds:
@@ -202,21 +226,32 @@ def _write_table(conn: sqlite3.Connection, rng: random.Random, table: str, poiso
                 values.append("with\x00nul")
             else:
                 values.append(KINDS[kind](rng))
+        if parent is not None:
+            choices = parents[parent]
+            orphan = not choices or rng.random() < 0.1
+            values.append(999_999_999 if orphan else rng.choice(choices))
         keys: list[Any] = []
-        if key == "integer":
-            keys = [n * 3 + 1]
+        if key in ("integer", "int_not_alias"):
+            # Negative, zero and 64-bit ids beside small ones.
+            keys = [n * 3 - 150 if n % 50 else 2**62 + n]
+            written.append(keys[0])
         elif key in ("text", "without_rowid"):
             keys = [f"k-{n:05d}-{_uuid(rng)[:4]}"]
         elif key == "composite":
             keys = [n // 4, f"part {n % 4}"]
         marks = ", ".join("?" * (len(keys) + len(values)))
         conn.execute(f"INSERT INTO {_quote(table)} VALUES ({marks})", [*keys, *values])  # noqa: S608
+    if key in ("integer", "int_not_alias"):
+        parents[table] = written
     if poison and rng.random() < 0.5 and rows:
         # Invalid UTF-8 stored as TEXT: only SQL's CAST writes it, as an app's C code might.
+        if key in ("integer", "int_not_alias", "text", "without_rowid"):
+            where = f"id = (SELECT min(id) FROM {_quote(table)})"  # noqa: S608
+        elif "rowid" not in columns:
+            where = f"rowid = (SELECT min(rowid) FROM {_quote(table)})"  # noqa: S608
+        else:
+            return  # the real row id is shadowed and there is no key: no one row to name
         conn.execute(
             f"UPDATE {_quote(table)} SET {_quote(columns[0])} = CAST(x'ff80fe41' AS TEXT) "  # noqa: S608
-            "WHERE rowid IN (SELECT rowid FROM " + _quote(table) + " LIMIT 1)"
-            if suffix == ""
-            else f"UPDATE {_quote(table)} SET {_quote(columns[0])} = CAST(x'ff80fe41' AS TEXT) "  # noqa: S608
-            "WHERE id = (SELECT min(id) FROM " + _quote(table) + ")"
+            f"WHERE {where}"
         )

@@ -422,6 +422,7 @@ def _target_name(value: Any, where: str, limit: int) -> str:
 
 
 def _source_name(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value or "\x00" in value:
+    # SQLite takes any text as a quoted name, the empty one included ("" is a column).
+    if not isinstance(value, str) or "\x00" in value:
         raise PlanError(f"{where}: {value!r} is not a SQLite name.")
     return value
