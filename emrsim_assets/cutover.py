@@ -12,6 +12,7 @@ from psycopg import sql
 from emrsim_assets.errors import GateClosedError, TargetError
 from emrsim_assets.integrity import quarantined_rows
 from emrsim_assets.plan import Plan, Table
+from emrsim_assets.plan.names import MAX_NAME, fit
 from emrsim_assets.source import Manifest
 from emrsim_assets.target import (
     LIVE,
@@ -176,7 +177,7 @@ def _add_foreign_keys(conn: Conn, plan: Plan, table: Table) -> int:
             ).format(
                 sql.Identifier(STAGING),
                 sql.Identifier(table.name),
-                sql.Identifier(f"{table.name}_{column.name}_fkey"),
+                sql.Identifier(fit(f"{table.name}_{column.name}_fkey", MAX_NAME)),
                 sql.Identifier(column.name),
                 sql.Identifier(STAGING),
                 sql.Identifier(parent.name),

@@ -27,6 +27,7 @@ from psycopg import sql
 from emrsim_assets.convert import QUARANTINE_SCHEMA, Converted
 from emrsim_assets.errors import ConversionError, TargetError
 from emrsim_assets.plan import Column, Index, Table
+from emrsim_assets.plan.names import MAX_NAME, fit
 from emrsim_assets.source import ROWID
 
 log = logging.getLogger(__name__)
@@ -290,7 +291,6 @@ def _build_keys(conn: Conn, table: Table, name: str, building: str | None = None
     """Primary key and indexes of staging table `name`, built after the data is in (far faster
     than row by row). With `building`, they go on that table, named for `name` + `_LOADING`."""
     on = building or name
-    suffix = _LOADING if building else ""
     target = sql.SQL("{}.{}").format(sql.Identifier(STAGING), sql.Identifier(on))
     try:
         keys = primary_key_columns(table)
@@ -298,12 +298,13 @@ def _build_keys(conn: Conn, table: Table, name: str, building: str | None = None
             conn.execute(
                 sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
                     target,
-                    sql.Identifier(f"{name}_pkey{suffix}"),
+                    sql.Identifier(_loading(pkey_name(name)) if building else pkey_name(name)),
                     sql.SQL(", ").join(sql.Identifier(c) for c in keys),
                 )
             )
         for index in table.indexes:
-            conn.execute(_create_index(STAGING, on, index_name(table, name, index) + suffix, index))
+            named = index_name(table, name, index)
+            conn.execute(_create_index(STAGING, on, _loading(named) if building else named, index))
     except psycopg.errors.UniqueViolation as exc:
         raise ConversionError(
             f"{table.name}: two source rows convert to the same unique key "
@@ -313,7 +314,19 @@ def _build_keys(conn: Conn, table: Table, name: str, building: str | None = None
 
 def index_name(table: Table, pg_table: str, index: Index) -> str:
     # A month's copy of a plan index is named after the month's table (one name per schema).
-    return index.name if pg_table == table.name else f"{pg_table}_{index.name}"
+    return index.name if pg_table == table.name else fit(f"{pg_table}_{index.name}", MAX_NAME)
+
+
+def pkey_name(pg_table: str) -> str:
+    """PostgreSQL's own name for a key, kept within 63 bytes without meeting its table's name
+    (a 63-byte partition's `<name>_pkey` would be cut back to the partition's own name)."""
+    return fit(f"{pg_table}_pkey", MAX_NAME)
+
+
+def _loading(name: str) -> str:
+    """The name of a month's table or index while it loads, within 63 bytes and apart from
+    `name` (PostgreSQL would cut a longer one back, to `name` itself at 63)."""
+    return fit(f"{name}{_LOADING}", MAX_NAME - 1)  # 62: its array type "_<name>" stays whole
 
 
 def create_month_partition(conn: Conn, table: Table, month: date, schema: str = STAGING) -> str:
@@ -414,7 +427,7 @@ def load_month(
     started = time.perf_counter()
     key = month.isoformat()
     name = partition_name(table, month)
-    fresh = f"{name}{_LOADING}"
+    fresh = _loading(name)
     staging = sql.Identifier(STAGING)
     with conn.transaction():
         # Two loads of the same month (two runs) take turns; different months do not wait.
@@ -435,7 +448,7 @@ def load_month(
         # A CHECK that implies the partition bound lets ATTACH skip its validating scan.
         low, high = _bounds(month)
         column = sql.Identifier(str(table.partition_by_month))
-        bound = sql.Identifier(f"{fresh}_bound")
+        bound = sql.Identifier(fit(f"{fresh}_bound", MAX_NAME))
         conn.execute(
             sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} >= {} AND {} < {})").format(
                 target, bound, column, low, column, high
@@ -443,11 +456,12 @@ def load_month(
         )
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(staging, sql.Identifier(name)))
         conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(target, sql.Identifier(name)))
-        renames = [f"{name}_pkey"] + [index_name(table, name, i) for i in table.indexes]
+        renames = [pkey_name(name)] if primary_key_columns(table) else []  # none without a key
+        renames += [index_name(table, name, i) for i in table.indexes]
         for index in renames:
             conn.execute(
                 sql.SQL("ALTER INDEX {}.{} RENAME TO {}").format(
-                    staging, sql.Identifier(index + _LOADING), sql.Identifier(index)
+                    staging, sql.Identifier(_loading(index)), sql.Identifier(index)
                 )
             )
         conn.execute(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,35 @@ KINDS: dict[str, Callable[[random.Random], Any]] = {
 }
 
 
+_START = datetime(2023, 12, 20, tzinfo=UTC)
+_EDGES = [  # the last and first microsecond of a month, and one an offset moves across it
+    datetime(2024, 1, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(2024, 2, 1, tzinfo=UTC),
+    datetime(2024, 2, 29, 22, 30, tzinfo=UTC),
+]
+
+
+def _instant(rng: random.Random, form: str) -> str | int:
+    """A time in the plan's forms: text (naive UTC, T/Z, an offset, fractions) or an epoch."""
+    moment = (
+        rng.choice(_EDGES)
+        if rng.random() < 0.1
+        else _START + timedelta(seconds=rng.randint(0, 100 * 86_400))
+    )
+    if form == "s":
+        return int(moment.timestamp())
+    if form == "ms":
+        return int(moment.timestamp() * 1000)
+    spelled = rng.choice(["naive", "t_z", "offset", "fraction"]) if form == "mixed" else "naive"
+    if spelled == "t_z":
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if spelled == "offset":
+        return moment.astimezone(timezone(timedelta(hours=5, minutes=30))).isoformat()
+    if spelled == "fraction":
+        return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -199,6 +229,11 @@ def _write_table(
     if parent is not None:
         target = f" REFERENCES {_quote(parent)} (id)" if declare else ""
         parts.append(f'"parent_id" INTEGER{target}')
+    # A time-ordered table (what the draft partitions by month): one form per table, or all
+    # text forms mixed, instants across month ends.
+    timed = rng.choice([None, None, "text", "mixed", "s", "ms"])
+    if timed is not None:
+        parts.append('"created_at" NOT NULL')
     suffix = ""
     if key == "integer":
         parts.insert(0, '"id" INTEGER PRIMARY KEY')
@@ -230,6 +265,8 @@ def _write_table(
             choices = parents[parent]
             orphan = not choices or rng.random() < 0.1
             values.append(999_999_999 if orphan else rng.choice(choices))
+        if timed is not None:
+            values.append(_instant(rng, timed))
         keys: list[Any] = []
         if key in ("integer", "int_not_alias"):
             # Negative, zero and 64-bit ids beside small ones.

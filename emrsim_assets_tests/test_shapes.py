@@ -214,7 +214,7 @@ def test_reserved_and_mixed_case_names_are_mapped_and_the_source_spelling_kept(
     album = mixed.table("album")
     assert album.source == "Album" and album.column("artist_id").source == "ArtistId"
     assert album.column("artist_id").references == "artist"
-    assert all(len(t.name) <= 54 for t in mixed.tables)
+    assert all(len(t.name) <= 53 for t in mixed.tables)
 
 
 def test_views_and_generated_columns_are_skipped_with_a_reason(tmp_path: Path) -> None:

@@ -64,6 +64,28 @@ def test_a_soup_arrives_equal_or_stops_naming_the_value(
         assert "\n" not in sentence.strip(), sentence
 
 
-def test_the_seeds_hold_both_kinds_of_soup() -> None:
-    kinds = {poisoned(seed) for seed in SEEDS}
-    assert kinds == {True, False}, kinds
+def test_the_seeds_hold_what_they_are_for(tmp_path: Path) -> None:
+    """Poisoned and clean soups, and drafts that take each path the bugs were found on."""
+    assert {poisoned(seed) for seed in SEEDS} == {True, False}
+    seen: set[str] = set()
+    for seed in SEEDS:
+        plan = drafted(write_soup(tmp_path / f"{seed}.sqlite", seed), tmp_path)
+        for table in plan.tables:
+            kinds = {c.convert for c in table.columns}
+            seen |= {f"convert {kind}" for kind in kinds}
+            seen |= {"any_class" for c in table.columns if c.any_class}
+            seen |= {"reported reference" for c in table.columns if c.enforce == "report"}
+            if table.partition_by_month:
+                seen.add("months")
+                seen |= {"months without a key"} if not table.primary_key else set()
+                seen |= {"months of a 53-character table"} if len(table.name) == 53 else set()
+    wanted = {
+        "any_class",
+        "reported reference",
+        "months",
+        "months without a key",
+        "months of a 53-character table",
+        *(f"convert {kind}" for kind in ("text", "blob", "integer", "real", "timestamp")),
+        *(f"convert {kind}" for kind in ("json", "uuid")),
+    }
+    assert wanted <= seen, wanted - seen

@@ -34,9 +34,11 @@ TARGET_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 # The pipeline's own columns beside a batch's (source.ROWID, storage classes, parsed times):
 # no plan column may start so (drafted names never do: snake_case strips leading _).
 PIPELINE_PREFIX = "__"
-# PostgreSQL keeps 63 bytes of a name; a month's partition adds "_y2024m03" (9) to its table's.
+# PostgreSQL keeps 63 bytes of a name; a month's partition adds "_y2024m03" (9) to its table's,
+# and each table's array type is "_" + its name: at 63 bytes, two months' array types would be
+# cut to the same name, and months that load in parallel collide on it. So 62, less the month.
 MAX_NAME = 63
-MAX_TABLE_NAME = MAX_NAME - len("_y2024m03")
+MAX_TABLE_NAME = MAX_NAME - 1 - len("_y2024m03")
 
 
 def snake_case(name: str) -> str:
