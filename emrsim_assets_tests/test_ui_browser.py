@@ -194,7 +194,9 @@ def test_launch_the_whole_migration_from_the_ui_then_reload_a_parent(ui: dict[st
             page.goto(f"{ui['url']}/assets/users")
             page.locator("button", has_text="Materialize").first.click()
             page.get_by_text("Launched run").first.wait_for(timeout=30_000)
-            deadline = time.monotonic() + 60
+            # A new run process (imports, the instance) and the load: seconds on a quiet
+            # machine, over a minute once on a busy one.
+            deadline = time.monotonic() + 180
             users = None
             while users is None and time.monotonic() < deadline:
                 event = instance.get_latest_materialization_event(dg.AssetKey("users"))
