@@ -506,7 +506,8 @@ class _Drafter:
         lines = [f"  - name: {table.name}"]
         if table.name != table.source:
             lines.append(f"    source: {_flow(table.source)}")
-        lines.append(f"    # {table.rows:,} rows" + "".join(f"; {n}" for n in table.notes))
+        counted = f"{table.rows:,} row{'' if table.rows == 1 else 's'}"
+        lines.append(f"    # {counted}" + "".join(f"; {n}" for n in table.notes))
         if "primary_key" in table.entry:
             keys = table.entry["primary_key"]
             lines.append(f"    primary_key: {_flow(keys[0] if len(keys) == 1 else keys)}")
