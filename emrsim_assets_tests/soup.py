@@ -190,6 +190,12 @@ def _start(seed: int) -> tuple[random.Random, list[str], bool]:
     return rng, names, rng.random() < 0.25
 
 
+def utf16(seed: int) -> bool:
+    """Whether the soup of `seed` keeps its text in UTF-16 (PRAGMA encoding), as some apps'
+    files do: one in five."""
+    return random.Random(f"utf16:{seed}").random() < 0.2
+
+
 def poisoned(seed: int) -> bool:
     """Whether the soup of `seed` may hold a value PostgreSQL text cannot (NUL, not UTF-8)."""
     return _start(seed)[2]
@@ -200,6 +206,8 @@ def write_soup(path: Path, seed: int) -> Path:
     rng, names, poison = _start(seed)
     conn = sqlite3.connect(path)
     try:
+        if utf16(seed):
+            conn.execute("PRAGMA encoding = 'UTF-16le'")
         parents: dict[str, list[int]] = {}  # tables keyed by integer: their keys
         for table in names:
             _write_table(conn, rng, table, poison, parents)

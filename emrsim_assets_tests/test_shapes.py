@@ -31,8 +31,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000}
 
 
-def expected(table: Table, column: Column, value: Any) -> Any:
-    """The conversion written again as plain Python: an oracle independent of Polars."""
+def expected(table: Table, column: Column, value: Any, encoding: str = "utf-8") -> Any:
+    """The conversion written again as plain Python: an oracle independent of Polars. A blob
+    column keeps a text value's bytes in the file's `encoding` (a number's, in UTF-8)."""
     if value is None:
         return None
     kind = column.convert
@@ -64,6 +65,8 @@ def expected(table: Table, column: Column, value: Any) -> Any:
     if kind == "numeric":
         return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
     if kind == "blob":
+        if isinstance(value, str):
+            return value.encode(encoding)
         return value if isinstance(value, bytes) else sqlite_text(value).encode()
     if kind == "text" and not isinstance(value, str):
         return value.decode() if isinstance(value, bytes) else sqlite_text(value)
@@ -119,6 +122,9 @@ def source_rows(path: Path, table: Table) -> Counter[tuple[Any, ...]]:
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     conn.text_factory = _text_or_bytes
     try:
+        encoding = {"UTF-8": "utf-8", "UTF-16le": "utf-16-le", "UTF-16be": "utf-16-be"}[
+            conn.execute("PRAGMA encoding").fetchone()[0]
+        ]
         names = ", ".join('"' + c.source.replace('"', '""') + '"' for c in table.columns)
         source = '"' + table.source.replace('"', '""') + '"'
         rows = conn.execute(f"SELECT {names} FROM {source}").fetchall()  # noqa: S608
@@ -126,9 +132,9 @@ def source_rows(path: Path, table: Table) -> Counter[tuple[Any, ...]]:
         conn.close()
     return Counter(
         tuple(
-            _normal(expected(table, c, v), c)
+            _normal(expected(table, c, v, encoding), c)
             if c.convert in ("numeric", "json")
-            else expected(table, c, v)
+            else expected(table, c, v, encoding)
             for c, v in zip(table.columns, row, strict=True)
         )
         for row in rows

@@ -38,9 +38,19 @@ def test_a_soup_arrives_equal_or_stops_naming_the_value(
         for e in result.get_asset_check_evaluations()
         if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
     ]
+    # A time value that converts but stands out (the epoch 1 among 2024's) stops the run by
+    # design, naming its row: a stop, not something the load let through.
+    outliers = [e for e in failed_checks if e.check_name == "values_look_alike"]
+    for evaluation in outliers:
+        assert re.search(r"row id \d+", str(evaluation.description)), evaluation.description
+    failed_checks = [e for e in failed_checks if e not in outliers]
     # Orphans of a reference the plan only reports (the draft's choice where it found some)
     # warn, naming them; nothing else warns.
-    warned = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    warned = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if not e.passed and e.severity == dg.AssetCheckSeverity.WARN
+    ]
     for evaluation in warned:
         assert "enforce: report" in str(evaluation.description), evaluation.description
     # The proof finds nothing the load let through: a value that would arrive changed stops
@@ -48,7 +58,7 @@ def test_a_soup_arrives_equal_or_stops_naming_the_value(
     assert not failed_checks, [(e.asset_key, e.check_name, e.description) for e in failed_checks]
     # Every value PostgreSQL can hold gets a plan that carries it: only a poisoned soup (a NUL
     # byte or invalid UTF-8 in text) may stop.
-    assert result.success or poisoned(seed), [
+    assert result.success or poisoned(seed) or outliers, [
         str(e.step_failure_data.error) for e in result.get_step_failure_events()
     ]
     if result.success:
@@ -58,6 +68,12 @@ def test_a_soup_arrives_equal_or_stops_naming_the_value(
         return
     for event in result.get_step_failure_events():
         data = event.step_failure_data
+        if (
+            outliers
+            and data.error is not None
+            and data.error.cls_name == "DagsterAssetCheckFailedError"
+        ):
+            continue  # the step a blocking outlier check stopped
         assert data.user_failure_data is not None, (event.step_key, data.error)
         sentence = str(data.user_failure_data.description)
         assert _NAMED.match(sentence), sentence
