@@ -286,16 +286,21 @@ def _assess_all(path: Path, plan: Plan) -> dict[str, tuple[int, dict[str, dict[s
 _INTERNAL = "sqlite_%"  # SQLite's own tables (sqlite_sequence, sqlite_stat1): not app data
 
 
-def source_objects(conn: sqlite3.Connection) -> dict[str, tuple[str, list[str]]]:
-    """Every table and view of the app, with its kind and columns, in the source's spelling."""
-    objects = {}
+def source_objects(conn: sqlite3.Connection) -> list[tuple[str, str, list[str]]]:
+    """Every table, view and trigger of the app: name, kind and columns (a trigger has none),
+    in the source's spelling. A trigger is the app's behaviour, not data, but PostgreSQL does
+    not run it: the plan must say so, as for a view. (A trigger may share a table's name.)"""
+    objects = []
     for name, kind in conn.execute(
-        "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
+        "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view', 'trigger') "
         "AND name NOT LIKE ? ESCAPE '\\' ORDER BY name",
         (_INTERNAL.replace("_", "\\_"),),
     ):
-        columns = [row[1] for row in conn.execute("SELECT * FROM pragma_table_xinfo(?)", (name,))]
-        objects[str(name)] = (str(kind), [str(c) for c in columns])
+        columns = []
+        if kind != "trigger":
+            listed = conn.execute("SELECT * FROM pragma_table_xinfo(?)", (name,))
+            columns = [str(row[1]) for row in listed]
+        objects.append((str(name), str(kind), columns))
     return objects
 
 
@@ -303,9 +308,9 @@ def check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Path
     """Both ways: everything the plan reads exists, and everything the source holds is either
     migrated or skipped with a reason. Nothing is left behind without a word."""
     # SQLite matches names without regard to case ("Album" is "album"): so does the plan.
-    objects = {
-        name.lower(): (name, kind, cols) for name, (kind, cols) in source_objects(conn).items()
-    }
+    found = source_objects(conn)
+    triggers = [name for name, kind, _ in found if kind == "trigger"]
+    objects = {name.lower(): (name, kind, cols) for name, kind, cols in found if kind != "trigger"}
     for table in plan.tables:
         _, kind, present = objects.get(table.source.lower(), ("", "", []))
         if kind != "table":
@@ -333,6 +338,9 @@ def check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Path
             for column in columns
             if column.lower() not in planned[key] and plan.skipped(name, column) is None
         )
+    left.extend(
+        f"trigger {name!r}" for name in triggers if plan.skipped(name, trigger=True) is None
+    )
     if left:
         raise SourceError(
             f"{source} holds data the plan neither migrates nor skips: {', '.join(left[:12])}"

@@ -129,12 +129,16 @@ def reserved_names(conn: sqlite3.Connection) -> None:
 
 
 def views_and_rowid_columns(conn: sqlite3.Connection) -> None:
-    """A view (no rows of its own) and a column named rowid that hides the real one."""
+    """A view (no rows of its own), a trigger (the app's behaviour, which PostgreSQL will not
+    run) and a column named rowid that hides the real one."""
     conn.executescript(
         """
         CREATE TABLE notes (rowid TEXT, body TEXT);
         CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT);
         CREATE VIEW people_named_a AS SELECT * FROM people WHERE name LIKE 'A%';
+        CREATE TRIGGER people_noted AFTER INSERT ON people
+        BEGIN INSERT INTO notes VALUES ('p' || new.id, 'added ' || new.name); END;
+        CREATE TRIGGER notes AFTER DELETE ON people BEGIN SELECT 1; END;  -- a table's name
         """
     )
     conn.executemany("INSERT INTO notes VALUES (?, ?)", [(f"r{i}", f"note {i}") for i in range(54)])

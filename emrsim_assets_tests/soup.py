@@ -211,6 +211,14 @@ def write_soup(path: Path, seed: int) -> Path:
         parents: dict[str, list[int]] = {}  # tables keyed by integer: their keys
         for table in names:
             _write_table(conn, rng, table, poison, parents)
+            # The app's behaviour: a trigger now and then, named like its table or not.
+            chance = random.Random(f"trigger:{seed}:{table}").random()
+            if chance < 0.25:
+                trigger = table if chance < 0.1 else f"{table} touch"
+                conn.execute(
+                    f"CREATE TRIGGER {_quote(trigger)} AFTER INSERT ON {_quote(table)} "
+                    "BEGIN SELECT 1; END"
+                )
         conn.commit()
     finally:
         conn.close()

@@ -147,6 +147,11 @@ PLANTED: dict[str, tuple[str, list[str], list[str]]] = {
         ["CREATE TABLE added_later (x TEXT)", "INSERT INTO added_later VALUES ('y')"],
         ["neither migrates nor skips", "table 'added_later'"],
     ),
+    "trigger_the_plan_does_not_know": (
+        "without_rowid",
+        ["CREATE TRIGGER kv_stamp AFTER UPDATE ON kv BEGIN SELECT 1; END"],
+        ["neither migrates nor skips", "trigger 'kv_stamp'"],
+    ),
     "source_column_the_plan_does_not_know": (
         "without_rowid",
         ["ALTER TABLE kv ADD COLUMN note TEXT"],
@@ -220,6 +225,14 @@ def _bundled(edit: Callable[[dict], None]) -> dict:  # type: ignore[type-arg]
         (
             lambda raw: raw.update(skip=[{"table": "audit_log"}]),
             "'reason' must say why the data is left behind",
+        ),
+        (
+            lambda raw: raw.update(skip=[{"trigger": "users_touch"}]),
+            "'reason' must say why the trigger is left behind",
+        ),
+        (
+            lambda raw: raw.update(skip=[{"trigger": "users_touch", "column": "x", "reason": "y"}]),
+            r"unknown key\(s\) \['column'\]",
         ),
     ],
 )

@@ -97,13 +97,22 @@ class _Drafter:
             for row in self.conn.execute("SELECT * FROM pragma_table_list WHERE schema = 'main'")
         }
         objects = self.conn.execute(
-            "SELECT name, type, coalesce(sql, '') FROM sqlite_master "
-            "WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
-            "ORDER BY name"
+            "SELECT name, type, coalesce(sql, ''), tbl_name FROM sqlite_master "
+            "WHERE type IN ('table', 'view', 'trigger') AND name NOT LIKE 'sqlite\\_%' "
+            "ESCAPE '\\' ORDER BY name"
         ).fetchall()
-        for name, kind, ddl in objects:
+        for name, kind, ddl, on in objects:
             table_kind, without_rowid = kinds.get(name, ("table", False))
-            if kind == "view":
+            if kind == "trigger":
+                self.skips.append(
+                    {
+                        "trigger": name,
+                        "reason": f"a trigger on {on}: PostgreSQL does not run SQLite's "
+                        "triggers; if the app relies on it, write it again in PL/pgSQL. Its "
+                        f"SQLite SQL: {_one_line(ddl)}",
+                    }
+                )
+            elif kind == "view":
                 self._skip(
                     name, f"a view: it holds no rows of its own. Its SQLite SQL: {_one_line(ddl)}"
                 )

@@ -129,7 +129,17 @@ def parse_plan(raw: dict[str, Any], path: Path) -> Plan:
 def _parse_skip(raw: Any, index: int) -> Skip:
     where = f"plan.skip[{index}]"
     if not isinstance(raw, dict):
-        raise PlanError(f"{where} must be a mapping with table, column (optional) and reason.")
+        raise PlanError(
+            f"{where} must be a mapping with table, column (optional) and reason, or trigger "
+            "and reason."
+        )
+    if "trigger" in raw:
+        _only_keys(raw, {"trigger", "reason"}, where)
+        name = _source_name(raw.get("trigger"), f"{where}.trigger")
+        reason = raw.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise PlanError(f"{where} ({name}): 'reason' must say why the trigger is left behind.")
+        return Skip(table=name, reason=reason.strip(), trigger=True)
     _only_keys(raw, {"table", "column", "reason"}, where)
     table = _source_name(raw.get("table"), f"{where}.table")
     column = raw.get("column")
@@ -395,6 +405,8 @@ def _check_references(plan: Plan) -> None:
                     "counts orphans)."
                 )
     for skip in plan.skip:
+        if skip.trigger:
+            continue
         planned = next((t for t in plan.tables if t.source == skip.table), None)
         if planned is not None and skip.column is None:
             raise PlanError(f"plan.skip names table {skip.table!r}, which the plan also migrates.")

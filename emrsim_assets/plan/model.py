@@ -108,12 +108,15 @@ class Table:
 class Skip:
     """A source table or column the plan leaves behind on purpose, and why."""
 
-    table: str
+    table: str  # the table or view (or, with trigger, the trigger), spelled as in the source
     reason: str
     column: str | None = None
+    trigger: bool = False  # a trigger's name may be a table's too: they are told apart
 
     @property
     def label(self) -> str:
+        if self.trigger:
+            return f"trigger {self.table}"
         return f"{self.table}.{self.column}" if self.column else self.table
 
 
@@ -153,11 +156,11 @@ class Plan:
                 pending.remove(table)
         return tuple(self.table(name) for name in done)
 
-    def skipped(self, table: str, column: str | None = None) -> Skip | None:
-        """The skip that leaves this source table (or column) behind; names compare as SQLite
-        compares them, without regard to case."""
+    def skipped(self, table: str, column: str | None = None, trigger: bool = False) -> Skip | None:
+        """The skip that leaves this source table (or column, or trigger) behind; names compare
+        as SQLite compares them, without regard to case."""
         for skip in self.skip:
-            if skip.table.lower() != table.lower():
+            if skip.table.lower() != table.lower() or skip.trigger != trigger:
                 continue
             if skip.column is None or (column and skip.column.lower() == column.lower()):
                 return skip
