@@ -620,14 +620,14 @@ def _differences(source: pl.DataFrame, target: pl.DataFrame, table: Table) -> li
     if not table.primary_key:
         # No key to pair rows by: each side's rows with no equal on the other, the source's by
         # row id, with their values.
-        for side, rows in (("source", only_source), ("target", only_target)):
-            for row in rows.head(SHOWN).iter_rows(named=True):
-                values = ", ".join(f"{name}={row[name]}" for name in names)
-                if side == "source":
-                    key = f"row id {row.get(ROWID, '?')}"
-                    found.append(Difference(key, "(row)", values, "no equal row"))
-                else:
-                    found.append(Difference("a target row", "(row)", "no equal row", values))
+        def values(row: dict[str, Any]) -> str:
+            return ", ".join(f"{name}={row[name]}" for name in names)
+
+        for row in only_source.head(SHOWN).iter_rows(named=True):
+            key = f"row id {row.get(ROWID, '?')}"
+            found.append(Difference(key, "(row)", values(row), "no equal row"))
+        for row in only_target.head(SHOWN).iter_rows(named=True):
+            found.append(Difference("a target row", "(row)", "no equal row", values(row)))
         return found[:SHOWN]
     paired = only_source.join(only_target, on="__key", how="full", suffix="__t", coalesce=True)
     for row in paired.head(SHOWN * 2).iter_rows(named=True):

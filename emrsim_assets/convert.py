@@ -317,7 +317,6 @@ _CLASSES_KEPT: dict[str, tuple[int, ...]] = {
     "numeric": (0, 1, 2),
     "blob": (3,),
 }
-_CLASS_NAMES = ("INTEGER", "REAL", "TEXT", "BLOB")
 
 
 def _stored_otherwise(
@@ -325,7 +324,7 @@ def _stored_otherwise(
 ) -> list[tuple[pl.Series, str]]:
     """Rows whose value SQLite stored in a class this column's kind does not keep, per class,
     and why; none where every class is kept (or the batch was read without its classes)."""
-    from emrsim_assets.source import class_column, class_digit
+    from emrsim_assets.source import STORAGE_CLASSES, class_column, class_digit
 
     position = next(i for i, c in enumerate(table.columns) if c is column)
     if column.any_class or class_column(position) not in frame.columns:
@@ -339,7 +338,7 @@ def _stored_otherwise(
     wrong = ~digit.is_in([*kept, 4])
     if not wrong.any():
         return []
-    takes = " or ".join(_CLASS_NAMES[d] for d in kept)
+    takes = " or ".join(STORAGE_CLASSES[d].upper() for d in kept)
     article = "an" if kind == "integer" else "a"
     remedy = ""
     if kind in ("text", "blob"):
@@ -348,9 +347,8 @@ def _stored_otherwise(
     return [
         (
             digit == found,
-            f"is stored by SQLite as {_CLASS_NAMES[found]}, where {article} {kind} column takes "
-            f"{takes}: "
-            f"it would arrive changed in kind{remedy}",
+            f"is stored by SQLite as {STORAGE_CLASSES[found].upper()}, where {article} {kind} "
+            f"column takes {takes}: it would arrive changed in kind{remedy}",
         )
         for found in sorted(digit.filter(wrong).unique().to_list())
     ]

@@ -104,13 +104,11 @@ class _Drafter:
         for name, kind, ddl, on in objects:
             table_kind, without_rowid = kinds.get(name, ("table", False))
             if kind == "trigger":
-                self.skips.append(
-                    {
-                        "trigger": name,
-                        "reason": f"a trigger on {on}: PostgreSQL does not run SQLite's "
-                        "triggers; if the app relies on it, write it again in PL/pgSQL. Its "
-                        f"SQLite SQL: {_one_line(ddl)}",
-                    }
+                self._skip(
+                    name,
+                    f"a trigger on {on}: PostgreSQL does not run SQLite's triggers; if the app "
+                    f"relies on it, write it again in PL/pgSQL. Its SQLite SQL: {_one_line(ddl)}",
+                    kind="trigger",
                 )
             elif kind == "view":
                 self._skip(
@@ -136,8 +134,9 @@ class _Drafter:
             self._infer_indexes(table, partitioned)
         return self._render(partitioned, time.perf_counter() - started)
 
-    def _skip(self, table: str, reason: str, column: str | None = None) -> None:
-        entry: dict[str, Any] = {"table": table}
+    def _skip(self, name: str, reason: str, column: str | None = None, kind: str = "table") -> None:
+        """A skip entry: a table or view (`kind` table, with a column or not), or a trigger."""
+        entry: dict[str, Any] = {kind: name}
         if column is not None:
             entry["column"] = column
         entry["reason"] = reason
@@ -534,13 +533,13 @@ class _Drafter:
     def _first_month(self, table: _Table) -> date | None:
         column = self.partition_column
         assert column is not None
+        epoch = column.entry.get("epoch")
+        value = _quote(column.source) if epoch else f"trim({_quote(column.source)})"
         first = self.conn.execute(
-            f"SELECT min({'' if column.entry.get('epoch') else 'trim'}({_quote(column.source)})) "  # noqa: S608
-            f"FROM {_quote(table.source)}"
+            f"SELECT min({value}) FROM {_quote(table.source)}"  # noqa: S608
         ).fetchone()[0]
         if first is None:
             return None
-        epoch = column.entry.get("epoch")
         if epoch:
             per_second = {"s": 1, "ms": 1_000, "us": 1_000_000}[epoch]
             when = datetime.fromtimestamp(float(first) / per_second, UTC)

@@ -133,23 +133,20 @@ def _parse_skip(raw: Any, index: int) -> Skip:
             f"{where} must be a mapping with table, column (optional) and reason, or trigger "
             "and reason."
         )
-    if "trigger" in raw:
-        _only_keys(raw, {"trigger", "reason"}, where)
-        name = _source_name(raw.get("trigger"), f"{where}.trigger")
-        reason = raw.get("reason")
-        if not isinstance(reason, str) or not reason.strip():
-            raise PlanError(f"{where} ({name}): 'reason' must say why the trigger is left behind.")
-        return Skip(table=name, reason=reason.strip(), trigger=True)
-    _only_keys(raw, {"table", "column", "reason"}, where)
-    table = _source_name(raw.get("table"), f"{where}.table")
+    trigger = "trigger" in raw
+    kind = "trigger" if trigger else "table"
+    _only_keys(raw, {"trigger", "reason"} if trigger else {"table", "column", "reason"}, where)
+    name = _source_name(raw.get(kind), f"{where}.{kind}")
     column = raw.get("column")
     reason = raw.get("reason")
     if not isinstance(reason, str) or not reason.strip():
-        raise PlanError(f"{where} ({table}): 'reason' must say why the data is left behind.")
+        what = "the trigger" if trigger else "the data"
+        raise PlanError(f"{where} ({name}): 'reason' must say why {what} is left behind.")
     return Skip(
-        table=table,
+        table=name,
         column=None if column is None else _source_name(column, f"{where}.column"),
         reason=reason.strip(),
+        trigger=trigger,
     )
 
 
