@@ -66,65 +66,48 @@ DECLARED = [
 ]
 
 
-def _text(rng: random.Random) -> str:
-    return rng.choice(
-        [
-            "",
-            " ",
-            "plain",
-            "ünïcödé ✓ 表",
-            "line\nbreak\ttab",
-            "quote ' and \" and \\",
-            "x" * rng.randint(100, 5000),
-            "42",
-            "4.20",
-            "1e3",
-            "NULL",
-            "true",
-            "\U0001f600 emoji",
-        ]
-    )
+# The values each kind draws from: what apps write, and the extremes of each storage class.
+POOLS: dict[str, list[Any]] = {
+    "text": [
+        "",
+        " ",
+        "plain",
+        "ünïcödé ✓ 表",
+        "line\nbreak\ttab",
+        "quote ' and \" and \\",
+        "x" * 3000,
+        "42",
+        "4.20",
+        "1e3",
+        "NULL",
+        "true",
+        "\U0001f600 emoji",
+    ],
+    "integer": [0, 1, -1, 7, -42, 999, 2**31, 2**53 + 1, 2**63 - 1, -(2**63)],
+    "real": [0.0, -0.0, 0.1 + 0.2, 1e300, -1e-300, 5e-324, float("inf"), float("-inf"), 2.5],
+    "blob": [b"", b"\x00", bytes(range(256)), b"\xff\xfe\x80 not utf-8", b"plain"],
+    "timestamp": [
+        "2024-01-31 23:59:59",
+        "2024-02-29T12:00:00Z",
+        "2024-03-01T00:00:00.123456+05:30",
+        "2023-12-31 10:00",
+        "2024-06-15T08:30:00.5z",
+        " 2024-06-15 08:30:00 ",
+        "1999-12-31 23:59:59-08:00",
+    ],
+    "json": [
+        '{"a": 1}',
+        '{"b": [1, 2, {"c": null}], "a": "x"}',
+        "[]",
+        '{"n": 1e2}',
+        '{"s": "\\u00e9\\n"}',
+        '{"deep": {"deeper": {"deepest": [true, false]}}}',
+    ],
+}
 
 
-def _integer(rng: random.Random) -> int:
-    return rng.choice([0, 1, -1, 2**31, 2**53 + 1, 2**63 - 1, -(2**63), rng.randint(-1000, 1000)])
-
-
-def _real(rng: random.Random) -> float:
-    return rng.choice(
-        [0.0, -0.0, 0.1 + 0.2, 1e300, -1e-300, 5e-324, float("inf"), float("-inf"), 2.5]
-    )
-
-
-def _blob(rng: random.Random) -> bytes:
-    return rng.choice([b"", b"\x00", bytes(range(256)), b"\xff\xfe\x80 not utf-8", b"plain"])
-
-
-def _timestamp(rng: random.Random) -> str:
-    return rng.choice(
-        [
-            "2024-01-31 23:59:59",
-            "2024-02-29T12:00:00Z",
-            "2024-03-01T00:00:00.123456+05:30",
-            "2023-12-31 10:00",
-            "2024-06-15T08:30:00.5z",
-            " 2024-06-15 08:30:00 ",
-            "1999-12-31 23:59:59-08:00",
-        ]
-    )
-
-
-def _json(rng: random.Random) -> str:
-    return rng.choice(
-        [
-            '{"a": 1}',
-            '{"b": [1, 2, {"c": null}], "a": "x"}',
-            "[]",
-            '{"n": 1e2}',
-            '{"s": "\\u00e9\\n"}',
-            '{"deep": {"deeper": {"deepest": [true, false]}}}',
-        ]
-    )
+def _pick(pool: list[Any]) -> Callable[[random.Random], Any]:
+    return lambda rng: rng.choice(pool)
 
 
 def _uuid(rng: random.Random) -> str:
@@ -138,12 +121,7 @@ def _uuid(rng: random.Random) -> str:
 
 
 KINDS: dict[str, Callable[[random.Random], Any]] = {
-    "text": _text,
-    "integer": _integer,
-    "real": _real,
-    "blob": _blob,
-    "timestamp": _timestamp,
-    "json": _json,
+    **{kind: _pick(pool) for kind, pool in POOLS.items()},
     "uuid": _uuid,
     "epoch": lambda rng: rng.randint(1_500_000_000, 1_800_000_000),
     "boolean": lambda rng: rng.randint(0, 1),
