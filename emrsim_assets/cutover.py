@@ -26,6 +26,7 @@ from emrsim_assets.target import (
     next_month,
     partition_name,
     schema_exists,
+    storage_parameters,
     table_exists,
 )
 
@@ -214,9 +215,7 @@ def _restart_identities(conn: Conn, table: Table) -> None:
 def _set_autovacuum(conn: Conn, table: Table, schema: str = STAGING) -> None:
     if not table.autovacuum:
         return
-    options = sql.SQL(", ").join(
-        sql.SQL("{} = {}").format(sql.SQL(k), sql.Literal(v)) for k, v in table.autovacuum.items()
-    )
+    options = storage_parameters(table)
     # Storage parameters live on the partitions, not on a partitioned parent.
     names = _partitions(conn, schema, table.name) if table.partition_by_month else [table.name]
     for name in names:
@@ -263,13 +262,11 @@ def ensure_live_partition(conn: Conn, table: Table, month: date) -> str | None:
     with conn.transaction():
         name = create_month_partition(conn, table, month, schema=LIVE)
         if table.autovacuum:
-            options = sql.SQL(", ").join(
-                sql.SQL("{} = {}").format(sql.SQL(k), sql.Literal(v))
-                for k, v in table.autovacuum.items()
-            )
             conn.execute(
                 sql.SQL("ALTER TABLE {}.{} SET ({})").format(
-                    sql.Identifier(LIVE), sql.Identifier(partition_name(table, month)), options
+                    sql.Identifier(LIVE),
+                    sql.Identifier(partition_name(table, month)),
+                    storage_parameters(table),
                 )
             )
     return name

@@ -491,15 +491,24 @@ def _bounds(month: date) -> tuple[sql.Literal, sql.Literal]:
     )
 
 
+def storage_parameters(table: Table) -> sql.Composable:
+    """The plan's autovacuum settings as `name = 'value', ...`: names from the plan's list of
+    PostgreSQL parameters, quoted as identifiers; values as string literals (what a storage
+    parameter takes, whatever its type)."""
+    return sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(k), sql.Literal(_parameter_text(v)))
+        for k, v in table.autovacuum.items()
+    )
+
+
+def _parameter_text(value: float | bool) -> str:
+    return str(value).lower() if isinstance(value, bool) else repr(value)
+
+
 def _storage_options(table: Table) -> sql.Composable:
     if not table.autovacuum:
         return sql.SQL("")
-    return sql.SQL("WITH ({})").format(
-        sql.SQL(", ").join(
-            sql.SQL("{} = {}").format(sql.SQL(k), sql.Literal(v))  # keys validated by the plan
-            for k, v in table.autovacuum.items()
-        )
-    )
+    return sql.SQL("WITH ({})").format(storage_parameters(table))
 
 
 @dataclass

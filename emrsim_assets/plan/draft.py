@@ -485,50 +485,74 @@ class _Drafter:
 
     # -- the YAML, with what was seen beside each choice -------------------------------------------
     def _render(self, partitioned: _Table | None, seconds: float) -> str:
+        """The plan as YAML: every value through the YAML emitter, every comment through
+        `_comment`, and the text proven to read back as exactly the plan drafted. A name from
+        the file (a newline, a `#`, YAML of its own) stays a value: it cannot add a key."""
         start = self._first_month(partitioned) if partitioned else None
+        document: dict[str, Any] = {"version": 1, "source_timezone": "UTC"}
         lines = [
-            f"# Drafted by `emrsim-migrate plan` from {self.path} on "
-            f"{datetime.now(UTC).isoformat(timespec='seconds')} ({seconds:.1f} s).",
-            "# Review it: every choice is followed by what the draft saw. Storage classes are",
-            "# counted over every row; formats are inferred from up to "
-            f"{2 * SAMPLE_ROWS:,} values a column,",
-            "# and the load checks every value, so a guess that does not hold stops the run",
-            "# naming the row. The plan format is described in README.md.",
+            _comment(
+                f"Drafted by `emrsim-migrate plan` from {self.path} on "
+                f"{datetime.now(UTC).isoformat(timespec='seconds')} ({seconds:.1f} s)."
+            ),
+            "# Review it: every choice is followed by what the draft saw. Storage classes, ranges",
+            "# and formats are read from every row, and the load checks every value again, so a",
+            "# guess that does not hold stops the run naming the row. The plan format is",
+            "# described in docs/plan.md.",
             "version: 1",
             "source_timezone: UTC          # naive source timestamps are read in this zone",
         ]
         if start:
+            document["messages_partition_start"] = start.isoformat()
             lines.append(
                 f'messages_partition_start: "{start.isoformat()}"  # first month with data'
             )
+        document["tables"] = []
         lines.append("tables:")
         for table in _parents_first(self.tables):
-            lines.extend(self._render_table(table))
+            entry, table_lines = self._render_table(table)
+            document["tables"].append(entry)
+            lines.extend(table_lines)
         if self.skips:
+            document["skip"] = self.skips
             lines.append("skip:")
-            for entry in self.skips:
-                lines.append(f"  - {_flow(entry)}")
-        return "\n".join(lines) + "\n"
+            for skip in self.skips:
+                lines.append(f"  - {_flow(skip)}")
+        text = "\n".join(lines) + "\n"
+        if yaml.safe_load(text) != document:  # never expected: the emitter quotes every value
+            raise SourceError(
+                f"The plan drafted from {self.path} does not read back as drafted; a name in the "
+                "file defeats the YAML writer. Nothing was written."
+            )
+        return text
 
-    def _render_table(self, table: _Table) -> list[str]:
-        lines = [f"  - name: {table.name}"]
+    def _render_table(self, table: _Table) -> tuple[dict[str, Any], list[str]]:
+        entry: dict[str, Any] = {"name": table.name}
+        lines = [f"  - name: {_flow(table.name)}"]
         if table.name != table.source:
+            entry["source"] = table.source
             lines.append(f"    source: {_flow(table.source)}")
         counted = f"{table.rows:,} row{'' if table.rows == 1 else 's'}"
-        lines.append(f"    # {counted}" + "".join(f"; {n}" for n in table.notes))
+        lines.append("    " + _comment(counted + "".join(f"; {n}" for n in table.notes)))
         if "primary_key" in table.entry:
             keys = table.entry["primary_key"]
-            lines.append(f"    primary_key: {_flow(keys[0] if len(keys) == 1 else keys)}")
+            entry["primary_key"] = keys[0] if len(keys) == 1 else keys
+            lines.append(f"    primary_key: {_flow(entry['primary_key'])}")
         if "partition_by_month" in table.entry:
-            lines.append(f"    partition_by_month: {table.entry['partition_by_month']}")
+            entry["partition_by_month"] = table.entry["partition_by_month"]
+            lines.append(f"    partition_by_month: {_flow(entry['partition_by_month'])}")
+        entry["columns"] = [column.entry for column in table.columns]
         lines.append("    columns:")
         for column in table.columns:
-            lines.append(f"      # {column.source}: " + "; ".join(n for n in column.notes if n))
+            lines.append(
+                "      " + _comment(f"{column.source}: " + "; ".join(n for n in column.notes if n))
+            )
             lines.append(f"      - {_flow(column.entry)}")
         if "indexes" in table.entry:
+            entry["indexes"] = table.entry["indexes"]
             lines.append("    indexes:")
             lines.extend(f"      - {_flow(ix)}" for ix in table.entry["indexes"])
-        return lines
+        return entry, lines
 
     def _first_month(self, table: _Table) -> date | None:
         column = self.partition_column
@@ -778,12 +802,38 @@ def _infer_default(raw: str | None, convert: str) -> tuple[Any, str]:
     return literal, ""
 
 
+class _OneLineDumper(yaml.SafeDumper):
+    """A SafeDumper whose strings never span lines: any string holding a character that is not
+    printable (a line break of any kind, a control character) is written double-quoted, where
+    the emitter escapes it (`\\n`, `\\L`, `\\x00`)."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = None if value.isprintable() else '"'
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_OneLineDumper.add_representer(str, _represent_str)
+
+
 def _flow(value: Any) -> str:
-    return (
-        str(yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False))
-        .strip()
-        .removesuffix("...")
-        .strip()
+    """`value` as YAML on one line (flow style), written by the YAML emitter."""
+    text = yaml.dump(
+        value,
+        Dumper=_OneLineDumper,
+        default_flow_style=True,
+        width=10**9,
+        sort_keys=False,
+        allow_unicode=True,
+    )
+    return str(text).strip().removesuffix("...").strip()
+
+
+def _comment(text: str) -> str:
+    """A YAML comment line that nothing in `text` can end: every character that is not
+    printable (line breaks of every kind, YAML's NEL and separators included) is escaped."""
+    return "# " + "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode() for c in text
     )
 
 

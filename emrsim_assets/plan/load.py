@@ -12,6 +12,7 @@ import yaml
 
 from emrsim_assets.errors import PlanError
 from emrsim_assets.plan.model import (
+    AUTOVACUUM_PARAMETERS,
     CONVERSIONS,
     ENFORCE,
     EPOCH_UNITS,
@@ -226,12 +227,7 @@ def _parse_table(raw: Any, index: int) -> Table:
                 f"partitioned by month unless it includes {partition_column!r}. Add that column "
                 "to the index (unique per instant), or do not partition this table."
             )
-    autovacuum = raw.get("autovacuum") or {}
-    if not isinstance(autovacuum, dict) or not all(
-        isinstance(k, str) and k.startswith("autovacuum_") and isinstance(v, int)
-        for k, v in autovacuum.items()
-    ):
-        raise PlanError(f"{where}: autovacuum must map autovacuum_* settings to integers.")
+    autovacuum = _parse_autovacuum(raw.get("autovacuum") or {}, where)
     allowed = raw.get("max_quarantined_rows", 0)
     if not isinstance(allowed, int) or isinstance(allowed, bool) or allowed < 0:
         raise PlanError(f"{where}: max_quarantined_rows must be a whole number (default 0).")
@@ -245,6 +241,31 @@ def _parse_table(raw: Any, index: int) -> Table:
         autovacuum=autovacuum,
         max_quarantined_rows=allowed,
     )
+
+
+def _parse_autovacuum(raw: Any, where: str) -> dict[str, int | float | bool]:
+    """PostgreSQL's own per-table autovacuum parameters only, each with a value of its type."""
+    if not isinstance(raw, dict):
+        raise PlanError(f"{where}: autovacuum must be a mapping of storage parameters to values.")
+    parsed: dict[str, int | float | bool] = {}
+    for key, value in raw.items():
+        kind = AUTOVACUUM_PARAMETERS.get(key) if isinstance(key, str) else None
+        if kind is None:
+            raise PlanError(
+                f"{where}: autovacuum {key!r} is not a PostgreSQL per-table autovacuum "
+                f"parameter; allowed: {', '.join(AUTOVACUUM_PARAMETERS)}."
+            )
+        fits = (
+            isinstance(value, bool)
+            if kind is bool
+            else isinstance(value, int | float) and not isinstance(value, bool)
+            if kind is float
+            else isinstance(value, int) and not isinstance(value, bool)
+        )
+        if not fits:
+            raise PlanError(f"{where}: autovacuum {key} takes a {kind.__name__}, not {value!r}.")
+        parsed[key] = value
+    return parsed
 
 
 def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:

@@ -30,6 +30,26 @@ CONVERSIONS = (*FIXED_TYPES, "text")
 TEXT_TYPE = re.compile(r"^(text|varchar\((\d+)\))$")
 ENFORCE = ("constraint", "report")
 EPOCH_UNITS = ("s", "ms", "us")
+# The per-table storage parameters a plan's `autovacuum` may set (PostgreSQL 15 to 18 all take
+# them), each with the type of its value: a name outside this list never reaches SQL.
+AUTOVACUUM_PARAMETERS: dict[str, type] = {
+    "autovacuum_enabled": bool,
+    "autovacuum_vacuum_threshold": int,
+    "autovacuum_vacuum_scale_factor": float,
+    "autovacuum_vacuum_insert_threshold": int,
+    "autovacuum_vacuum_insert_scale_factor": float,
+    "autovacuum_analyze_threshold": int,
+    "autovacuum_analyze_scale_factor": float,
+    "autovacuum_vacuum_cost_delay": float,
+    "autovacuum_vacuum_cost_limit": int,
+    "autovacuum_freeze_min_age": int,
+    "autovacuum_freeze_max_age": int,
+    "autovacuum_freeze_table_age": int,
+    "autovacuum_multixact_freeze_min_age": int,
+    "autovacuum_multixact_freeze_max_age": int,
+    "autovacuum_multixact_freeze_table_age": int,
+    "log_autovacuum_min_duration": int,
+}
 
 
 @dataclass(frozen=True)
@@ -72,7 +92,7 @@ class Table:
     columns: tuple[Column, ...]
     indexes: tuple[Index, ...] = ()
     partition_by_month: str | None = None
-    autovacuum: Mapping[str, int] = field(default_factory=dict)
+    autovacuum: Mapping[str, int | float | bool] = field(default_factory=dict)
     max_quarantined_rows: int = 0  # cutover refuses while more rows than this are quarantined
 
     def column(self, name: str) -> Column:

@@ -1,0 +1,121 @@
+"""A SQLite file is data, never code: names and SQL text from it reach the plan only as values,
+and a plan reaches PostgreSQL only through quoted identifiers and literals."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+
+from emrsim_assets.errors import PlanError
+from emrsim_assets.plan import load_plan
+from emrsim_assets.plan.draft import draft_plan
+from emrsim_assets.plan.load import parse_plan
+
+# Each breaks out of a comment line or a flow mapping where YAML is written by hand.
+BREAKOUTS = [
+    "i\n    autovacuum: {autovacuum_enabled: 1}",
+    "i\r    autovacuum: {x: 1}",
+    "i\x85    autovacuum: {x: 1}",
+    "i\u2028    autovacuum: {x: 1}",
+    "i\u2029- name: pwned",
+    "# not a comment: {",
+    "col\nx",
+    "a: b",
+    "'quoted'",
+    '"double"',
+    "- dash",
+    "---",
+    "...",
+    "{flow}",
+    "[list]",
+    "&anchor *alias !tag |",
+    "trailing space ",
+    "tab\tinside",
+]
+
+
+def _hostile(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute('CREATE TABLE t (id INTEGER PRIMARY KEY, x INTEGER, "col\nx" TEXT)')
+    conn.execute("INSERT INTO t VALUES (1, 5, 'a'), (2, 6, 'b')")
+    for i, name in enumerate(BREAKOUTS):
+        # Partial indexes: the draft names each in a note on its table.
+        conn.execute(f"CREATE INDEX {_quote(name)} ON t(x) WHERE x > {i}")
+        conn.execute(f"CREATE VIEW {_quote('v_' + name)} AS SELECT x FROM t")  # noqa: S608
+        text = "'" + name.replace("'", "''") + "'"
+        conn.execute(
+            f"CREATE TRIGGER {_quote('tr_' + name)} AFTER INSERT ON t BEGIN SELECT {text}; END"
+        )
+    conn.commit()
+    conn.close()
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def test_names_from_the_file_reach_the_draft_only_as_data(tmp_path: Path) -> None:
+    source = tmp_path / "evil.sqlite"
+    _hostile(source)
+    text = draft_plan(source)
+    raw = yaml.safe_load(text)
+    plan = parse_plan(raw, tmp_path / "plan.yaml")
+    (table,) = plan.tables
+    assert dict(table.autovacuum) == {}
+    assert [c.source for c in table.columns] == ["id", "x", "col\nx"]
+    # Every name arrives whole, as a value, where the draft puts one.
+    skipped = {s.table for s in plan.skip}
+    assert {f"v_{n}" for n in BREAKOUTS} <= skipped
+    assert {f"tr_{n}" for n in BREAKOUTS} <= skipped
+    # A comment is one line, whatever the name holds.
+    for line in text.splitlines():
+        if line.lstrip().startswith("#"):
+            assert yaml.safe_load(line) is None
+
+
+def test_a_plan_key_nobody_defined_is_refused_naming_it(tmp_path: Path) -> None:
+    raw = yaml.safe_load(draft_plan(_small(tmp_path)))
+    raw["tables"][0]["columns"][0]["pwned"] = 1
+    with pytest.raises(PlanError, match=r"unknown key\(s\) \['pwned'\]"):
+        parse_plan(raw, tmp_path / "plan.yaml")
+
+
+@pytest.mark.parametrize(
+    ("autovacuum", "refusal"),
+    [
+        ({"autovacuum_enabled = false); DROP TABLE x; --": 1}, "not a PostgreSQL per-table"),
+        ({"autovacuum_x": 1}, "not a PostgreSQL per-table"),
+        ({"fillfactor": 50}, "not a PostgreSQL per-table"),
+        ({"autovacuum_vacuum_threshold": "1); DROP TABLE x; --"}, "takes a int"),
+        ({"autovacuum_vacuum_threshold": True}, "takes a int"),
+        ({"autovacuum_enabled": 1}, "takes a bool"),
+        ({"autovacuum_vacuum_scale_factor": "0.1"}, "takes a float"),
+    ],
+)
+def test_autovacuum_takes_only_postgresqls_parameters_with_values_of_their_type(
+    tmp_path: Path, autovacuum: dict[str, object], refusal: str
+) -> None:
+    raw = yaml.safe_load(draft_plan(_small(tmp_path)))
+    raw["tables"][0]["autovacuum"] = autovacuum
+    with pytest.raises(PlanError, match=refusal):
+        parse_plan(raw, tmp_path / "plan.yaml")
+
+
+def test_the_bundled_plans_autovacuum_settings_are_typed() -> None:
+    settings = {t.name: dict(t.autovacuum) for t in load_plan().tables if t.autovacuum}
+    assert settings
+    for values in settings.values():
+        assert all(isinstance(v, int | float | bool) for v in values.values())
+
+
+def _small(tmp_path: Path) -> Path:
+    path = tmp_path / "small.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, x TEXT)")
+    conn.execute("INSERT INTO t VALUES (1, 'a')")
+    conn.commit()
+    conn.close()
+    return path
