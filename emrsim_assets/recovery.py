@@ -30,6 +30,8 @@ import psycopg
 from psycopg import conninfo, sql
 
 from emrsim_assets.errors import TargetError
+from emrsim_assets.postgres import APP_ROLE, superuser_url
+from emrsim_assets.private import private_dir
 from emrsim_assets.target import MIGRATION
 
 ARCHIVE = "wal_archive"
@@ -75,7 +77,10 @@ def _run(command: list[str], what: str, as_server: bool = False) -> str:
     )
     if done.returncode != 0:
         lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line]
-        reason = lines[-1] if lines else f"exit code {done.returncode}"
+        # pg_basebackup's last line is its cleanup ("removing data directory"): the cause is
+        # the line before.
+        shown = [line for line in lines if "removing" not in line] or lines
+        reason = shown[-1] if shown else f"exit code {done.returncode}"
         raise TargetError(f"{what} failed: {reason}")
     return done.stdout
 
@@ -150,6 +155,7 @@ def base_backup(url: str, work: Path, keep: int = 2) -> BaseBackup:
     """Turn on WAL archiving into `<work>/wal_archive` and take a base backup (pg_basebackup,
     WAL streamed alongside), keeping the newest `keep`; archived WAL older than the oldest kept
     backup is removed (pg_archivecleanup)."""
+    url = superuser_url(url)
     archive = work / ARCHIVE
     archive.mkdir(parents=True, exist_ok=True)
     _own(archive)
@@ -164,7 +170,7 @@ def base_backup(url: str, work: Path, keep: int = 2) -> BaseBackup:
         conn.execute("SELECT pg_reload_conf()")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
     backups = work / BASE_BACKUPS
-    backups.mkdir(parents=True, exist_ok=True)
+    private_dir(backups)
     path = backups / f"base-{stamp}"
     started = time.perf_counter()
     _run(
@@ -211,7 +217,7 @@ def _backup_label_wal(backup: Path) -> str | None:
 
 def wait_archived(url: str, seconds: float = READY_SECONDS) -> str:
     """Switch to a new WAL segment and wait until the archiver has the one just closed."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(superuser_url(url), autocommit=True) as conn:
         row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
         wanted = str(row[0]) if row else ""
         deadline = time.monotonic() + seconds
@@ -235,7 +241,7 @@ class Server:
 
     def url(self, database: str = "postgres") -> str:
         return conninfo.make_conninfo(
-            host=str(self.socket_dir), port=self.port, user="postgres", dbname=database
+            host=str(self.socket_dir), port=self.port, user=APP_ROLE, dbname=database
         )
 
     def stop(self) -> None:
@@ -372,7 +378,7 @@ def start_replica(url: str, work: Path, port: int = REPLICA_PORT) -> Server:
             [
                 str(bin_path("pg_basebackup")),
                 "-d",
-                conninfo.make_conninfo(url, application_name="emrsim_replica"),
+                conninfo.make_conninfo(superuser_url(url), application_name="emrsim_replica"),
                 "-D",
                 str(pgdata),
                 "-X",

@@ -22,6 +22,7 @@ import pyarrow as pa
 from emrsim_assets import convert
 from emrsim_assets.errors import SourceError
 from emrsim_assets.plan import Plan, Table
+from emrsim_assets.private import private_dir, private_file, write_private
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class Manifest:
     column_types: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=1, sort_keys=True), encoding="utf-8")
+        write_private(path, json.dumps(asdict(self), indent=1, sort_keys=True))
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
@@ -137,12 +138,11 @@ def take_snapshot(
     """
     started = time.perf_counter()
     src = open_readonly(source)
-    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(snapshot_dir)
     final = snapshot_dir / SNAPSHOT_FILE
     partial = snapshot_dir / (SNAPSHOT_FILE + ".partial")
-    partial.unlink(missing_ok=True)
     try:
-        dst = sqlite3.connect(partial)
+        dst = sqlite3.connect(private_file(partial))
         try:
             # The copy is new and unpublished until renamed, so it needs no rollback journal and
             # no sync per write: one fsync (below, beside the scans) makes it durable. This
@@ -241,9 +241,9 @@ def data_months(path: Path, plan: Plan, cache_dir: Path) -> list[str]:
         # Beyond year 9999 is no month: such rows are refused by the coverage check.
         months.update(d.isoformat() for d in found.filter(found.dt.year() <= 9999).to_list())
     result = sorted(months)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(cache_dir)
     partial = cache.with_suffix(".partial")
-    partial.write_text(json.dumps(result), encoding="utf-8")
+    write_private(partial, json.dumps(result))
     partial.replace(cache)
     return result
 

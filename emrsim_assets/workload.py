@@ -33,6 +33,7 @@ import yaml
 
 from emrsim_assets import convert
 from emrsim_assets.errors import PlanError, WorkloadError
+from emrsim_assets.private import private_dir, private_file
 
 DRAWS = 25  # parameter draws per query, for answers and latency
 CLIENTS = (1, 3, 6)
@@ -300,8 +301,8 @@ def run_workload(
     the app's side runs on a copy in `scratch`. With a read replica, every read also runs there
     (its answers compared with SQLite's too), and a third throughput series spreads the reads
     over primary and replica."""
-    scratch.mkdir(parents=True, exist_ok=True)
-    copy = scratch / "app.sqlite"
+    private_dir(scratch)
+    copy = private_file(scratch / "app.sqlite")
     shutil.copyfile(snapshot, copy)
     lite = _sqlite_connect(copy)
     results = []

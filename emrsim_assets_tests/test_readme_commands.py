@@ -42,8 +42,9 @@ def user_env(work: Path, **extra: str) -> dict[str, str]:
 def shell(
     command: str, env: dict[str, str], timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
+    # A person's usual umask (022): what the tool writes must be private all the same.
     return subprocess.run(
-        ["bash", "-c", command],
+        ["bash", "-c", f"umask 022; {command}"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -90,6 +91,31 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
+
+
+def assert_private(work: Path) -> None:
+    """Nobody but the user reads what the tool wrote (the embedded server's own directories are
+    its own, 0700 by PostgreSQL): files 0600, directories 0700 (the work dir 0711 as root, so
+    the server's system user can reach its data)."""
+    open_to_others = []
+    for path in [work, *work.rglob("*")]:
+        if path.is_symlink() or path.is_socket():
+            continue
+        mode = path.stat().st_mode & 0o777
+        allowed = 0o711 if path == work and os.geteuid() == 0 else 0o700 if path.is_dir() else 0o600
+        if mode & ~allowed:
+            open_to_others.append(f"{path.relative_to(work)} {mode:o}")
+    assert not open_to_others, open_to_others
+
+
+def assert_private_files(work: Path) -> None:
+    """Beside an embedded server run as root (whose package opens the directories above its data
+    to all): the files the tool wrote are 0600 and the work dir lists nothing to others."""
+    assert os.stat(work).st_mode & 0o066 == 0
+    written = [work / "demo.sqlite", *(work / "snapshot").iterdir(), *(work / "logs").iterdir()]
+    assert all(p.stat().st_mode & 0o077 == 0 for p in written), [
+        f"{p} {p.stat().st_mode & 0o777:o}" for p in written
+    ]
 
 
 def stop_embedded(env: dict[str, str]) -> None:
@@ -199,8 +225,20 @@ def test_make_demo_migrates_the_sample_and_cuts_over(tmp_path: Path) -> None:
             check=False,
         )
         assert counted.stdout.strip() == "3000", counted.stderr
+        role = subprocess.run(
+            [
+                *psql,
+                "-Atc",
+                "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert role.stdout.strip() == "emrsim|f", role.stderr
         assert "make stop" in out
         assert "[#" not in out, "no progress bar into a pipe"
+        assert_private_files(work)
 
         # At a terminal, the lines that say how far they are carry a bar.
         main, child = pty.openpty()
@@ -275,6 +313,8 @@ def test_migrate_and_materialize_commands_from_the_readme(tmp_path: Path, pg_url
     back = shell(".venv/bin/emrsim-migrate rollback", env)
     assert back.returncode == 0, back.stdout + back.stderr
     assert "the app goes back to its SQLite file" in back.stdout
+    assert {p.name for p in (tmp_path / "work").iterdir()} >= {"snapshot", "logs", "backups"}
+    assert_private(tmp_path / "work")
 
 
 def test_replica_recovery_and_stop_commands_from_the_readme(tmp_path: Path) -> None:

@@ -119,3 +119,28 @@ def _small(tmp_path: Path) -> Path:
     conn.commit()
     conn.close()
     return path
+
+
+def test_every_type_method_and_operator_class_a_plan_names_has_its_sql() -> None:
+    from emrsim_assets.plan.load import _INDEX_METHODS
+    from emrsim_assets.plan.model import FIXED_TYPES, OPCLASSES
+    from emrsim_assets.target import METHODS, OPERATOR_CLASSES, TYPES
+
+    assert set(TYPES) == {*FIXED_TYPES.values(), "text"}
+    assert set(METHODS) == set(_INDEX_METHODS)
+    assert set(OPERATOR_CLASSES) == set(OPCLASSES)
+
+
+def test_the_embedded_server_migrates_as_a_role_that_owns_its_database_and_is_no_superuser(
+    archiving: tuple[str, Path],
+) -> None:
+    import psycopg
+
+    url, _ = archiving
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT current_user, r.rolsuper, r.rolcreaterole, r.rolreplication, "
+            "pg_get_userbyid(d.datdba) FROM pg_roles r, pg_database d "
+            "WHERE r.rolname = current_user AND d.datname = current_database()"
+        ).fetchone()
+    assert row == ("emrsim", False, False, False, "emrsim")

@@ -16,6 +16,7 @@ from emrsim_assets.defs.gate import gate_problems
 from emrsim_assets.defs.resources import MigrationResource, as_failure
 from emrsim_assets.errors import GateClosedError, MigrationError
 from emrsim_assets.plan import Plan, Table
+from emrsim_assets.private import private_dir, write_private
 from emrsim_assets.target import (
     LIVE,
     STAGING,
@@ -277,11 +278,10 @@ def build_workload_asset(bundled_plan: bool) -> dg.AssetsDefinition:
             lag = recovery.replica_lag(url) if replica is not None else {}
             reviewed = indexes.review(url, LIVE)
         markdown = report.markdown()
-        reports = work / "reports"
-        reports.mkdir(parents=True, exist_ok=True)
-        (reports / "workload.md").write_text(
+        reports = private_dir(work / "reports")
+        write_private(
+            reports / "workload.md",
             f"# The app's workload ({path.name})\n\n{markdown}\n\n{reviewed.markdown()}\n",
-            encoding="utf-8",
         )
         context.log.info(f"Workload report: {reports / 'workload.md'}")
         differing = report.differing

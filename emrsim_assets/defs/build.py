@@ -35,6 +35,7 @@ from emrsim_assets.defs.runs import abandoned_runs_marked_failed
 from emrsim_assets.defs.threads import threaded_executor
 from emrsim_assets.plan import Plan, default_plan_path, load_plan
 from emrsim_assets.postgres import work_dir as work_dir_of
+from emrsim_assets.private import keep_private
 from emrsim_assets.source import data_months
 from emrsim_assets.target import next_month
 
@@ -57,6 +58,8 @@ def messages_partitions(
 
 
 def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Definitions:
+    # Every Dagster process loads these definitions: each writes the user's data privately.
+    keep_private()
     if resource is not None:
         sqlite: Path | None = Path(resource.sqlite_path)
         work: Path | None = Path(resource.work_dir).resolve()

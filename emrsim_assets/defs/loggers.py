@@ -10,6 +10,8 @@ from typing import Any
 import dagster as dg
 from dagster._core.log_manager import get_log_record_metadata, has_log_record_metadata
 
+from emrsim_assets.private import private_dir, private_file
+
 
 class _ProgressHandler(logging.Handler):
     """Only what the pipeline itself says (tables loaded, months done, rows/s, ETA): no engine
@@ -73,9 +75,10 @@ def log_dir() -> Path:
     description="Every event of the run, stack traces included, in <work dir>/logs/.",
 )
 def file_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
-    directory = log_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(directory / f"{init_context.run_id}.log", encoding="utf-8")
+    path = private_dir(log_dir()) / f"{init_context.run_id}.log"
+    if not path.exists():
+        private_file(path)
+    handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger = logging.getLogger(f"emrsim.file.{init_context.run_id}")
     logger.handlers = [handler]

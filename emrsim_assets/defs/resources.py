@@ -13,6 +13,7 @@ from pydantic import Field
 from emrsim_assets import postgres
 from emrsim_assets.defs.runs import record_worker
 from emrsim_assets.errors import MigrationError, connection_lost
+from emrsim_assets.private import private_work_dir
 from emrsim_assets.source import Manifest, load_manifest
 from emrsim_assets.target import Conn
 
@@ -60,6 +61,7 @@ class MigrationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         outside the webserver): runs launched from the UI took 2 to 5 times as long as the CLI's
         in their messages and cutover steps. No-op for other storages, and done once per
         instance (the CLI's is pooled already)."""
+        private_work_dir(Path(self.work_dir).resolve())
         instance = context.instance
         record_worker(instance, context.run_id)
         if instance is not None and id(instance) not in _POOLED:

@@ -17,6 +17,7 @@ from emrsim_assets.plan.model import (
     ENFORCE,
     EPOCH_UNITS,
     FIXED_TYPES,
+    OPCLASSES,
     TEXT_TYPE,
     Column,
     Index,
@@ -34,14 +35,6 @@ from emrsim_assets.plan.names import (
 
 _ON_DELETE = ("cascade", "set null", "restrict", "no action")
 _INDEX_METHODS = ("btree", "gin")
-# Operator classes a plan may name (one per index, applied to each of its columns).
-_OPCLASSES = (
-    "jsonb_ops",
-    "jsonb_path_ops",
-    "text_pattern_ops",
-    "varchar_pattern_ops",
-    "gin_trgm_ops",  # extension pg_trgm: LIKE / ILIKE '%term%'
-)
 _PLAN_KEYS = {"version", "source_timezone", "messages_partition_start", "tables", "skip"}
 _TABLE_KEYS = {
     "name",
@@ -369,8 +362,8 @@ def _parse_index(raw: Any, where: str, columns: list[str]) -> Index:
     if method not in _INDEX_METHODS:
         raise PlanError(f"{where}: method {method!r} is not one of {_INDEX_METHODS}.")
     opclass = raw.get("opclass")
-    if opclass is not None and opclass not in _OPCLASSES:
-        raise PlanError(f"{where}: opclass {opclass!r} is not one of {_OPCLASSES}.")
+    if opclass is not None and opclass not in OPCLASSES:
+        raise PlanError(f"{where}: opclass {opclass!r} is not one of {OPCLASSES}.")
     if opclass in ("gin_trgm_ops", "jsonb_ops", "jsonb_path_ops") and method != "gin":
         raise PlanError(f"{where}: opclass {opclass} needs method: gin.")
     return Index(

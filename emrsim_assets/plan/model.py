@@ -30,6 +30,14 @@ CONVERSIONS = (*FIXED_TYPES, "text")
 TEXT_TYPE = re.compile(r"^(text|varchar\((\d+)\))$")
 ENFORCE = ("constraint", "report")
 EPOCH_UNITS = ("s", "ms", "us")
+# Operator classes a plan may name (one per index, applied to each of its columns).
+OPCLASSES = (
+    "jsonb_ops",
+    "jsonb_path_ops",
+    "text_pattern_ops",
+    "varchar_pattern_ops",
+    "gin_trgm_ops",  # extension pg_trgm: LIKE / ILIKE '%term%'
+)
 # The per-table storage parameters a plan's `autovacuum` may set (PostgreSQL 15 to 18 all take
 # them), each with the type of its value: a name outside this list never reaches SQL.
 AUTOVACUUM_PARAMETERS: dict[str, type] = {

@@ -10,6 +10,7 @@ from emrsim_assets.errors import SourceError
 from emrsim_assets.plan.draft import draft_plan
 from emrsim_assets.plan.load import default_plan_path, load_plan
 from emrsim_assets.plan.model import Plan
+from emrsim_assets.private import private_dir, write_private
 
 
 def resolve_plan_path(env: Mapping[str, str] = os.environ) -> Path:
@@ -36,9 +37,9 @@ def resolve_plan_path(env: Mapping[str, str] = os.environ) -> Path:
     work = Path(env.get("EMRSIM_WORK_DIR", ".emrsim")).resolve()
     drafted = work / "plans" / f"{source.stem}-{digest[:12]}.yaml"
     if not drafted.exists():
-        drafted.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(drafted.parent)
         partial = drafted.with_suffix(".partial")
-        partial.write_text(draft_plan(source), encoding="utf-8")
+        write_private(partial, draft_plan(source))
         partial.replace(drafted)
     return drafted
 
