@@ -114,11 +114,17 @@ def defaults_and_booleans(conn: sqlite3.Connection) -> None:
     conn.execute(
         "CREATE TABLE settings (id INTEGER PRIMARY KEY AUTOINCREMENT, theme TEXT DEFAULT 'dark', "
         "retries INTEGER DEFAULT 3, ratio REAL DEFAULT 0.5, quote TEXT DEFAULT 'it''s', "
-        "created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP, enabled BOOLEAN DEFAULT 0)"
+        "created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP, enabled BOOLEAN DEFAULT 0, "
+        # Defaults PostgreSQL cannot take as written: translated, or named and not kept.
+        "stamp TIMESTAMP DEFAULT 0, label TEXT DEFAULT \"0\", "
+        "made TEXT DEFAULT (STRFTIME('%Y-%m-%d %H:%M:%f','now')), count INTEGER DEFAULT '7')"
     )
     conn.executemany(
-        "INSERT INTO settings (theme, enabled, created_at) VALUES (?, ?, ?)",
-        [("light", 1, "2024-05-01 08:00:00"), ("dark", 0, "2024-05-02T09:30:00.250Z")],
+        "INSERT INTO settings (theme, enabled, created_at, stamp, made) VALUES (?, ?, ?, ?, ?)",
+        [
+            ("light", 1, "2024-05-01 08:00:00", "2024-05-01 08:00:00", "2024-05-01 08:00:00.000"),
+            ("dark", 0, "2024-05-02T09:30:00.250Z", None, "2024-05-02 09:30:00.250"),
+        ],
     )
 
 

@@ -144,3 +144,62 @@ def test_the_embedded_server_migrates_as_a_role_that_owns_its_database_and_is_no
             "WHERE r.rolname = current_user AND d.datname = current_database()"
         ).fetchone()
     assert row == ("emrsim", False, False, False, "emrsim")
+
+
+@pytest.mark.parametrize(
+    ("convert", "default"),
+    [
+        ("timestamp", 0),
+        ("timestamp", "yesterday"),
+        ("date", "2024-02-30"),
+        ("integer", "1"),
+        ("integer", 2**63),
+        ("boolean", 1),
+        ("json", "{not json"),
+        ("uuid", "ABC"),
+        ("real", float("nan")),
+        ("text", "a\x00b"),
+        ("blob", "00"),
+    ],
+)
+def test_a_default_that_does_not_fit_its_column_is_refused_when_the_plan_loads(
+    tmp_path: Path, convert: str, default: object
+) -> None:
+    raw = yaml.safe_load(draft_plan(_small(tmp_path)))
+    raw["tables"][0]["columns"][1].update(convert=convert, default=default)
+    with pytest.raises(PlanError, match=rf"\(x\): default .* (is not|cannot|is longer)"):
+        parse_plan(raw, tmp_path / "plan.yaml")
+
+
+def test_sqlite_defaults_postgresql_cannot_take_as_written_are_translated_or_named(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "defaults.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, "
+        "stamp TIMESTAMP DEFAULT 0, "
+        "label TEXT DEFAULT \"0\", "
+        "made TEXT DEFAULT (STRFTIME('%Y-%m-%d %H:%M:%f','now')), "
+        "n INTEGER DEFAULT '7', "
+        "flag BOOLEAN DEFAULT 1, "
+        "note TEXT DEFAULT 0)"
+    )
+    conn.execute(
+        "INSERT INTO t (id, stamp, made) VALUES (1, '2024-01-01 00:00:00', '2024-01-01 00:00:00')"
+    )
+    conn.commit()
+    conn.close()
+    text = draft_plan(path)
+    plan = parse_plan(yaml.safe_load(text), tmp_path / "plan.yaml")
+    defaults = {c.name: c.default for c in plan.tables[0].columns}
+    assert defaults == {
+        "id": None,
+        "stamp": None,  # 0 is no timestamp: not kept, and the draft says so
+        "label": "0",
+        "made": "now()",
+        "n": 7,
+        "flag": True,
+        "note": "0",
+    }
+    assert "default 0 not kept: it is not a timestamp value" in text

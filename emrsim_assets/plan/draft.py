@@ -21,6 +21,8 @@ from typing import Any
 import yaml
 
 from emrsim_assets.errors import SourceError
+from emrsim_assets.plan.load import default_problem
+from emrsim_assets.plan.model import FIXED_TYPES
 from emrsim_assets.plan.names import MAX_NAME, MAX_TABLE_NAME, target_name
 from emrsim_assets.source import _quote, count_storage_classes, open_readonly, row_locator
 
@@ -248,7 +250,8 @@ class _Drafter:
             entry.update(extra)
             if column.notnull:
                 entry["nullable"] = False
-            default, default_note = _infer_default(column.default, convert)
+            pg_type = extra.get("type", FIXED_TYPES.get(convert, "text"))
+            default, default_note = _infer_default(column.default, convert, pg_type)
             if default is not None:
                 entry["default"] = default
             column.entry = entry
@@ -771,26 +774,33 @@ def _has_duplicate_keys(value: str) -> bool:
     return found
 
 
-def _infer_default(raw: str | None, convert: str) -> tuple[Any, str]:
+def _infer_default(raw: str | None, convert: str, pg_type: str) -> tuple[Any, str]:
+    """The plan's default for SQLite's `raw` DEFAULT text, or None and why it was not kept. A
+    default is kept only where the plan loader takes it for this column's kind."""
     if raw is None:
         return None, ""
     text = raw.strip()
     while text.startswith("(") and text.endswith(")"):
         text = text[1:-1].strip()
-    upper = text.upper()
+    upper = " ".join(text.upper().split())
     if upper == "NULL":
         return None, ""
-    if upper in ("CURRENT_TIMESTAMP", "CURRENT_DATE") or re.match(
-        r"^(DATETIME|DATE)\('NOW'\)$", upper
-    ):
+    # The moment of the insert, as text SQLite writes (CURRENT_TIMESTAMP, datetime('now'),
+    # strftime('%Y-%m-%d ...', 'now')): now() where the column is a timestamp or date.
+    now = upper in ("CURRENT_TIMESTAMP", "CURRENT_DATE") or bool(
+        re.match(r"^(DATETIME|DATE)\('NOW'\)$|^STRFTIME\('%Y-%M-%D[^']*', ?'NOW'\)$", upper)
+    )
+    if now:
         if convert in ("timestamp", "date"):
             return "now()", f"default {raw} -> now()"
         return (
             None,
-            f"default {raw} not kept: the column is {convert}, and now() would change its text form",
+            f"default {raw} not kept: the column is {convert}, and now() would change its form",
         )
-    if text.startswith("'") and text.endswith("'"):
-        literal: Any = text[1:-1].replace("''", "'")
+    # SQLite reads a double-quoted word it cannot resolve as a name as a string literal.
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        quote = text[0]
+        literal: Any = text[1:-1].replace(quote * 2, quote)
     elif re.match(r"^[+-]?\d+$", text):
         literal = int(text)
     elif re.match(r"^[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?$", text):
@@ -799,6 +809,16 @@ def _infer_default(raw: str | None, convert: str) -> tuple[Any, str]:
         return None, f"default {raw} is an expression the draft does not translate"
     if convert == "boolean" and literal in (0, 1):
         literal = bool(literal)
+    elif convert == "text" and isinstance(literal, int | float):
+        literal = text.lstrip("+")  # SQLite stores the number; the text column shows it so
+    elif convert in ("real", "numeric", "integer") and isinstance(literal, str):
+        try:
+            literal = int(literal) if convert == "integer" else float(literal)
+        except ValueError:
+            pass
+    problem = default_problem(literal, convert, pg_type)
+    if problem:
+        return None, f"default {raw} not kept: it {problem}"
     return literal, ""
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import date
+import json
+import math
+import re
+from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,7 @@ import yaml
 from emrsim_assets.errors import PlanError
 from emrsim_assets.plan.model import (
     AUTOVACUUM_PARAMETERS,
+    CANONICAL_UUID,
     CONVERSIONS,
     ENFORCE,
     EPOCH_UNITS,
@@ -311,10 +315,9 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
         raise PlanError(f"{where}: a primary-key column cannot be nullable.")
     default = raw.get("default")
     if default is not None:
-        if not isinstance(default, str | int | float | bool):
-            raise PlanError(f"{where}: default must be now() or a literal value.")
-        if default == "now()" and convert not in ("timestamp", "date"):
-            raise PlanError(f"{where}: default now() is for timestamp and date columns.")
+        problem = default_problem(default, convert, pg_type)
+        if problem:
+            raise PlanError(f"{where}: default {default!r} {problem}.")
     identity = raw.get("identity", False)
     if not isinstance(identity, bool):
         raise PlanError(f"{where}: identity must be true or false.")
@@ -349,6 +352,69 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
         anomalies=anomalies,
         any_class=any_class,
     )
+
+
+_TIMESTAMP_DEFAULT = re.compile(
+    r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:\d{2})?$"
+)
+_DECIMAL_DEFAULT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def default_problem(default: Any, convert: str, pg_type: str) -> str | None:
+    """Why `default` cannot be the default of a `convert` column (None: it can). Checked when
+    the plan loads, so that PostgreSQL never refuses it in the middle of a load."""
+    finite = not isinstance(default, float) or math.isfinite(default)
+    if not isinstance(default, str | int | float | bool) or not finite:
+        return "is not now() or a finite literal value"
+    if default == "now()":
+        return None if convert in ("timestamp", "date") else "is for timestamp and date columns"
+    number = isinstance(default, int | float) and not isinstance(default, bool)
+    text = default if isinstance(default, str) else None
+    fits = {
+        "boolean": isinstance(default, bool),
+        "integer": isinstance(default, int)
+        and not isinstance(default, bool)
+        and -(2**63) <= default < 2**63,
+        "real": number,
+        "numeric": number or (text is not None and bool(_DECIMAL_DEFAULT.match(text))),
+        "timestamp": text is not None and _parses(text, _TIMESTAMP_DEFAULT, datetime),
+        "date": text is not None and _parses(text, _DATE_DEFAULT, date),
+        "uuid": text is not None and bool(CANONICAL_UUID.match(text)),
+        "json": text is not None and _is_json(text),
+        "text": text is not None and "\x00" not in text,
+    }.get(convert)
+    if fits is None:
+        return f"cannot be given to a {convert} column (its values come from the source)"
+    if not fits:
+        return f"is not a {convert} value"
+    match = TEXT_TYPE.match(pg_type)
+    if text is not None and match and match.group(2) and len(text) > int(match.group(2)):
+        return f"is longer than {pg_type}"
+    return None
+
+
+_DATE_DEFAULT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _parses(text: str, form: re.Pattern[str], kind: type[date] | type[datetime]) -> bool:
+    if not form.match(text):
+        return False
+    try:
+        if kind is date:
+            date.fromisoformat(text)
+        else:
+            datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T", 1))
+    except ValueError:
+        return False
+    return True
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return "\\u0000" not in text
 
 
 def _parse_index(raw: Any, where: str, columns: list[str]) -> Index:

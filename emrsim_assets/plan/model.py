@@ -27,6 +27,7 @@ FIXED_TYPES = {
     "blob": "bytea",
 }
 CONVERSIONS = (*FIXED_TYPES, "text")
+CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TEXT_TYPE = re.compile(r"^(text|varchar\((\d+)\))$")
 ENFORCE = ("constraint", "report")
 EPOCH_UNITS = ("s", "ms", "us")
