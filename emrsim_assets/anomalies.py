@@ -3,10 +3,11 @@
 A round trip cannot see these: an epoch in seconds inside a milliseconds column converts to a
 1970 instant and reads back as the same number. So the check makes two passes over the
 snapshot's timestamp and date columns (and the key): one for what is usual (the most common
-number of digits of an epoch, the median year), one for the values that are not:
+number of digits of an epoch, the years), one for the values that are not:
   - an epoch with 3 or more digits more or fewer than the column's usual count (1,000 times
     off: seconds in a milliseconds column), or negative (before 1970);
-  - a year more than 50 years from the column's median year;
+  - a year outside 1 to 9999 (a wide spread of years is no anomaly: a facilities table may
+    hold dates from 1850 to today);
   - a naive local time that is ambiguous (it happens twice when clocks go back) or does not
     exist (skipped when they go forward) in the plan's source_timezone.
 Each is named by table, column, row and key. A column whose plan says `anomalies: accept` keeps
@@ -36,8 +37,8 @@ from emrsim_assets.source import ROWID, Manifest, read_batches
 from emrsim_assets.target import MIGRATION, UNPARTITIONED, Conn
 
 SHOWN = 20
-YEARS_OFF = 50
 DIGITS_OFF = 3
+YEARS = (1, 9999)  # what a calendar date can be: a year outside is a typo or a unit gone wrong
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,12 @@ def _naive_text(value: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     """(naive datetime or null, whether the text carries its own offset)."""
     text = value.str.strip_chars().str.replace("T", " ", literal=True)
     has_offset = text.str.contains(r"([zZ]|[+-]\d\d:?\d\d)$")
+    # Every naive form the load takes (convert.timestamp_expr), the date alone included: its
+    # midnight may happen twice (America/Havana's clocks go back at 01:00 to 00:00).
     naive = pl.coalesce(
         text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us"),
         text.str.to_datetime("%Y-%m-%d %H:%M", strict=False, time_unit="us"),
+        text.str.to_datetime("%Y-%m-%d", strict=False, time_unit="us"),
     )
     return naive, has_offset
 
@@ -227,7 +231,6 @@ def find_anomalies(
     years = {c.name: profile.years.get(c.name, Counter()) for c in columns}
     flagged_rows = profile.flagged  # negative, ambiguous or missing: known in pass one
     usual_digits = {n: c.most_common(1)[0][0] for n, c in digits.items() if c}
-    median_year = {n: _median(c) for n, c in years.items() if c}
     found: dict[str, list[Anomaly]] = {c.name: [] for c in columns}
     counted: dict[str, int] = dict.fromkeys(found, 0)
     # The counts of pass one say which columns have anything to name: usually none, and the
@@ -241,16 +244,14 @@ def find_anomalies(
             for d in digits[c.name]
             if c.name in usual_digits
         )
-        or any(
-            abs(y - median_year[c.name]) > YEARS_OFF for y in years[c.name] if c.name in median_year
-        )
+        or any(not YEARS[0] <= y <= YEARS[1] for y in years[c.name])
     ]
     if not odd:
         return {}, counted
     for frame in read_batches(path, table, batch_rows, columns=wanted):
         for column in odd:
             measured = _measures(frame, column, plan)
-            reasons = _reasons(column, usual_digits.get(column.name), median_year.get(column.name))
+            reasons = _reasons(column, usual_digits.get(column.name))
             flagged = measured.with_columns(reasons.alias("reason")).filter(
                 pl.col("reason").is_not_null()
             )
@@ -272,30 +273,16 @@ def find_anomalies(
     return {name: items for name, items in found.items() if counted[name]}, counted
 
 
-def _median(counter: Counter[int]) -> int:
-    total = sum(counter.values())
-    seen = 0
-    for value in sorted(counter):
-        seen += counter[value]
-        if seen * 2 >= total:
-            return value
-    return 0
-
-
-def _reasons(column: Column, usual_digits: int | None, median_year: int | None) -> pl.Expr:
-    reason = pl.lit(None, pl.String)
-    if median_year is not None:
-        reason = (
-            pl.when((pl.col("year") - median_year).abs() > YEARS_OFF)
-            .then(
-                pl.lit("year ")
-                + pl.col("year").cast(pl.String)
-                + pl.lit(
-                    f" is more than {YEARS_OFF} years from the column's median year {median_year}"
-                )
-            )
-            .otherwise(reason)
+def _reasons(column: Column, usual_digits: int | None) -> pl.Expr:
+    reason = (
+        pl.when(~pl.col("year").is_between(*YEARS))
+        .then(
+            pl.lit("year ")
+            + pl.col("year").cast(pl.String)
+            + pl.lit(f" is outside {YEARS[0]} to {YEARS[1]}")
         )
+        .otherwise(pl.lit(None, pl.String))
+    )
     if usual_digits is not None:
         reason = (
             pl.when((pl.col("digits") - usual_digits).abs() >= DIGITS_OFF)

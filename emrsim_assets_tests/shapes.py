@@ -116,7 +116,7 @@ def defaults_and_booleans(conn: sqlite3.Connection) -> None:
         "retries INTEGER DEFAULT 3, ratio REAL DEFAULT 0.5, quote TEXT DEFAULT 'it''s', "
         "created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP, enabled BOOLEAN DEFAULT 0, "
         # Defaults PostgreSQL cannot take as written: translated, or named and not kept.
-        "stamp TIMESTAMP DEFAULT 0, label TEXT DEFAULT \"0\", "
+        'stamp TIMESTAMP DEFAULT 0, label TEXT DEFAULT "0", '
         "made TEXT DEFAULT (STRFTIME('%Y-%m-%d %H:%M:%f','now')), count INTEGER DEFAULT '7')"
     )
     conn.executemany(

@@ -25,10 +25,15 @@ CASES: dict[str, tuple[str, dict[str, str], list[str]]] = {
         {},
         ["events.at_seconds_at: row id 2 (id=2): value '-86400': a negative epoch"],
     ),
-    "a_date_fifty_years_off": (
-        "UPDATE events SET day = '1950-03-01' WHERE id = 5",
+    "a_year_before_the_calendar": (
+        "UPDATE events SET day = '0000-03-01' WHERE id = 5",
         {},
-        ["events.day: row id 5 (id=5): value '1950-03-01': year 1950 is more than 50 years"],
+        ["events.day: row id 5 (id=5): value '0000-03-01': year 0 is outside 1 to 9999"],
+    ),
+    "a_date_alone_whose_midnight_happens_twice": (
+        "UPDATE events SET happened_at = '2024-11-03' WHERE id = 2",
+        {"source_timezone": "America/Havana"},
+        ["events.happened_at: row id 2 (id=2): value '2024-11-03': an ambiguous local time"],
     ),
     "an_ambiguous_local_time": (
         "UPDATE events SET happened_at = '2024-11-03 01:30:00' WHERE id = 1",
@@ -73,8 +78,8 @@ def test_a_plan_can_accept_a_columns_anomalies_and_the_check_still_lists_them(
     from emrsim_assets_tests.conftest import Migration
 
     sqlite = write_shape("timestamps_every_form", tmp_path / "events.sqlite")
-    plan_path = _plan(sqlite, tmp_path, {}, accept="day")
-    _sql(sqlite, "UPDATE events SET day = '1950-03-01' WHERE id = 5")
+    plan_path = _plan(sqlite, tmp_path, {}, accept="at_seconds_at")
+    _sql(sqlite, "UPDATE events SET at_seconds_at = -86400 WHERE id = 2")
     result = Migration(load_plan(plan_path), sqlite, pg_url, tmp_path / "work").run_job()
     assert result.success
     [evaluation] = [
@@ -82,10 +87,29 @@ def test_a_plan_can_accept_a_columns_anomalies_and_the_check_still_lists_them(
     ]
     assert evaluation.passed and "Accepted by the plan" in str(evaluation.description)
     assert evaluation.metadata["pass_one"].value == "summed during the load"
-    assert evaluation.metadata["anomalies"].value == {"day": 1}
+    assert evaluation.metadata["anomalies"].value == {"at_seconds_at": 1}
     assert dg.AssetKey("cutover") in {
         e.asset_key for e in result.get_asset_materialization_events()
     }
+
+
+def test_dates_spread_over_a_century_and_a_half_are_no_anomaly(tmp_path: Path, pg_url: str) -> None:
+    """A facilities table's dates, 1850 to 2014: wide, and right."""
+    sqlite = write_shape("timestamps_every_form", tmp_path / "events.sqlite")
+    plan_path = _plan(sqlite, tmp_path, {})
+    _sql(
+        sqlite,
+        "UPDATE events SET day = CASE id % 3 WHEN 0 THEN '1850-06-01' WHEN 1 THEN '1931-01-15' "
+        "ELSE '2014-12-31' END",
+    )
+    from emrsim_assets.plan import load_plan
+
+    result = Migration(load_plan(plan_path), sqlite, pg_url, tmp_path / "work").run_job()
+    [evaluation] = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == "values_look_alike"
+    ]
+    assert evaluation.passed, evaluation.description
+    assert result.success
 
 
 def test_the_loads_sum_pass_one_as_a_read_of_the_snapshot_would(migration: Migration) -> None:

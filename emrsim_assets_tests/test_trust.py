@@ -167,7 +167,7 @@ def test_a_default_that_does_not_fit_its_column_is_refused_when_the_plan_loads(
 ) -> None:
     raw = yaml.safe_load(draft_plan(_small(tmp_path)))
     raw["tables"][0]["columns"][1].update(convert=convert, default=default)
-    with pytest.raises(PlanError, match=rf"\(x\): default .* (is not|cannot|is longer)"):
+    with pytest.raises(PlanError, match=r"\(x\): default .* (is not|cannot|is longer)"):
         parse_plan(raw, tmp_path / "plan.yaml")
 
 
@@ -179,7 +179,7 @@ def test_sqlite_defaults_postgresql_cannot_take_as_written_are_translated_or_nam
     conn.execute(
         "CREATE TABLE t (id INTEGER PRIMARY KEY, "
         "stamp TIMESTAMP DEFAULT 0, "
-        "label TEXT DEFAULT \"0\", "
+        'label TEXT DEFAULT "0", '
         "made TEXT DEFAULT (STRFTIME('%Y-%m-%d %H:%M:%f','now')), "
         "n INTEGER DEFAULT '7', "
         "flag BOOLEAN DEFAULT 1, "

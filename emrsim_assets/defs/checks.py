@@ -86,7 +86,7 @@ def build_checks(
                     table,
                     "values_look_alike",
                     "No time value stands out from its column: an epoch 1,000 times off, a "
-                    "negative epoch, a year 50 years from the median, an ambiguous or missing "
+                    "negative epoch, a year outside 1 to 9999, an ambiguous or missing "
                     "local time (a round trip cannot see these). Columns with anomalies: accept "
                     "list them without failing.",
                     partial(_anomalies, plan, table),
