@@ -149,8 +149,9 @@ def epoch_micros(expr: pl.Expr, unit: str) -> pl.Expr:
     part = kept.str.to_integer(strict=False) if digits else pl.lit(0, pl.Int64)
     sign = pl.when(expr.str.strip_chars().str.starts_with("-")).then(-1).otherwise(1)
     limit = _MAX_EPOCH_MS * 1000
-    # Bounded before multiplying: integer overflow would wrap around in silence.
-    fits = exact & (whole.abs() <= limit // scale)
+    # Bounded before multiplying: integer overflow would wrap around in silence (and so would
+    # abs() of -2^63, which is why this is a range, not a magnitude).
+    fits = exact & whole.is_between(-(limit // scale), limit // scale)
     return pl.when(fits).then(whole * scale + sign * part).otherwise(None)
 
 
@@ -163,6 +164,9 @@ def timestamp_expr(expr: pl.Expr, column: Column, plan: Plan) -> pl.Expr:
     text = (
         expr.str.strip_chars().str.replace("T", " ", literal=True).str.replace(r"[zZ]$", "+00:00")
     )
+    # PostgreSQL keeps microseconds: a digit past the sixth that is not 0 would be cut off
+    # (Polars truncates, PostgreSQL's own input rounds). Such a value does not convert.
+    finer = text.str.extract(r":\d\d\.\d{6}(\d+)", 1).str.contains("[1-9]").fill_null(False)
     with_offset = text.str.to_datetime(
         "%Y-%m-%d %H:%M:%S%.f%:z", strict=False, time_unit="us", time_zone="UTC"
     )
@@ -171,7 +175,7 @@ def timestamp_expr(expr: pl.Expr, column: Column, plan: Plan) -> pl.Expr:
         text.str.to_datetime("%Y-%m-%d %H:%M", strict=False, time_unit="us"),
         text.str.to_datetime("%Y-%m-%d", strict=False, time_unit="us"),
     )
-    return pl.coalesce(with_offset, _localize(naive, plan))
+    return pl.when(finer).then(None).otherwise(pl.coalesce(with_offset, _localize(naive, plan)))
 
 
 # SQLite's CURRENT_TIMESTAMP format: most values have it, and Polars parses it on a fast path.
@@ -244,7 +248,11 @@ def _convert_column(frame: pl.DataFrame, column: Column, table: Table, plan: Pla
         return _Column(value, present & value.is_null(), reason)
     if kind == "timestamp":
         value = parsed_timestamps(frame, column, plan)
-        what = f"epoch {column.epoch}" if column.epoch else "text timestamp"
+        what = (
+            f"epoch {column.epoch} (within years 1 to 9999, at most to the microsecond)"
+            if column.epoch
+            else "text timestamp (YYYY-MM-DD[ HH:MM[:SS[.ffffff]]][Z|±HH:MM], to the microsecond)"
+        )
         return _Column(value, present & value.is_null(), f"is not a valid {what}")
     if kind == "date":
         text = pl.col(column.name).str.strip_chars().str.slice(0, 10)
@@ -278,6 +286,17 @@ def _convert_column(frame: pl.DataFrame, column: Column, table: Table, plan: Pla
         return _Column(value, present & value.is_null(), "is not an integer")
     if kind == "real":
         value = over(pl.col(column.name).cast(pl.Float64, strict=False))
+        # An INTEGER-class value must come back as itself: past 2^53 a double skips integers
+        # (1152921504606846977 would arrive as ...976).
+        whole = over(_integer(pl.col(column.name)))
+        inexact = whole.is_not_null() & (value.cast(pl.Int64, strict=False).ne_missing(whole))
+        if inexact.any():
+            return _Column(
+                value,
+                present & (value.is_null() | inexact),
+                "is an integer no double holds exactly (it would arrive changed); "
+                "convert: integer or numeric keeps it",
+            )
         return _Column(value, present & value.is_null(), "is not a number")
     if kind == "numeric":
         text = pl.col(column.name).str.strip_chars()

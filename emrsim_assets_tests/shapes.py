@@ -79,15 +79,16 @@ def without_rowid(conn: sqlite3.Connection) -> None:
 def blob_real_numeric(conn: sqlite3.Connection) -> None:
     conn.execute(
         "CREATE TABLE measurements (id INTEGER PRIMARY KEY, payload BLOB, ratio REAL, "
-        "amount NUMERIC, price DECIMAL(10,2))"
+        "amount NUMERIC, price DECIMAL(10,2), gauge)"
     )
+    # gauge: untyped, so SQLite keeps an integer as an INTEGER where REAL's affinity would not.
     conn.executemany(
-        "INSERT INTO measurements VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO measurements VALUES (?, ?, ?, ?, ?, ?)",
         [
-            (1, b"\x00\xff\xfe not utf-8 \x80", 0.1 + 0.2, 2**62 + 1, 19.99),
-            (2, b"", 1e300, -5, 0.1),
-            (3, None, -2.5, 12345678901234567, 3),
-            (4, bytes(range(256)), 5e-324, 1.5, None),
+            (1, b"\x00\xff\xfe not utf-8 \x80", 0.1 + 0.2, 2**62 + 1, 19.99, 0.5),
+            (2, b"", 1e300, -5, 0.1, 2),
+            (3, None, -2.5, 12345678901234567, 3, -1.25),
+            (4, bytes(range(256)), 5e-324, 1.5, None, None),
         ],
     )
 

@@ -118,6 +118,26 @@ PLANTED: dict[str, tuple[str, list[str], list[str]]] = {
         ["UPDATE events SET happened_at = '57756-01-01 00:00:00' WHERE id = 3"],
         ["events.happened_at", "row id 3", "'57756-01-01 00:00:00'", "not a valid text timestamp"],
     ),
+    "timestamp_to_the_nanosecond": (
+        "timestamps_every_form",
+        ["UPDATE events SET happened_at = '2024-03-01 12:00:00.123456789' WHERE id = 3"],
+        ["events.happened_at", "row id 3", "'2024-03-01 12:00:00.123456789'", "microsecond"],
+    ),
+    "timestamp_one_nanosecond_past_the_second": (
+        "timestamps_every_form",
+        ["UPDATE events SET happened_at = '2024-03-01T12:00:00.000000001Z' WHERE id = 4"],
+        ["events.happened_at", "row id 4", "'2024-03-01T12:00:00.000000001Z'", "microsecond"],
+    ),
+    "epoch_of_minus_two_to_the_63": (
+        "timestamps_every_form",
+        ["UPDATE events SET at_seconds_at = -9223372036854775808 WHERE id = 2"],
+        ["events.at_seconds_at", "row id 2", "'-9223372036854775808'", "not a valid epoch s"],
+    ),
+    "integer_no_double_holds_in_a_real_column": (
+        "blob_real_numeric",
+        ["UPDATE measurements SET gauge = 1152921504606846977 WHERE id = 3"],
+        ["measurements.gauge", "row id 3", "'1152921504606846977'", "no double holds exactly"],
+    ),
     "epoch_beyond_year_9999": (
         "timestamps_every_form",
         ["UPDATE events SET logged_ms_at = 1800000000000000000 WHERE id = 2"],

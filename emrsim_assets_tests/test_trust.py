@@ -203,3 +203,18 @@ def test_sqlite_defaults_postgresql_cannot_take_as_written_are_translated_or_nam
         "note": "0",
     }
     assert "default 0 not kept: it is not a timestamp value" in text
+
+
+def test_the_draft_sees_an_integer_past_two_to_the_53_wherever_it_is(tmp_path: Path) -> None:
+    """Row 7,000 of 9,000, past every sample: no double holds it, so the column is no real."""
+    path = tmp_path / "late.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v)")
+    conn.executemany(
+        "INSERT INTO t VALUES (?, ?)",
+        [(i, 9007199254740993 if i == 7000 else i + 0.5) for i in range(1, 9001)],
+    )
+    conn.commit()
+    conn.close()
+    plan = parse_plan(yaml.safe_load(draft_plan(path)), tmp_path / "plan.yaml")
+    assert plan.tables[0].column("v").convert == "numeric"

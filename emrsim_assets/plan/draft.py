@@ -8,7 +8,6 @@ the load then checks every value, so a wrong guess stops the run naming the row,
 from __future__ import annotations
 
 import json
-import math
 import re
 import sqlite3
 import time
@@ -27,7 +26,7 @@ from emrsim_assets.plan.names import MAX_NAME, MAX_TABLE_NAME, target_name
 from emrsim_assets.source import _quote, count_storage_classes, open_readonly, row_locator
 
 SAMPLE_ROWS = 2_000  # from each end and the middle of a table: what a format is inferred from
-EXACT_ROWS = 100_000  # up to this many rows, storage classes are counted over every row
+EXACT_ROWS = 100_000  # up to this many rows, formats are inferred from the first rows
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _TIMESTAMP = re.compile(
     r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|z|[+-]\d{2}:\d{2})?$"
@@ -50,6 +49,10 @@ class _Column:
     pk: int
     hidden: int
     classes: dict[str, int] = field(default_factory=dict)
+    # Over every row: the least and greatest INTEGER-class value, and the infinite REALs.
+    low: int | None = None
+    high: int | None = None
+    infinities: int = 0
     samples: list[Any] = field(default_factory=list)
     entry: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -190,22 +193,35 @@ class _Drafter:
         name = target_name(source, self.table_names, MAX_TABLE_NAME)
         return _Table(source, name, rows, without_rowid, planned, foreign_keys, indexes)
 
-    def _classes(self, source: str, columns: list[_Column]) -> None:
-        """Every column's storage classes over every row, exactly (one scan)."""
-        _, per_column = count_storage_classes(self.conn, source, [c.source for c in columns])
+    def _profile(self, source: str, columns: list[_Column]) -> int:
+        """One scan of every row: the row count and, per column, its storage classes, its
+        integers' range and its infinities (a value no sample may miss: one integer past 2^53
+        at row 7,000 decides that no double holds the column)."""
+        rows, per_column = count_storage_classes(self.conn, source, [c.source for c in columns])
+        parts = []
+        for column in columns:
+            name = _quote(column.source)
+            integer = f"iif(typeof({name}) = 'integer', {name}, NULL)"
+            parts += [f"min({integer})", f"max({integer})", f"sum({name} IN (9e999, -9e999))"]
+        if parts:
+            found = self.conn.execute(
+                f"SELECT {', '.join(parts)} FROM {_quote(source)}"  # noqa: S608
+            ).fetchone()
+            for i, column in enumerate(columns):
+                column.low, column.high = found[3 * i], found[3 * i + 1]
+                column.infinities = int(found[3 * i + 2] or 0)
         for column, kinds in zip(columns, per_column, strict=True):
             column.classes = kinds
+        return rows
 
     def _sample(self, source: str, columns: list[_Column]) -> int:
-        """The row count, and values from both ends and the middle of the table (old rows and
-        new ones may be written differently). Storage classes are counted over every row up to
-        EXACT_ROWS rows, else over the sample: the snapshot counts them all again, and the load
-        checks every value."""
-        rows = int(self.conn.execute(f"SELECT count(*) FROM {_quote(source)}").fetchone()[0])  # noqa: S608
+        """The row count, every column's profile over every row, and values from both ends
+        and the middle of the table to infer text formats from (old rows and new ones may be
+        written differently; the load checks every value against the format chosen)."""
+        rows = self._profile(source, columns)
         select = ", ".join(_quote(c.source) for c in columns)
         locator = row_locator(self.conn, source)
         if rows <= EXACT_ROWS or locator is None:
-            self._classes(source, columns)
             sample = self.conn.execute(
                 f"SELECT {select} FROM {_quote(source)} LIMIT ?",  # noqa: S608
                 (3 * SAMPLE_ROWS,),
@@ -227,13 +243,6 @@ class _Drafter:
             step = (high - low) / SAMPLE_ROWS
             for i in range(SAMPLE_ROWS):
                 sample += self.conn.execute(probe, (int(low + i * step),)).fetchall()
-            for i, column in enumerate(columns):
-                counts: dict[str, int] = {}
-                for row in sample:
-                    kind = _class_of(row[i])
-                    counts[kind] = counts.get(kind, 0) + 1
-                column.classes = counts
-                column.notes.append(f"classes in {len(sample):,} sampled rows")
         for i, column in enumerate(columns):
             column.samples = [row[i] for row in sample if row[i] is not None]
         return rows
@@ -498,10 +507,11 @@ class _Drafter:
                 f"Drafted by `emrsim-migrate plan` from {self.path} on "
                 f"{datetime.now(UTC).isoformat(timespec='seconds')} ({seconds:.1f} s)."
             ),
-            "# Review it: every choice is followed by what the draft saw. Storage classes, ranges",
-            "# and formats are read from every row, and the load checks every value again, so a",
-            "# guess that does not hold stops the run naming the row. The plan format is",
-            "# described in docs/plan.md.",
+            "# Review it: every choice is followed by what the draft saw. Storage classes,",
+            "# integer ranges and infinities are counted over every row; text formats (dates,",
+            f"# UUIDs, JSON) are inferred from up to {3 * SAMPLE_ROWS:,} values a column, from both",
+            "# ends and the middle of the table. The load checks every value, so a guess that",
+            "# does not hold stops the run naming the row. The plan format: README.md.",
             "version: 1",
             "source_timezone: UTC          # naive source timestamps are read in this zone",
         ]
@@ -641,9 +651,8 @@ def _infer_convert(column: _Column) -> tuple[str, dict[str, Any], str]:
     if present == {"integer"}:
         return _integer_kind(column, declared, saw)
     if present <= {"integer", "real"}:
-        ints = [v for v in column.samples if isinstance(v, int)]
-        large = bool(ints) and max(abs(v) for v in ints) > 2**53
-        infinite = any(isinstance(v, float) and math.isinf(v) for v in column.samples)
+        large = _beyond_doubles(column)
+        infinite = column.infinities > 0
         if large and infinite:
             return (
                 "text",
@@ -680,21 +689,28 @@ def _from_declared(declared: str) -> str:
 
 
 def _integer_kind(column: _Column, declared: str, saw: str) -> tuple[str, dict[str, Any], str]:
-    values = column.samples
-    if "BOOL" in declared and set(values) <= {0, 1}:
+    low, high = column.low, column.high  # over every row
+    if low is None or high is None:
+        return "integer", {}, saw
+    if "BOOL" in declared and 0 <= low and high <= 1:
         return "boolean", {}, saw + "; declared boolean, only 0 and 1"
-    if values and (_TIME_NAME.search(column.source) or "DATE" in declared or "TIME" in declared):
-        low, high = min(values), max(values)
+    if _TIME_NAME.search(column.source) or "DATE" in declared or "TIME" in declared:
         for unit, (lo, hi) in _EPOCH_RANGES.items():
             if lo <= low and high <= hi:
                 when = datetime.fromtimestamp(high / {"s": 1, "ms": 1e3, "us": 1e6}[unit], UTC)
                 return (
                     "timestamp",
                     {"epoch": unit},
-                    saw + f"; epoch {unit} (latest sampled: {when:%Y-%m-%d %H:%M})",
+                    saw + f"; epoch {unit} (latest: {when:%Y-%m-%d %H:%M})",
                 )
         saw += "; named like a time, but its values fit no one epoch unit: kept as integers"
     return "integer", {}, saw
+
+
+def _beyond_doubles(column: _Column) -> bool:
+    """Whether an integer of the column lies past 2^53, where doubles skip integers."""
+    ends = [v for v in (column.low, column.high) if v is not None]
+    return any(abs(v) > 2**53 for v in ends)
 
 
 def _text_kind(column: _Column, declared: str, saw: str) -> tuple[str, dict[str, Any], str]:
