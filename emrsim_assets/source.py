@@ -22,6 +22,7 @@ import pyarrow as pa
 from emrsim_assets import convert
 from emrsim_assets.errors import SourceError
 from emrsim_assets.plan import Plan, Table
+from emrsim_assets.plan.model import sqlite_fold
 from emrsim_assets.private import private_dir, private_file, write_private
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def data_months(path: Path, plan: Plan, cache_dir: Path) -> list[str]:
     if cache.exists():
         return list(json.loads(cache.read_text(encoding="utf-8")))
     months: set[str] = set()
-    for frame in read_batches(path, table, DEFAULT_BATCH_ROWS, columns=[column.name]):
+    for frame in read_batches(path, table, DEFAULT_BATCH_ROWS, columns=[column.name], live=True):
         stamps = convert.timestamps(frame[column.name], column, plan)
         found = convert.month_start(stamps).drop_nulls().unique()
         # Beyond year 9999 is no month: such rows are refused by the coverage check.
@@ -310,22 +311,26 @@ def check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Path
     # SQLite matches names without regard to case ("Album" is "album"): so does the plan.
     found = source_objects(conn)
     triggers = [name for name, kind, _ in found if kind == "trigger"]
-    objects = {name.lower(): (name, kind, cols) for name, kind, cols in found if kind != "trigger"}
+    objects = {
+        sqlite_fold(name): (name, kind, cols) for name, kind, cols in found if kind != "trigger"
+    }
     for table in plan.tables:
-        _, kind, present = objects.get(table.source.lower(), ("", "", []))
+        _, kind, present = objects.get(sqlite_fold(table.source), ("", "", []))
         if kind != "table":
             raise SourceError(
                 f"The plan migrates table {table.source!r}, but {source} has no such table "
                 f"(it has: {', '.join(sorted(n for n, _, _ in objects.values()))})."
             )
-        lowered = {c.lower() for c in present}
+        lowered = {sqlite_fold(c) for c in present}
         for column in table.columns:
-            if column.source.lower() not in lowered:
+            if sqlite_fold(column.source) not in lowered:
                 raise SourceError(
                     f"The plan reads column {table.source}.{column.source}, but {source} has no "
                     f"such column (it has: {', '.join(present)})."
                 )
-    planned = {t.source.lower(): {c.source.lower() for c in t.columns} for t in plan.tables}
+    planned = {
+        sqlite_fold(t.source): {sqlite_fold(c.source) for c in t.columns} for t in plan.tables
+    }
     left: list[str] = []
     for key, (name, kind, columns) in objects.items():
         if plan.skipped(name) is not None:
@@ -336,7 +341,7 @@ def check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Path
         left.extend(
             f"column {name}.{column}"
             for column in columns
-            if column.lower() not in planned[key] and plan.skipped(name, column) is None
+            if sqlite_fold(column) not in planned[key] and plan.skipped(name, column) is None
         )
     left.extend(
         f"trigger {name!r}" for name in triggers if plan.skipped(name, trigger=True) is None
@@ -618,9 +623,12 @@ def _class_digit_sql(column: str) -> str:
     return f"(CASE typeof({_quote(column)}) {cases} ELSE {len(STORAGE_CLASSES) - 1} END)"
 
 
-def _arrow_connection(path: Path) -> adbc.Connection:
-    # immutable=1: the snapshot is ours and nobody writes it, so SQLite skips all locking.
-    return adbc.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1")
+def _arrow_connection(path: Path, live: bool = False) -> adbc.Connection:
+    """Read-only. immutable=1 for our own snapshot only: nobody writes it, so SQLite skips all
+    locking. The app's live file is read with locks and its WAL (immutable there would read
+    pages a writer is changing: "database disk image is malformed", and miss the WAL's rows)."""
+    options = "mode=ro" if live else "mode=ro&immutable=1"
+    return adbc.connect(f"{path.resolve().as_uri()}?{options}")
 
 
 def _fetch(conn: adbc.Connection, query: str, params: tuple[int, ...], batch_rows: int) -> pa.Table:
@@ -650,6 +658,7 @@ def read_batches(
     rowid_range: tuple[int, int] | None = None,
     columns: list[str] | None = None,
     classes: bool = False,
+    live: bool = False,
 ) -> Iterator[pl.DataFrame]:
     """Yield the table in batches of about BATCH_BYTES and at most `batch_rows` rows, in rowid
     order (keyset pagination: memory is bounded). A WITHOUT ROWID table is read in primary-key
@@ -683,7 +692,7 @@ def read_batches(
     # (each batch costs its consumer about 20 ms, whatever its size).
     held: list[pl.DataFrame] = []
     held_rows = held_bytes = 0
-    with _arrow_connection(path) as conn:
+    with _arrow_connection(path, live) as conn:
         after: int | None = None
         offset = 0
         while True:

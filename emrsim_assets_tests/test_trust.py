@@ -218,3 +218,59 @@ def test_the_draft_sees_an_integer_past_two_to_the_53_wherever_it_is(tmp_path: P
     conn.close()
     plan = parse_plan(yaml.safe_load(draft_plan(path)), tmp_path / "plan.yaml")
     assert plan.tables[0].column("v").convert == "numeric"
+
+
+def test_names_that_differ_only_in_non_ascii_case_are_two_names_as_in_sqlite(
+    tmp_path: Path,
+) -> None:
+    from emrsim_assets.errors import SourceError
+    from emrsim_assets.source import check_plan_matches_source, open_readonly
+
+    path = tmp_path / "umlaut.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute('CREATE TABLE "Äpfel" (id INTEGER PRIMARY KEY, "Ä" TEXT, "ä" TEXT)')
+    conn.execute('CREATE TABLE "äpfel" (id INTEGER PRIMARY KEY)')
+    conn.commit()
+    conn.close()
+    raw = yaml.safe_load(draft_plan(path))
+    assert len(raw["tables"]) == 2
+    both = parse_plan(raw, tmp_path / "plan.yaml")
+    reader = open_readonly(path)
+    try:
+        check_plan_matches_source(reader, both, path)
+        apfel = next(t for t in raw["tables"] if t.get("source", t["name"]) == "Äpfel")
+        apfel["columns"] = [c for c in apfel["columns"] if c.get("source") != "ä"]
+        raw["tables"] = [apfel]
+        with pytest.raises(SourceError) as refused:
+            check_plan_matches_source(reader, parse_plan(raw, tmp_path / "plan.yaml"), path)
+    finally:
+        reader.close()
+    assert "table 'äpfel'" in str(refused.value)
+    assert "column Äpfel.ä" in str(refused.value)
+
+
+def test_the_months_of_the_live_file_include_rows_still_in_its_wal(tmp_path: Path) -> None:
+    """The app's file is read as the app sees it (locks and WAL), never as immutable: a month
+    whose rows are only in the WAL is found, and a writer is never read mid-change."""
+    from emrsim_assets.plan import load_plan as bundled
+    from emrsim_assets.sample import write_sample
+    from emrsim_assets.source import data_months
+
+    path = tmp_path / "app.sqlite"
+    write_sample(path, messages=200, seed=1)
+    writer = sqlite3.connect(path)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    row = writer.execute("SELECT * FROM messages LIMIT 1").fetchone()
+    names = [d[0] for d in writer.execute("SELECT * FROM messages LIMIT 0").description]
+    moved = dict(zip(names, row, strict=True))
+    moved.update(id=10**6, created_at="2031-07-04 10:00:00")
+    marks = ", ".join("?" for _ in names)
+    writer.execute(f"INSERT INTO messages VALUES ({marks})", [moved[n] for n in names])  # noqa: S608
+    writer.commit()
+    try:
+        assert (tmp_path / "app.sqlite-wal").stat().st_size > 0
+        months = data_months(path, bundled(), tmp_path / "cache")
+    finally:
+        writer.close()
+    assert "2031-07-01" in months

@@ -21,7 +21,7 @@ import yaml
 
 from emrsim_assets.errors import SourceError
 from emrsim_assets.plan.load import default_problem
-from emrsim_assets.plan.model import FIXED_TYPES
+from emrsim_assets.plan.model import FIXED_TYPES, sqlite_fold
 from emrsim_assets.plan.names import MAX_NAME, MAX_TABLE_NAME, target_name
 from emrsim_assets.source import _quote, count_storage_classes, open_readonly, row_locator
 
@@ -364,7 +364,7 @@ class _Drafter:
         return None
 
     def _table(self, source: str) -> _Table | None:
-        return next((t for t in self.tables if t.source.lower() == source.lower()), None)
+        return next((t for t in self.tables if sqlite_fold(t.source) == sqlite_fold(source)), None)
 
     def _orphans(
         self, table: _Table, column: _Column, parent: _Table, key: _Column

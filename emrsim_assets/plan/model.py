@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -31,6 +32,15 @@ CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 TEXT_TYPE = re.compile(r"^(text|varchar\((\d+)\))$")
 ENFORCE = ("constraint", "report")
 EPOCH_UNITS = ("s", "ms", "us")
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def sqlite_fold(name: str) -> str:
+    """A name as SQLite compares names: ASCII letters without regard to case, every other
+    character as it is ("Äpfel" and "äpfel" are two tables; Python's lower() would merge them)."""
+    return name.translate(_ASCII_LOWER)
+
+
 # Operator classes a plan may name (one per index, applied to each of its columns).
 OPCLASSES = (
     "jsonb_ops",
@@ -189,9 +199,9 @@ class Plan:
         """The skip that leaves this source table (or column, or trigger) behind; names compare
         as SQLite compares them, without regard to case."""
         for skip in self.skip:
-            if skip.table.lower() != table.lower() or skip.trigger != trigger:
+            if sqlite_fold(skip.table) != sqlite_fold(table) or skip.trigger != trigger:
                 continue
-            if skip.column is None or (column and skip.column.lower() == column.lower()):
+            if skip.column is None or (column and sqlite_fold(skip.column) == sqlite_fold(column)):
                 return skip
         return None
 
