@@ -521,15 +521,21 @@ def _profile_months(
 
 def _pure_months(spans: dict[str, tuple[int, int]], stray: pl.Series) -> list[str]:
     """Months whose rowid span overlaps no other month's and holds no unplaceable row: the
-    usual case for an app that inserts as time goes by."""
+    usual case for an app that inserts as time goes by.
+
+    In order of their first rowid, a span meets an earlier one exactly when the furthest any
+    earlier span reaches is at or past its start (not only its neighbour's: a row re-dated into
+    January from inside March stretches January's span over February's and into March's), and
+    meets a later one exactly when the next span starts at or before its end."""
     ordered = sorted(spans.items(), key=lambda item: item[1])
     pure = []
+    reach: int | None = None  # the greatest end of every span before this one
     for i, (key, (lo, hi)) in enumerate(ordered):
-        before = ordered[i - 1][1][1] if i else None
         after = ordered[i + 1][1][0] if i + 1 < len(ordered) else None
-        overlaps = (before is not None and before >= lo) or (after is not None and after <= hi)
+        overlaps = (reach is not None and reach >= lo) or (after is not None and after <= hi)
         if not overlaps and not ((stray >= lo) & (stray <= hi)).any():
             pure.append(key)
+        reach = hi if reach is None else max(reach, hi)
     return sorted(pure)
 
 

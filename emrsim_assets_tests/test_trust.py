@@ -274,3 +274,59 @@ def test_the_months_of_the_live_file_include_rows_still_in_its_wal(tmp_path: Pat
     finally:
         writer.close()
     assert "2031-07-01" in months
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_a_month_is_read_without_a_filter_only_when_no_other_months_row_is_in_its_span(
+    seed: int,
+) -> None:
+    """Any mapping of rowids to months: a month read by its span alone holds no row of another
+    month and no unplaceable row (checked row by row); when no row was re-dated, every month is."""
+    import random
+
+    import polars as pl
+
+    from emrsim_assets.source import _pure_months
+
+    rng = random.Random(seed)
+    rows = rng.randint(1, 60)
+    months = [f"2024-{m:02d}-01" for m in range(1, rng.randint(2, 8))]
+    # Mostly in order, as apps insert; a few rows re-dated anywhere.
+    owner = {rid: months[min(rid * len(months) // rows, len(months) - 1)] for rid in range(rows)}
+    redated = rng.sample(range(rows), rng.randint(0, rows // 3))
+    for rid in redated:
+        owner[rid] = rng.choice([*months, None])  # None: unplaceable
+    spans: dict[str, tuple[int, int]] = {}
+    for rid, month in owner.items():
+        if month is not None:
+            lo, hi = spans.get(month, (rid, rid))
+            spans[month] = (min(lo, rid), max(hi, rid))
+    stray = pl.Series([rid for rid, month in owner.items() if month is None], dtype=pl.Int64)
+    pure = _pure_months(spans, stray)
+    for month in pure:
+        lo, hi = spans[month]
+        assert all(owner[rid] == month for rid in range(lo, hi + 1)), (month, spans, stray)
+    if not redated:
+        assert pure == sorted(spans)
+
+
+def test_months_whose_ids_interleave_load_and_prove_equal(
+    sample_db: Path, pg_url: str, tmp_path: Path
+) -> None:
+    """A message re-dated into January from inside March's ids, and every 10th 2024 message
+    re-dated a year earlier: every month loads, and every check holds."""
+    from emrsim_assets_tests.conftest import Migration
+
+    conn = sqlite3.connect(sample_db)
+    conn.execute("UPDATE messages SET created_at = '2023-01-15 10:00:00' WHERE id = 66")
+    conn.execute(
+        "UPDATE messages SET created_at = '2023' || substr(created_at, 5) "
+        "WHERE created_at LIKE '2024%' AND id % 10 = 0 AND substr(created_at, 6, 5) != '02-29'"
+    )
+    conn.commit()
+    conn.close()
+    migration = Migration(load_plan(), sample_db, pg_url, tmp_path / "work")
+    result = migration.run_job("load_tables")
+    failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    assert result.success and not failed, failed
+    assert len(result.get_asset_check_evaluations()) > 0
