@@ -247,6 +247,7 @@ def canonical_json(text: str | None) -> str | None:
     def printed() -> str:
         value = json.loads(text, object_pairs_hook=_jsonb_order, parse_float=_json_number)
         out = _ENCODER.encode(value)
+        out.encode("utf-8")  # a lone surrogate (\ud800) is no UTF-8, and no jsonb
         return _NUMBER.sub(r"\1", out) if "\\u0000" in out else out
 
     try:
@@ -256,7 +257,7 @@ def canonical_json(text: str | None) -> str | None:
             return deep(printed)  # nested past Python's recursion limit: jsonb takes it
     except _DuplicateKey as exc:
         return f"duplicate key {exc.args[0]!r}: {text}"
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
         return f"not comparable JSON: {text}"
 
 

@@ -108,6 +108,17 @@ _DECIMAL = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 _CANONICAL_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
+# A \uD800-\uDFFF escape that is not half of a pair: SQLite's json_valid() takes it, jsonb
+# refuses it, and no UTF-8 string holds it. Escaped backslashes go first (\\ud800 is text).
+_SURROGATE = r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
+_PAIR = r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+
+
+def _lone_surrogate(text: pl.Expr) -> pl.Expr:
+    unpaired = text.str.replace_all(r"\\\\", "").str.replace_all(_PAIR, "")
+    return text.str.contains(_SURROGATE) & unpaired.str.contains(_SURROGATE)
+
+
 def _deep_json_ok(text: str | None) -> bool:
     if text is None or "\\u0000" in text:
         return False
@@ -259,19 +270,24 @@ def _convert_column(frame: pl.DataFrame, column: Column, table: Table, plan: Pla
         value = over(text.str.to_date("%Y-%m-%d", strict=False))
         return _Column(value, present & value.is_null(), "is not a date (YYYY-MM-DD)")
     if kind == "json":
-        # PostgreSQL's jsonb refuses \u0000. Validity: SQLite's json_valid(), read beside a
-        # quarantine column; a failing column leaves it to jsonb input, which names the row.
-        invalid = pl.col(column.name).str.contains("\\u0000", literal=True)
+        # PostgreSQL's jsonb refuses \u0000 and a lone surrogate, which SQLite's json_valid()
+        # takes. Validity otherwise: json_valid(), read beside a quarantine column; a failing
+        # column leaves it to jsonb input, which names the row.
+        never = over(
+            pl.col(column.name).str.contains("\\u0000", literal=True)
+            | _lone_surrogate(pl.col(column.name))
+        ).fill_null(False)
+        bad = never
         if json_ok(column.name) in frame.columns:
-            invalid = invalid | (pl.col(json_ok(column.name)) != 1)
-        bad = over(invalid)
-        if json_ok(column.name) in frame.columns and bad.any():
-            # SQLite's json_valid() stops at 1,000 levels; jsonb takes deeper values. Those it
-            # refused are parsed again (the rare rows only), without a depth limit.
-            index = bad.fill_null(False).arg_true()
-            again = [_deep_json_ok(raw[int(i)]) for i in index]
-            bad = bad.scatter(index, [not ok for ok in again])
-        return _Column(raw, present & bad.fill_null(False), "is not valid JSON for jsonb")
+            refused = over(pl.col(json_ok(column.name)) != 1).fill_null(False) & ~never
+            if refused.any():
+                # SQLite's json_valid() stops at 1,000 levels; jsonb takes deeper values. Those
+                # it refused are parsed again (the rare rows only), without a depth limit.
+                index = refused.arg_true()
+                again = [_deep_json_ok(raw[int(i)]) for i in index]
+                refused = refused.scatter(index, [not ok for ok in again])
+            bad = never | refused
+        return _Column(raw, present & bad, "is not valid JSON for jsonb")
     if kind == "boolean":
         lowered = pl.col(column.name).str.strip_chars().str.to_lowercase()
         value = over(

@@ -162,6 +162,11 @@ PLANTED: dict[str, tuple[str, list[str], list[str]]] = {
         ],
         ["turns.timings_json", "row id 5", "stack depth limit exceeded"],
     ),
+    "json_with_a_lone_surrogate": (
+        "app_schema",
+        ["UPDATE turns SET timings_json = '{\"s\": \"\\ud800\"}' WHERE rowid = 5"],
+        ["turns.timings_json", "row id 5", "ud800", "not valid JSON for jsonb"],
+    ),
     "source_table_the_plan_does_not_know": (
         "without_rowid",
         ["CREATE TABLE added_later (x TEXT)", "INSERT INTO added_later VALUES ('y')"],
@@ -204,6 +209,21 @@ def test_a_nul_byte_can_be_quarantined_and_is_kept_as_readable_evidence(
     sentences = _run(sample_db, tmp_path, pg_url, path)
     assert "1 messages row(s) are in emrsim_migration.quarantine" in sentences
     assert "cutover is refused" in sentences
+
+
+def test_json_with_a_lone_surrogate_can_be_quarantined(
+    tmp_path: Path, sample_db: Path, pg_url: str
+) -> None:
+    raw = yaml.safe_load(default_plan_path().read_text())
+    for column in raw["tables"][3]["columns"]:
+        if column["name"] == "metadata":
+            column["on_invalid"] = "quarantine"
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    _sql(sample_db, """UPDATE messages SET metadata = '{"s": "\\udc00 x"}' WHERE id = 12""")
+    sentences = _run(sample_db, tmp_path, pg_url, path)
+    assert "1 messages row(s) are in emrsim_migration.quarantine" in sentences
+    assert "Traceback" not in sentences and "TypeError" not in sentences
 
 
 def _bundled(edit: Callable[[dict], None]) -> dict:  # type: ignore[type-arg]
