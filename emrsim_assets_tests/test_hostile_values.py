@@ -164,7 +164,7 @@ PLANTED: dict[str, tuple[str, list[str], list[str]]] = {
     ),
     "json_with_a_lone_surrogate": (
         "app_schema",
-        ["UPDATE turns SET timings_json = '{\"s\": \"\\ud800\"}' WHERE rowid = 5"],
+        ['UPDATE turns SET timings_json = \'{"s": "\\ud800"}\' WHERE rowid = 5'],
         ["turns.timings_json", "row id 5", "ud800", "not valid JSON for jsonb"],
     ),
     "source_table_the_plan_does_not_know": (

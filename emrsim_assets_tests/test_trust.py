@@ -330,3 +330,32 @@ def test_months_whose_ids_interleave_load_and_prove_equal(
     failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
     assert result.success and not failed, failed
     assert len(result.get_asset_check_evaluations()) > 0
+
+
+@pytest.mark.parametrize(
+    "odd", ["0000-01-01 00:00:00", "0001-01-01 00:00:00", "1999-13-01 00:00:00", 10**15, -(2**63)]
+)
+def test_the_draft_finds_the_first_month_whatever_the_earliest_value_is(
+    tmp_path: Path, odd: object
+) -> None:
+    """9,000 time-ordered rows and one odd value past the draft's sample: the draft says which
+    month comes first, never a traceback (the load names the odd row)."""
+    path = tmp_path / "events.sqlite"
+    conn = sqlite3.connect(path)
+    epoch = isinstance(odd, int)
+    conn.execute(
+        f"CREATE TABLE events (id TEXT PRIMARY KEY, created_at {'INTEGER' if epoch else 'TEXT'} NOT NULL)"
+    )
+    rows = [
+        (f"e{i}", 1_700_000_000 + i * 60 if epoch else f"2024-{1 + i // 1000:02d}-15 10:00:00")
+        for i in range(1, 9001)
+    ]
+    rows[7999] = ("e8000", odd)
+    conn.executemany("INSERT INTO events VALUES (?, ?)", rows)
+    conn.commit()
+    conn.close()
+    raw = yaml.safe_load(draft_plan(path))
+    plan = parse_plan(raw, tmp_path / "plan.yaml")
+    if not epoch:  # an epoch column with an odd value fits no unit: integers, not months
+        assert plan.partitioned_table is not None
+        assert plan.messages_partition_start.year in (1, 1999, 2023, 2024)

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -568,23 +568,44 @@ class _Drafter:
         return entry, lines
 
     def _first_month(self, table: _Table) -> date | None:
+        """The month before the earliest time that can be a month at all (years 1 to 9999):
+        a value outside them is no month, and the load's coverage check names its row."""
         column = self.partition_column
         assert column is not None
         epoch = column.entry.get("epoch")
-        value = _quote(column.source) if epoch else f"trim({_quote(column.source)})"
-        first = self.conn.execute(
-            f"SELECT min({value}) FROM {_quote(table.source)}"  # noqa: S608
-        ).fetchone()[0]
-        if first is None:
-            return None
+        name = _quote(column.source)
         if epoch:
             per_second = {"s": 1, "ms": 1_000, "us": 1_000_000}[epoch]
+            low, high = (bound * per_second for bound in _EPOCH_SECONDS)
+            first = self.conn.execute(
+                f"SELECT min(CAST({name} AS REAL)) FROM {_quote(table.source)} "  # noqa: S608
+                f"WHERE CAST({name} AS REAL) BETWEEN ? AND ?",
+                (low, high),
+            ).fetchone()[0]
+            if first is None:
+                return None
             when = datetime.fromtimestamp(float(first) / per_second, UTC)
+            year, month, day = when.year, when.month, when.day
         else:
-            # Text compares as text: min() of the trimmed values, a day earlier for an offset
-            # that puts the first instant in the month before (an empty month costs nothing).
-            when = datetime.fromisoformat(str(first)[:10]) - timedelta(days=1)
-        return date(when.year, when.month, 1)
+            # Text compares as text: min() of the trimmed values that start with a date.
+            value = f"trim({name})"
+            first = self.conn.execute(
+                f"SELECT min({value}) FROM {_quote(table.source)} WHERE {value} GLOB "  # noqa: S608
+                f"'[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]*' AND substr({value}, 6, 2) "
+                f"BETWEEN '01' AND '12' AND {value} >= '0001-01-01'"
+            ).fetchone()[0]
+            if first is None:
+                return None
+            year, month, day = (int(part) for part in str(first)[:10].split("-"))
+        # A day earlier: an offset may put the first instant in the month before (an empty
+        # month costs nothing).
+        if day <= 1 and (year, month) != (1, 1):
+            year, month = (year - 1, 12) if month == 1 else (year, month - 1)
+        return date(year, month, 1)
+
+
+# Epoch seconds of 0001-01-02 and 9999-12-30 (UTC): between them, every instant is in a month.
+_EPOCH_SECONDS = (-62_135_510_400, 253_402_128_000)
 
 
 def _class_of(value: Any) -> str:
