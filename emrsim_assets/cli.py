@@ -84,13 +84,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _preflight() -> None:
-    """Fail on a bad source or an unreachable server before any Dagster machinery starts."""
+def _preflight(origin: str) -> None:
+    """Fail on a bad source or an unreachable server before any Dagster machinery starts;
+    `origin` says where the source's path came from (--sqlite or EMRSIM_SQLITE_PATH)."""
     from emrsim_assets.source import open_readonly
 
     sqlite_path = os.environ.get("EMRSIM_SQLITE_PATH")
     if not sqlite_path:
-        raise MigrationError("Set EMRSIM_SQLITE_PATH to the SQLite file to migrate.")
+        raise MigrationError(
+            "Name the SQLite file to migrate: --sqlite /path/app.sqlite, or EMRSIM_SQLITE_PATH."
+        )
+    if not Path(sqlite_path).exists():
+        raise SourceError(f"SQLite file {sqlite_path} (given by {origin}) does not exist.")
     open_readonly(Path(sqlite_path)).close()
     url = postgres.configured_url()
     if url:
@@ -118,7 +123,7 @@ def _use_plan(args: argparse.Namespace) -> Path:
 def cmd_migrate(args: argparse.Namespace) -> int:
     if args.sqlite:
         os.environ["EMRSIM_SQLITE_PATH"] = str(Path(args.sqlite).resolve())
-    _preflight()
+    _preflight("--sqlite" if args.sqlite else "EMRSIM_SQLITE_PATH")
     plan_path = _use_plan(args)
     home = _dagster_home()
     import dagster as dg
@@ -286,7 +291,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             write_sample(sample, messages=20_000)
         os.environ["EMRSIM_SQLITE_PATH"] = str(sample)
         print(f"EMRSIM_SQLITE_PATH not set: using the sample database {sample}")
-    _preflight()
+    _preflight("EMRSIM_SQLITE_PATH")
     args.plan = None
     plan_path = _use_plan(args)
     home = _dagster_home()

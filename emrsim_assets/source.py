@@ -48,7 +48,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     """Open `path` so that nothing, not even a journal, can be written to it."""
     if not path.exists():
         raise SourceError(
-            f"SQLite file {path} does not exist. Set EMRSIM_SQLITE_PATH to the app's database."
+            f"SQLite file {path} does not exist: name the app's database (its full path)."
         )
     if not path.is_file():
         raise SourceError(f"SQLite source {path} is not a file.")

@@ -32,7 +32,36 @@ def test_missing_source_file_is_one_sentence(
 ) -> None:
     code, out = run_cli(monkeypatch, tmp_path, tmp_path / "nope.sqlite", pg_url, capsys)
     assert code == 2
-    assert "nope.sqlite does not exist" in _one_sentence(out)
+    assert "nope.sqlite (given by EMRSIM_SQLITE_PATH) does not exist" in _one_sentence(out)
+
+
+def test_a_missing_file_given_by_sqlite_is_named_as_given_there(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from emrsim_assets import cli
+
+    monkeypatch.setenv("EMRSIM_SQLITE_PATH", "")  # the CLI sets it from --sqlite: undone after
+
+    for argv in (["migrate"], ["plan", "--out", str(tmp_path / "plan.yaml")]):
+        code = cli.main([*argv, "--sqlite", str(tmp_path / "gone.sqlite")])
+        out = capsys.readouterr()
+        sentence = _one_sentence(out.out + out.err)
+        assert code == 2
+        assert "gone.sqlite" in sentence and "does not exist" in sentence
+        assert "EMRSIM_SQLITE_PATH" not in sentence
+
+
+def test_a_file_with_no_tables_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    from emrsim_assets import cli
+
+    empty = tmp_path / "empty.sqlite"
+    sqlite3.connect(empty).execute("CREATE VIEW v AS SELECT 1 AS x").connection.close()
+    code = cli.main(["plan", "--sqlite", str(empty), "--out", str(tmp_path / "plan.yaml")])
+    out = capsys.readouterr()
+    assert code == 2
+    assert "has no tables to migrate, only 1 views" in _one_sentence(out.out + out.err)
 
 
 def test_a_file_that_is_not_sqlite_is_one_sentence(

@@ -128,6 +128,14 @@ class _Drafter:
                 self._skip(name, "a shadow table of a virtual table: rebuilt from it, not app data")
             else:
                 self.tables.append(self._introspect(name, without_rowid))
+        if not self.tables:
+            others = (
+                f", only {len(self.skips)} views, triggers or virtual tables" if self.skips else ""
+            )
+            raise SourceError(
+                f"SQLite file {self.path} has no tables to migrate{others}: is it the app's "
+                "database (EMRSIM_SQLITE_PATH, or --sqlite)?"
+            )
         for table in self.tables:
             self._infer_columns(table)
         for table in self.tables:
