@@ -190,7 +190,8 @@ def _add_foreign_keys(conn: Conn, plan: Plan, table: Table) -> int:
 
 
 def _restart_identities(conn: Conn, table: Table) -> None:
-    """An integer key kept as bigint: the app's next insert gets max(id) + 1, as in SQLite."""
+    """An integer key kept as bigint: the app's next insert gets max(id) + 1, as in SQLite,
+    also where every key is 0 or below (the identity's MINVALUE then goes down to it)."""
     for column in table.columns:
         if not column.identity:
             continue
@@ -202,12 +203,14 @@ def _restart_identities(conn: Conn, table: Table) -> None:
                 sql.Identifier(column.name), sql.Identifier(STAGING), sql.Identifier(table.name)
             )
         ).fetchone()
+        following = int(row[0]) if row else 1  # type: ignore[call-overload]
         conn.execute(
-            sql.SQL("ALTER TABLE {}.{} ALTER COLUMN {} RESTART WITH {}").format(
+            sql.SQL("ALTER TABLE {}.{} ALTER COLUMN {} SET MINVALUE {} RESTART WITH {}").format(
                 sql.Identifier(STAGING),
                 sql.Identifier(table.name),
                 sql.Identifier(column.name),
-                sql.Literal(int(row[0]) if row else 1),  # type: ignore[call-overload]
+                sql.Literal(min(following, 1)),
+                sql.Literal(following),
             )
         )
 

@@ -359,3 +359,32 @@ def test_the_draft_finds_the_first_month_whatever_the_earliest_value_is(
     if not epoch:  # an epoch column with an odd value fits no unit: integers, not months
         assert plan.partitioned_table is not None
         assert plan.messages_partition_start.year in (1, 1999, 2023, 2024)
+
+
+def test_integer_keys_all_below_one_cut_over_and_number_the_next_row_as_sqlite_would(
+    tmp_path: Path, pg_url: str
+) -> None:
+    import psycopg
+
+    from emrsim_assets_tests.conftest import Migration
+
+    path = tmp_path / "ledger.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE ledger (id INTEGER PRIMARY KEY, amount INTEGER)")
+    conn.executemany("INSERT INTO ledger VALUES (?, ?)", [(-5, 1), (-3, 2), (-2, 3)])
+    conn.commit()
+    conn.close()
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(draft_plan(path), encoding="utf-8")
+    result = Migration(load_plan(plan_path), path, pg_url, tmp_path / "work").run_job()
+    assert result.success
+    with psycopg.connect(pg_url, autocommit=True) as target:
+        row = target.execute("INSERT INTO emrsim.ledger (amount) VALUES (4) RETURNING id")
+        assert row.fetchone() == (-1,)
+    import shutil
+
+    shutil.copyfile(path, tmp_path / "copy.sqlite")  # what SQLite itself does next
+    check = sqlite3.connect(tmp_path / "copy.sqlite")
+    check.execute("INSERT INTO ledger (amount) VALUES (4)")
+    assert check.execute("SELECT max(id) FROM ledger").fetchone() == (-1,)
+    check.close()
