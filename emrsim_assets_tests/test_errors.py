@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -297,3 +298,42 @@ def test_a_postgresql_restart_mid_run_is_one_sentence_and_a_rerun_recovers(
         subprocess.run(
             [str(REPO / ".venv" / "bin" / "emrsim-migrate"), "stop"], env=env, check=False
         )
+
+
+def test_a_connection_lost_while_the_content_check_reads_is_one_sentence(
+    archiving: tuple[str, Path],
+) -> None:
+    """The content check reads the target through ADBC's libpq: a server that ends the
+    connection mid-read (a restart) is the same sentence as any lost connection."""
+    import threading
+    import time
+
+    import adbc_driver_postgresql.dbapi as adbc_pg
+
+    from emrsim_assets.defs.resources import as_failure
+    from emrsim_assets.postgres import superuser_url
+
+    url, _ = archiving
+    reader = adbc_pg.connect(url)
+    with reader.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        backend = cur.fetchone()[0]  # type: ignore[index]
+
+    def terminate() -> None:
+        time.sleep(0.3)
+        with psycopg.connect(superuser_url(url), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+
+    killer = threading.Thread(target=terminate)
+    killer.start()
+    try:
+        with pytest.raises(dg.Failure) as failed, as_failure(), reader.cursor() as cur:
+            cur.execute("SELECT g, repeat('x', 200) FROM generate_series(1, 20000000) g")
+            cur.fetch_arrow_table()
+    finally:
+        killer.join()
+        with contextlib.suppress(Exception):
+            reader.close()
+    sentence = str(failed.value.description)
+    assert sentence.startswith("TargetError: the connection to PostgreSQL was lost mid-step")
+    assert "\n" not in sentence

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import adbc_driver_manager
 import dagster as dg
 import psycopg
 from pydantic import Field
@@ -114,4 +115,12 @@ def as_failure() -> Iterator[None]:
                 allow_retries=False,
             ) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise dg.Failure(description=connection_lost(first), allow_retries=False) from None
+    except (adbc_driver_manager.OperationalError, OSError) as exc:
+        # The Arrow readers (ADBC's libpq) lose a connection as these: "[libpq]
+        # PQgetCopyData() failed" when a restart ends the server mid-read.
+        text = str(exc).strip()
+        if isinstance(exc, OSError) and "[libpq]" not in text:
+            raise
+        first = text.splitlines()[0] if text else type(exc).__name__
         raise dg.Failure(description=connection_lost(first), allow_retries=False) from None
