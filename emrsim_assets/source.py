@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -63,10 +64,41 @@ def open_readonly(path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(
             f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
         )
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        for name in app_collations(conn):
+            conn.create_collation(name, _stand_in)
     except sqlite3.DatabaseError as exc:
         raise SourceError(f"Cannot open SQLite file {path}: {exc}.") from None
     return conn
+
+
+# SQLite's own collations; any other name in a schema is the app's, registered by the app on
+# each of its connections (Anki's unicase). Without it SQLite cannot read what uses it.
+BUILTIN_COLLATIONS = frozenset({"binary", "nocase", "rtrim"})
+_COLLATE = re.compile(
+    r"""\bCOLLATE\s+("(?:[^"]|"")+"|'(?:[^']|'')+'|`[^`]+`|\[[^\]]+\]|\w+)""", re.I
+)
+
+
+def app_collations(conn: sqlite3.Connection) -> list[str]:
+    """The collations the schema names that SQLite does not have, as the schema spells them
+    (read from its SQL text as names only)."""
+    names: set[str] = set()
+    for (ddl,) in conn.execute("SELECT sql FROM sqlite_master WHERE sql LIKE '%collate%'"):
+        for token in _COLLATE.findall(str(ddl)):
+            name = token[1:-1] if token[0] in "\"'`[" else token
+            quote = token[0] if token[0] in "\"'" else ""
+            name = name.replace(quote * 2, quote) if quote else name
+            if sqlite_fold(name) not in BUILTIN_COLLATIONS:
+                names.add(name)
+    return sorted(names)
+
+
+def _stand_in(left: str, right: str) -> int:
+    """What an app's own collation is read with here: Unicode case-insensitive, as the custom
+    collations apps declare mostly are (Anki's unicase). Only our reads use it: a table is
+    scanned in its stored order, and the plan says what PostgreSQL compares with."""
+    a, b = left.casefold(), right.casefold()
+    return (a > b) - (a < b)
 
 
 def _fsync(path: Path) -> None:
@@ -260,13 +292,22 @@ def _quick_check(path: Path, source: Path) -> None:
     times the cost; the migration reads table b-trees by rowid and never those indexes, and
     PostgreSQL re-proves uniqueness when it builds each primary key."""
     # Through the Arrow driver's SQLite (3.53): Python's 3.40 reports NULLs that are not there
-    # in WITHOUT ROWID tables whose key lists columns out of their declared order.
+    # in WITHOUT ROWID tables whose key lists columns out of their declared order. A schema
+    # with collations of the app's own needs their stand-ins, which only Python's sqlite3 takes.
     try:
         with _arrow_connection(path) as conn, conn.cursor() as cur:
             cur.execute("PRAGMA quick_check(20)")
             verdict = [str(row[0]) for row in cur.fetchall()]
     except adbc.Error as exc:
         verdict = [str(exc)]
+    if verdict != ["ok"] and _NO_COLLATION in verdict[0]:
+        stand_ins = open_readonly(path)
+        try:
+            verdict = [str(r[0]) for r in stand_ins.execute("PRAGMA quick_check(20)")]
+        except sqlite3.DatabaseError as exc:
+            verdict = [str(exc)]
+        finally:
+            stand_ins.close()
     if verdict != ["ok"]:
         raise SourceError(
             f"SQLite file {source} failed PRAGMA quick_check: {'; '.join(verdict[:5])}. "
@@ -344,7 +385,12 @@ def check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Path
             if sqlite_fold(column) not in planned[key] and plan.skipped(name, column) is None
         )
     left.extend(
-        f"trigger {name!r}" for name in triggers if plan.skipped(name, trigger=True) is None
+        f"trigger {name!r}" for name in triggers if plan.skipped(name, kind="trigger") is None
+    )
+    left.extend(
+        f"collation {name!r} (the app's own)"
+        for name in app_collations(conn)
+        if plan.skipped(name, kind="collation") is None
     )
     if left:
         raise SourceError(
@@ -637,6 +683,28 @@ def _arrow_connection(path: Path, live: bool = False) -> adbc.Connection:
     return adbc.connect(f"{path.resolve().as_uri()}?{options}")
 
 
+# What SQLite says when a statement needs a collation its connection lacks (an app's own).
+_NO_COLLATION = "no such collation sequence"
+_NO_PLAN = "no query solution"  # the same, for a table whose key index uses one
+
+
+def _fetch_with_stand_ins(
+    conn: sqlite3.Connection, query: str, params: tuple[int, ...], counters: set[str]
+) -> pa.Table:
+    """A page through Python's sqlite3, whose connection has stand-ins for the app's own
+    collations (open_readonly): for tables the Arrow driver cannot read. Rows become the same
+    Arrow columns the driver gives (counters as integers, every value as text)."""
+    cursor = conn.execute(query, params)
+    names = [d[0] for d in cursor.description]
+    columns = list(zip(*cursor.fetchall(), strict=True)) or [() for _ in names]
+    return pa.table(
+        {
+            name: pa.array(values, pa.int64() if name in counters else pa.string())
+            for name, values in zip(names, columns, strict=True)
+        }
+    )
+
+
 def _fetch(conn: adbc.Connection, query: str, params: tuple[int, ...], batch_rows: int) -> pa.Table:
     # A cursor per batch: the driver keeps a statement's result until the cursor closes.
     with conn.cursor() as cur:
@@ -698,62 +766,81 @@ def read_batches(
     # (each batch costs its consumer about 20 ms, whatever its size).
     held: list[pl.DataFrame] = []
     held_rows = held_bytes = 0
-    with _arrow_connection(path, live) as conn:
-        after: int | None = None
-        offset = 0
-        while True:
-            params: tuple[int, ...]
-            if locator is None:
-                query, params = paged, (limit, offset)
-            elif after is None:
-                query, params = first_page, (lo, hi, limit)
-            else:
-                query, params = next_page, (after, hi, limit)
-            try:
-                arrow = _fetch(conn, query, params, limit)
-            except pa.ArrowInvalid:
-                raise _undecodable(path, table, locator, query, params) from None
-            except adbc.Error as exc:
-                raise SourceError(f"Reading {table.source} from SQLite failed: {exc}.") from None
-            rows = arrow.num_rows
-            if rows == 0:
-                if held:
-                    yield _joined(held)
-                return
-            frame = pl.from_arrow(arrow)
-            assert isinstance(frame, pl.DataFrame)
-            if locator is None:
+    stand_ins: sqlite3.Connection | None = None  # once the Arrow driver cannot read it
+    try:
+        with _arrow_connection(path, live) as conn:
+            after: int | None = None
+            offset = 0
+            while True:
+                params: tuple[int, ...]
+                if locator is None:
+                    query, params = paged, (limit, offset)
+                elif after is None:
+                    query, params = first_page, (lo, hi, limit)
+                else:
+                    query, params = next_page, (after, hi, limit)
+                try:
+                    if stand_ins is None:
+                        arrow = _fetch(conn, query, params, limit)
+                    else:
+                        arrow = _fetch_with_stand_ins(stand_ins, query, params, counters)
+                except pa.ArrowInvalid:
+                    raise _undecodable(path, table, locator, query, params) from None
+                except adbc.Error as exc:
+                    if stand_ins is None and (_NO_COLLATION in str(exc) or _NO_PLAN in str(exc)):
+                        stand_ins = open_readonly(path)
+                        continue
+                    raise SourceError(
+                        f"Reading {table.source} from SQLite failed: {exc}."
+                    ) from None
+                except sqlite3.OperationalError as exc:
+                    if "decode" in str(exc):
+                        raise _undecodable(path, table, locator, query, params) from None
+                    raise SourceError(
+                        f"Reading {table.source} from SQLite failed: {exc}."
+                    ) from None
+                rows = arrow.num_rows
+                if rows == 0:
+                    if held:
+                        yield _joined(held)
+                    return
+                frame = pl.from_arrow(arrow)
+                assert isinstance(frame, pl.DataFrame)
+                if locator is None:
+                    frame = frame.with_columns(
+                        pl.int_range(offset + 1, offset + rows + 1, dtype=pl.Int64).alias(ROWID)
+                    ).select(ROWID, *names)
+                    names_all = [ROWID, *names]
+                else:
+                    names_all = names
+                # All-NULL columns arrive as integers: everything but the counters is text.
                 frame = frame.with_columns(
-                    pl.int_range(offset + 1, offset + rows + 1, dtype=pl.Int64).alias(ROWID)
-                ).select(ROWID, *names)
-                names_all = [ROWID, *names]
-            else:
-                names_all = names
-            # All-NULL columns arrive as integers: everything but the counters is text.
-            frame = frame.with_columns(
-                pl.col(n).cast(pl.Int64 if n in counters else pl.String) for n in names_all
-            )
-            after = int(frame[ROWID][-1])
-            offset += rows
-            full = rows == limit
-            # The next page holds BATCH_BYTES of rows of the mean size so far.
-            read_bytes += arrow.nbytes
-            fit = BATCH_BYTES * offset // max(read_bytes, 1)
-            limit = max(1, min(batch_rows, fit, PAGE_GROWTH * limit))
-            held.append(frame)
-            held_rows += rows
-            held_bytes += arrow.nbytes
-            # Hold nothing while the consumer works: one batch in memory per reader, not three.
-            del arrow, frame
-            if full and held_bytes < BATCH_BYTES // 2 and held_rows < batch_rows:
-                limit = min(limit, batch_rows - held_rows)
-                continue
-            batch = _joined(held)
-            held, held_rows, held_bytes = [], 0, 0
-            yield batch
-            del batch
-            if not full:
-                return
+                    pl.col(n).cast(pl.Int64 if n in counters else pl.String) for n in names_all
+                )
+                after = int(frame[ROWID][-1])
+                offset += rows
+                full = rows == limit
+                # The next page holds BATCH_BYTES of rows of the mean size so far.
+                read_bytes += arrow.nbytes
+                fit = BATCH_BYTES * offset // max(read_bytes, 1)
+                limit = max(1, min(batch_rows, fit, PAGE_GROWTH * limit))
+                held.append(frame)
+                held_rows += rows
+                held_bytes += arrow.nbytes
+                # Hold nothing while the consumer works: one batch in memory per reader, not three.
+                del arrow, frame
+                if full and held_bytes < BATCH_BYTES // 2 and held_rows < batch_rows:
+                    limit = min(limit, batch_rows - held_rows)
+                    continue
+                batch = _joined(held)
+                held, held_rows, held_bytes = [], 0, 0
+                yield batch
+                del batch
+                if not full:
+                    return
+    finally:
+        if stand_ins is not None:
+            stand_ins.close()
 
 
 def _joined(pages: list[pl.DataFrame]) -> pl.DataFrame:

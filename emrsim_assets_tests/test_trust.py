@@ -388,3 +388,58 @@ def test_integer_keys_all_below_one_cut_over_and_number_the_next_row_as_sqlite_w
     check.execute("INSERT INTO ledger (amount) VALUES (4)")
     assert check.execute("SELECT max(id) FROM ledger").fetchone() == (-1,)
     check.close()
+
+
+def _anki_like(path: Path) -> None:
+    """Anki declares its own collation, unicase, which it registers on every connection."""
+    conn = sqlite3.connect(path)
+    conn.create_collation(
+        "unicase", lambda a, b: (a.casefold() > b.casefold()) - (a.casefold() < b.casefold())
+    )
+    conn.executescript(
+        """
+        CREATE TABLE tags (tag TEXT NOT NULL PRIMARY KEY COLLATE unicase, usn INTEGER NOT NULL)
+            WITHOUT ROWID;
+        CREATE TABLE decks (id INTEGER PRIMARY KEY, name TEXT NOT NULL COLLATE unicase);
+        CREATE UNIQUE INDEX idx_decks_name ON decks (name);
+        """
+    )
+    conn.executemany(
+        "INSERT INTO tags VALUES (?, ?)", [(f"Tag{i}-ä", i) for i in range(300)] + [("Äpfel", 1)]
+    )
+    conn.executemany("INSERT INTO decks VALUES (?, ?)", [(1, "Default"), (2, "spanish")])
+    conn.commit()
+    conn.close()
+
+
+def test_a_collation_of_the_apps_own_is_read_with_a_stand_in_and_named_by_the_plan(
+    tmp_path: Path, pg_url: str
+) -> None:
+    import psycopg
+
+    from emrsim_assets.errors import SourceError
+    from emrsim_assets.source import check_plan_matches_source, open_readonly
+    from emrsim_assets_tests.conftest import Migration
+
+    path = tmp_path / "collection.anki2"
+    _anki_like(path)
+    text = draft_plan(path)
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(text, encoding="utf-8")
+    plan = load_plan(plan_path)
+    [skip] = [s for s in plan.skip if s.kind == "collation"]
+    assert skip.table == "unicase" and "decks, tags" in skip.reason
+    # Batches of 97 rows: the WITHOUT ROWID table is paged through the stand-in.
+    result = Migration(plan, path, pg_url, tmp_path / "work").run_job()
+    failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    assert result.success and not failed, failed
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM emrsim.tags").fetchone() == (301,)
+    raw = yaml.safe_load(text)
+    raw["skip"] = [s for s in raw["skip"] if "collation" not in s]
+    reader = open_readonly(path)
+    try:
+        with pytest.raises(SourceError, match=r"collation 'unicase' \(the app's own\)"):
+            check_plan_matches_source(reader, parse_plan(raw, plan_path), path)
+    finally:
+        reader.close()

@@ -23,7 +23,13 @@ from emrsim_assets.errors import SourceError
 from emrsim_assets.plan.load import default_problem
 from emrsim_assets.plan.model import FIXED_TYPES, sqlite_fold
 from emrsim_assets.plan.names import MAX_NAME, MAX_TABLE_NAME, target_name
-from emrsim_assets.source import _quote, count_storage_classes, open_readonly, row_locator
+from emrsim_assets.source import (
+    _quote,
+    app_collations,
+    count_storage_classes,
+    open_readonly,
+    row_locator,
+)
 
 SAMPLE_ROWS = 2_000  # from each end and the middle of a table: what a format is inferred from
 EXACT_ROWS = 100_000  # up to this many rows, formats are inferred from the first rows
@@ -128,6 +134,16 @@ class _Drafter:
                 self._skip(name, "a shadow table of a virtual table: rebuilt from it, not app data")
             else:
                 self.tables.append(self._introspect(name, without_rowid))
+        for collation in app_collations(self.conn):
+            users = sorted({on for _, _, ddl, on in objects if collation in ddl})
+            self._skip(
+                collation,
+                f"a collation of the app's own (declared in {', '.join(users) or 'indexes'}): "
+                "read here with a Unicode case-insensitive stand-in; PostgreSQL compares these "
+                "values as written (binary), so an order or uniqueness that ignored case is "
+                "not kept. Compare with lower() in the app, or declare an ICU collation.",
+                kind="collation",
+            )
         if not self.tables:
             others = (
                 f", only {len(self.skips)} views, triggers or virtual tables" if self.skips else ""

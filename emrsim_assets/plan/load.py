@@ -22,6 +22,7 @@ from emrsim_assets.plan.model import (
     EPOCH_UNITS,
     FIXED_TYPES,
     OPCLASSES,
+    SKIP_KINDS,
     TEXT_TYPE,
     Column,
     Index,
@@ -129,22 +130,22 @@ def _parse_skip(raw: Any, index: int) -> Skip:
     if not isinstance(raw, dict):
         raise PlanError(
             f"{where} must be a mapping with table, column (optional) and reason, or trigger "
-            "and reason."
+            "(or collation) and reason."
         )
-    trigger = "trigger" in raw
-    kind = "trigger" if trigger else "table"
-    _only_keys(raw, {"trigger", "reason"} if trigger else {"table", "column", "reason"}, where)
+    kind = next((k for k in SKIP_KINDS[1:] if k in raw), "table")
+    allowed = {"table", "column", "reason"} if kind == "table" else {kind, "reason"}
+    _only_keys(raw, allowed, where)
     name = _source_name(raw.get(kind), f"{where}.{kind}")
     column = raw.get("column")
     reason = raw.get("reason")
     if not isinstance(reason, str) or not reason.strip():
-        what = "the trigger" if trigger else "the data"
+        what = "the data" if kind == "table" else f"the {kind}"
         raise PlanError(f"{where} ({name}): 'reason' must say why {what} is left behind.")
     return Skip(
         table=name,
         column=None if column is None else _source_name(column, f"{where}.column"),
         reason=reason.strip(),
-        trigger=trigger,
+        kind=kind,
     )
 
 
@@ -482,7 +483,7 @@ def _check_references(plan: Plan) -> None:
                     "counts orphans)."
                 )
     for skip in plan.skip:
-        if skip.trigger:
+        if skip.kind != "table":
             continue
         planned = next((t for t in plan.tables if t.source == skip.table), None)
         if planned is not None and skip.column is None:

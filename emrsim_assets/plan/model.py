@@ -32,6 +32,8 @@ CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 TEXT_TYPE = re.compile(r"^(text|varchar\((\d+)\))$")
 ENFORCE = ("constraint", "report")
 EPOCH_UNITS = ("s", "ms", "us")
+# What a skip entry may name besides a table or column: behaviour and rules, not rows.
+SKIP_KINDS = ("table", "trigger", "collation")
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
@@ -145,17 +147,22 @@ class Table:
 
 @dataclass(frozen=True)
 class Skip:
-    """A source table or column the plan leaves behind on purpose, and why."""
+    """A source table or column, a trigger or a collation of the app's own that the plan leaves
+    behind on purpose, and why."""
 
-    table: str  # the table or view (or, with trigger, the trigger), spelled as in the source
+    table: str  # the table or view, trigger or collation, spelled as in the source
     reason: str
     column: str | None = None
-    trigger: bool = False  # a trigger's name may be a table's too: they are told apart
+    kind: str = "table"  # one of SKIP_KINDS: a trigger's name may be a table's too
+
+    @property
+    def trigger(self) -> bool:
+        return self.kind == "trigger"
 
     @property
     def label(self) -> str:
-        if self.trigger:
-            return f"trigger {self.table}"
+        if self.kind != "table":
+            return f"{self.kind} {self.table}"
         return f"{self.table}.{self.column}" if self.column else self.table
 
 
@@ -195,11 +202,11 @@ class Plan:
                 pending.remove(table)
         return tuple(self.table(name) for name in done)
 
-    def skipped(self, table: str, column: str | None = None, trigger: bool = False) -> Skip | None:
-        """The skip that leaves this source table (or column, or trigger) behind; names compare
-        as SQLite compares them, without regard to case."""
+    def skipped(self, table: str, column: str | None = None, kind: str = "table") -> Skip | None:
+        """The skip that leaves this source table (or column, trigger or collation) behind;
+        names compare as SQLite compares them, ASCII letters without regard to case."""
         for skip in self.skip:
-            if sqlite_fold(skip.table) != sqlite_fold(table) or skip.trigger != trigger:
+            if sqlite_fold(skip.table) != sqlite_fold(table) or skip.kind != kind:
                 continue
             if skip.column is None or (column and sqlite_fold(skip.column) == sqlite_fold(column)):
                 return skip
