@@ -185,6 +185,8 @@ def _reference_kind(column: Column) -> str:
     """What a column holds in source form: a ref holds the legacy id of the key it points at."""
     if column.convert == "ref":
         return "legacy_id"
+    if column.convert == "storage_class":
+        return "text"  # the class's name, as SQLite's typeof() spells it
     return column.convert
 
 

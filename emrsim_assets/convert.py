@@ -237,6 +237,11 @@ def month_start(stamps: pl.Series) -> pl.Series:
     return stamps.dt.truncate("1mo").dt.date()
 
 
+def column_values(frame: pl.DataFrame, column: Column, table: Table, plan: Plan) -> pl.Series:
+    """`column`'s target values for a batch (null where a value does not convert)."""
+    return _convert_column(frame, column, table, plan).value
+
+
 @dataclass(frozen=True)
 class _Column:
     value: pl.Series

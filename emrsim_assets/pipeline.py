@@ -16,6 +16,7 @@ from psycopg import conninfo
 
 from emrsim_assets import anomalies, content, convert, source, target
 from emrsim_assets.convert import Converted
+from emrsim_assets.errors import ConversionError
 from emrsim_assets.memory import release_free_memory
 from emrsim_assets.plan import Plan, Table
 from emrsim_assets.source import Manifest
@@ -107,17 +108,21 @@ def load_table(
     batch_rows: int,
     progress: Progress = log.info,
 ) -> LoadStats:
+    snapshot = Path(manifest.snapshot_path)
     with _Proof(conn, table, plan, manifest.sha256) as proof:
-        batches = _converted(Path(manifest.snapshot_path), plan, table, batch_rows, proof)
-        return target.load_table(
-            conn,
-            table,
-            batches,
-            manifest.sha256,
-            progress,
-            manifest.row_counts.get(table.name),
-            on_loaded=proof.save,
-        )
+        batches = _converted(snapshot, plan, table, batch_rows, proof)
+        try:
+            return target.load_table(
+                conn,
+                table,
+                batches,
+                manifest.sha256,
+                progress,
+                manifest.row_counts.get(table.name),
+                on_loaded=proof.save,
+            )
+        except target.KeyCollision as exc:
+            raise named_collisions(snapshot, plan, table, exc) from None
 
 
 def load_month(
@@ -154,16 +159,82 @@ def _load_month(
             if span
             else iter(())
         )
-        return target.load_month(
-            conn,
-            table,
-            month,
-            batches,
-            manifest.sha256,
-            progress,
-            manifest.month_counts.get(key),
-            on_loaded=proof.save,
+        try:
+            return target.load_month(
+                conn,
+                table,
+                month,
+                batches,
+                manifest.sha256,
+                progress,
+                manifest.month_counts.get(key),
+                on_loaded=proof.save,
+            )
+        except target.KeyCollision as exc:
+            raise named_collisions(Path(manifest.snapshot_path), plan, table, exc) from None
+
+
+def named_collisions(
+    snapshot: Path, plan: Plan, table: Table, collision: target.KeyCollision, shown: int = 3
+) -> ConversionError:
+    """Which source rows meet in the key PostgreSQL refused, with their values and storage
+    classes, and the conversion that made them one (read again from the snapshot: the error
+    path only). SQLite keeps 6, '6' and x'36' apart; text or bytes of any class do not."""
+    columns = [table.column(name) for name in collision.columns]
+    position = {c.name: i for i, c in enumerate(table.columns)}
+    found: list[pl.DataFrame] = []
+    for frame in source.read_batches(
+        snapshot, table, columns=[c.name for c in columns], classes=True
+    ):
+        found.append(
+            frame.select(
+                pl.col(source.ROWID),
+                *[pl.col(c.name).alias(f"s{i}") for i, c in enumerate(columns)],
+                *[
+                    source.class_digit(position[c.name]).alias(f"k{i}")
+                    for i, c in enumerate(columns)
+                ],
+            ).with_columns(
+                convert.column_values(frame, c, table, plan).alias(f"v{i}")
+                for i, c in enumerate(columns)
+            )
         )
+    rows = pl.concat(found) if found else pl.DataFrame()
+    keys = [f"v{i}" for i in range(len(columns))]
+    groups = (
+        rows.filter(pl.len().over(keys) > 1).sort(source.ROWID).group_by(keys, maintain_order=True)
+        if not rows.is_empty()
+        else None
+    )
+    if groups is None:
+        return collision
+    said = []
+    for _, group in list(groups)[:shown]:
+        values = []
+        for row in group.iter_rows(named=True):
+            shown_values = ", ".join(
+                f"{row[f's{i}']!r} {source.STORAGE_CLASSES[row[f'k{i}']].upper()}"
+                for i in range(len(columns))
+            )
+            values.append(f"row id {row[source.ROWID]}: {shown_values}")
+        said.append("; ".join(values))
+    names = ", ".join(c.name for c in columns)
+    how = ", ".join(
+        f"{c.name} convert: {c.convert}{' with any_class: true' if c.any_class else ''}"
+        for c in columns
+    )
+    classes = [c for c in columns if c.any_class]
+    remedy = (
+        f" To keep them apart, keep each value's storage class beside it: add a column "
+        f"{{name: {classes[0].name}_class, source: {classes[0].source!r}, convert: storage_class}} "
+        f"and put it in the key ({names})."
+        if classes
+        else " Fix the source rows, or convert the column so that distinct values stay distinct."
+    )
+    return ConversionError(
+        f"{table.name}: rows distinct in SQLite become one key ({names}) in PostgreSQL through "
+        f"the plan's conversion ({how}): {' | '.join(said)}.{remedy}"
+    )
 
 
 PROGRESS_EVERY_SECONDS = 2.0

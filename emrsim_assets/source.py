@@ -645,11 +645,14 @@ def _select_list(
             strict=False,
         ):
             digits = " + ".join(
-                f"{5**i} * {_class_digit_sql(c.source)}"
+                f"{5**i} * {_class_digit_sql(c.source) if c.convert != 'storage_class' else 2}"
                 for i, c in enumerate(table.columns[start : start + CLASS_DIGITS])
             )
             parts.append(f"{digits} AS {name}")
     for column in wanted:
+        if column.convert == "storage_class":  # typeof() is TEXT, never NULL
+            parts.append(f"typeof({_quote(column.source)}) AS {_quote(column.name)}")
+            continue
         if column.convert == "blob":
             # Bytes as hex text: lossless whatever they hold (CAST AS TEXT would read them as UTF-8).
             # hex(NULL) is '': NULL stays NULL, an empty blob becomes ''.

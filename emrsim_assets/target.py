@@ -341,10 +341,28 @@ def _build_keys(conn: Conn, table: Table, name: str, building: str | None = None
             named = index_name(table, name, index)
             conn.execute(_create_index(STAGING, on, _loading(named) if building else named, index))
     except psycopg.errors.UniqueViolation as exc:
-        raise ConversionError(
+        constraint = str(exc.diag.constraint_name or "")
+        columns = tuple(keys)
+        for index in table.indexes:
+            if constraint in (
+                index_name(table, name, index),
+                _loading(index_name(table, name, index)),
+            ):
+                columns = index.columns
+        raise KeyCollision(
             f"{table.name}: two source rows convert to the same unique key "
-            f"({exc.diag.message_detail}). The source is not unique where the plan says it is."
+            f"({exc.diag.message_detail}).",
+            columns,
         ) from None
+
+
+class KeyCollision(ConversionError):
+    """Rows distinct in SQLite that meet in a unique key of PostgreSQL: `columns` say which key
+    (the load names the rows and values, see pipeline.named_collisions)."""
+
+    def __init__(self, message: str, columns: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.columns = columns
 
 
 def index_name(table: Table, pg_table: str, index: Index) -> str:
@@ -639,6 +657,7 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "real": pa.float64(),
     "numeric": pa.string_view(),  # text while loading; see _numeric_types
     "blob": pa.binary(),
+    "storage_class": pa.string_view(),
 }
 
 

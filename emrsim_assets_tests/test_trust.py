@@ -443,3 +443,58 @@ def test_a_collation_of_the_apps_own_is_read_with_a_stand_in_and_named_by_the_pl
             check_plan_matches_source(reader, parse_plan(raw, plan_path), path)
     finally:
         reader.close()
+
+
+def _diskcache_like(path: Path) -> None:
+    """diskcache's Cache table: keys of any class, kept apart by UNIQUE(key, raw)."""
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE Cache (rowid INTEGER PRIMARY KEY, key BLOB, raw INTEGER, "
+        "store_time REAL, value BLOB, UNIQUE(key, raw))"
+    )
+    conn.executemany(
+        "INSERT INTO Cache (key, raw, store_time, value) VALUES (?, 1, 1.5, ?)",
+        [(6, b"a"), ("6", b"b"), (b"6", b"c"), ("seven", b"d"), (7.5, b"e")],
+    )
+    conn.commit()
+    conn.close()
+
+
+def test_keys_distinct_only_by_storage_class_stay_distinct_and_a_plan_without_the_class_names_them(
+    tmp_path: Path, pg_url: str
+) -> None:
+    import psycopg
+
+    from emrsim_assets_tests.conftest import Migration, failure_sentence
+
+    path = tmp_path / "cache.db"
+    _diskcache_like(path)
+    text = draft_plan(path)
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(text, encoding="utf-8")
+    plan = load_plan(plan_path)
+    [index] = [ix for ix in plan.tables[0].indexes if ix.unique]
+    assert index.columns == ("key", "key_class", "raw")
+    result = Migration(plan, path, pg_url, tmp_path / "work").run_job()
+    failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    assert result.success and not failed, failed
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT key, key_class FROM emrsim.cache ORDER BY rowid").fetchall()
+    assert [(bytes(k), c) for k, c in rows[:3]] == [
+        (b"6", "integer"),
+        (b"6", "text"),
+        (b"6", "blob"),
+    ]
+
+    raw = yaml.safe_load(text)
+    table = raw["tables"][0]
+    table["columns"] = [c for c in table["columns"] if c["convert"] != "storage_class"]
+    for ix in table["indexes"]:
+        ix["columns"] = [c for c in ix["columns"] if c != "key_class"]
+    plan_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    again = Migration(load_plan(plan_path), path, pg_url, tmp_path / "again").run_job()
+    sentence = failure_sentence(again)
+    assert "rows distinct in SQLite become one key (key, raw)" in sentence
+    assert "key convert: blob with any_class: true" in sentence
+    assert "row id 1: '36' INTEGER, '1' INTEGER; row id 2: '36' TEXT" in sentence
+    assert "convert: storage_class" in sentence

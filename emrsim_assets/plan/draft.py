@@ -161,7 +161,35 @@ class _Drafter:
         partitioned = self._choose_partitioned()
         for table in self.tables:
             self._infer_indexes(table, partitioned)
+            self._keep_classes_in_keys(table)
         return self._render(partitioned, time.perf_counter() - started)
+
+    def _keep_classes_in_keys(self, table: _Table) -> None:
+        """Beside an any_class column in a key or unique index, its storage class: SQLite
+        keeps 6, '6' and x'36' apart (diskcache's UNIQUE(key, raw)); as text or bytes alone
+        they would be one key."""
+        keys: list[list[str]] = []
+        if table.entry.get("primary_key"):
+            keys.append(table.entry["primary_key"])
+        keys += [ix["columns"] for ix in table.entry.get("indexes", []) if ix.get("unique")]
+        mixed = [
+            c
+            for c in table.columns
+            if c.entry.get("any_class") and any(c.entry["name"] in key for key in keys)
+        ]
+        taken = {c.entry["name"] for c in table.columns}
+        for column in mixed:
+            name = target_name(f"{column.entry['name']}_class", taken, MAX_NAME)
+            companion = _Column(column.source, "", True, None, 0, 0)
+            companion.entry = {"name": name, "source": column.source, "convert": "storage_class"}
+            companion.notes = [
+                f"SQLite's storage class of {column.source}: it is in a key with values of "
+                "several classes, which it keeps apart"
+            ]
+            table.columns.insert(table.columns.index(column) + 1, companion)
+            for key in keys:
+                if column.entry["name"] in key:
+                    key.insert(key.index(column.entry["name"]) + 1, name)
 
     def _skip(self, name: str, reason: str, column: str | None = None, kind: str = "table") -> None:
         """A skip entry: a table or view (`kind` table, with a column or not), or a trigger."""

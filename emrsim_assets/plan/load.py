@@ -180,9 +180,13 @@ def _parse_table(raw: Any, index: int) -> Table:
     names = [c.name for c in columns]
     if len(set(names)) != len(names):
         raise PlanError(f"{where}: column names repeat: {names}.")
-    sources = [c.source for c in columns]
-    if len(set(sources)) != len(sources):
-        raise PlanError(f"{where}: source columns repeat: {sources}.")
+    for kinds in (
+        [c for c in columns if c.convert != "storage_class"],
+        [c for c in columns if c.convert == "storage_class"],
+    ):
+        sources = [c.source for c in kinds]
+        if len(set(sources)) != len(sources):
+            raise PlanError(f"{where}: source columns repeat: {sources}.")
     for key in keys:
         if key not in names:
             raise PlanError(f"{where}: primary_key {key!r} is not one of its columns.")

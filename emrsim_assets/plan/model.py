@@ -26,6 +26,9 @@ FIXED_TYPES = {
     "real": "double precision",
     "numeric": "numeric",
     "blob": "bytea",
+    # SQLite's storage class of the source column (typeof): beside an any_class column in a key,
+    # it keeps 6, '6' and x'36' three keys, as SQLite does.
+    "storage_class": "text",
 }
 CONVERSIONS = (*FIXED_TYPES, "text")
 CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
