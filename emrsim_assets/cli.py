@@ -13,6 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+import yaml
+from psycopg import conninfo
 
 from emrsim_assets import postgres
 from emrsim_assets.errors import MigrationError, SourceError, TargetError, connection_lost
@@ -27,22 +31,34 @@ def _dagster_home() -> Path:
         return home
     home = private_dir(postgres.work_dir() / "dagster_home")
     url = postgres.embedded_url(postgres.work_dir(), postgres.DAGSTER_DATABASE)
-    socket_dir = url.split("host=", 1)[1]
+    socket_dir = str(conninfo.conninfo_to_dict(url)["host"])
     # SQLAlchemy 2.1 with psycopg 3 installed needs the explicit psycopg2 driver (dagster #33958).
+    # The socket's directory is a path: URL-quoted, whatever it holds.
     storage = (
-        f"postgresql+psycopg2://{postgres.APP_ROLE}@/{postgres.DAGSTER_DATABASE}?host={socket_dir}"
+        f"postgresql+psycopg2://{postgres.APP_ROLE}@/{postgres.DAGSTER_DATABASE}"
+        f"?host={quote(socket_dir, safe='/')}"
     )
+    settings = {
+        "storage": {"postgres": {"postgres_url": storage}},
+        "telemetry": {"enabled": False},
+        # A run whose worker died (killed, server restart) is marked failed, not left STARTED.
+        "run_monitoring": {
+            "enabled": True,
+            "start_timeout_seconds": 180,
+            "max_resume_run_attempts": 0,
+            "poll_interval_seconds": 30,
+        },
+        # Runs launched from the UI wait in the daemon's queue: it looks every second, not 5.
+        "run_coordinator": {
+            "module": "dagster._core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {"dequeue_interval_seconds": 1},
+        },
+    }
     write_private(
         home / "dagster.yaml",
         "# Written by emrsim-migrate: Dagster's own storage in the embedded PostgreSQL.\n"
-        f'storage:\n  postgres:\n    postgres_url: "{storage}"\n'
-        "telemetry:\n  enabled: false\n"
-        "# A run whose worker died (killed, server restart) is marked failed, not left STARTED.\n"
-        "run_monitoring:\n  enabled: true\n  start_timeout_seconds: 180\n"
-        "  max_resume_run_attempts: 0\n  poll_interval_seconds: 30\n"
-        "# Runs launched from the UI wait in the daemon's queue: it looks every second, not 5.\n"
-        "run_coordinator:\n  module: dagster._core.run_coordinator\n"
-        "  class: QueuedRunCoordinator\n  config:\n    dequeue_interval_seconds: 1\n",
+        + yaml.safe_dump(settings, sort_keys=False),
     )
     os.environ["DAGSTER_HOME"] = str(home)
     return home
@@ -66,8 +82,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    import yaml
-
     from emrsim_assets.plan import parse_plan
     from emrsim_assets.plan.draft import draft_plan
 

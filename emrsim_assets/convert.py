@@ -271,8 +271,13 @@ def _convert_column(frame: pl.DataFrame, column: Column, table: Table, plan: Pla
         )
         return _Column(value, present & value.is_null(), f"is not a valid {what}")
     if kind == "date":
-        text = pl.col(column.name).str.strip_chars().str.slice(0, 10)
-        value = over(text.str.to_date("%Y-%m-%d", strict=False))
+        # Exactly a date: a time or spaces after it would be dropped in silence.
+        text = pl.col(column.name)
+        value = over(
+            pl.when(text.str.contains(r"^\d{4}-\d{2}-\d{2}$")).then(
+                text.str.to_date("%Y-%m-%d", strict=False)
+            )
+        )
         return _Column(value, present & value.is_null(), "is not a date (YYYY-MM-DD)")
     if kind == "json":
         # PostgreSQL's jsonb refuses \u0000 and a lone surrogate, which SQLite's json_valid()

@@ -138,6 +138,11 @@ PLANTED: dict[str, tuple[str, list[str], list[str]]] = {
         ["UPDATE measurements SET gauge = 1152921504606846977 WHERE id = 3"],
         ["measurements.gauge", "row id 3", "'1152921504606846977'", "no double holds exactly"],
     ),
+    "a_time_in_a_date_column": (
+        "timestamps_every_form",
+        ["UPDATE events SET day = '2024-03-01 12:34:56' WHERE id = 3"],
+        ["events.day", "row id 3", "'2024-03-01 12:34:56'", "is not a date (YYYY-MM-DD)"],
+    ),
     "epoch_beyond_year_9999": (
         "timestamps_every_form",
         ["UPDATE events SET logged_ms_at = 1800000000000000000 WHERE id = 2"],
