@@ -318,7 +318,13 @@ def source_tokens(frame: pl.DataFrame, table: Table, plan: Plan) -> pl.DataFrame
             tag = "r:" if kind == "real" else "n:"
             number = pl.when(digit.is_in([0, 1])).then(pl.lit(tag) + value).otherwise(raw)
             if kind == "numeric":
-                number = pl.when(digit == 2).then(pl.lit("n:") + value).otherwise(number)
+                number = (
+                    pl.when(digit == 2)
+                    .then(pl.lit("n:") + value)
+                    .when(digit == 1)
+                    .then(pl.lit("n:") + convert.shortest_real(value))
+                    .otherwise(number)
+                )
             exprs.append(_normalize(kind, number, column.name).alias(column.name))
         elif kind == "timestamp":
             # Epochs: numbers, or text that is a plain decimal number (what a number prints

@@ -147,6 +147,13 @@ _EPOCH_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000}
 _EPOCH_NUMBER = r"^\s*(-?\d+)(?:\.(\d*))?\s*$"
 
 
+def shortest_real(text: pl.Expr) -> pl.Expr:
+    """A REAL's text as the shortest decimal that reads back as the same double: SQLite may
+    print 17 digits (4.9406564584124654e-324 for 5e-324); a numeric column keeps the double's
+    own decimal, as Python's repr prints it."""
+    return text.cast(pl.Float64, strict=False).cast(pl.String)
+
+
 def epoch_micros(expr: pl.Expr, unit: str) -> pl.Expr:
     """Epoch text in `unit` (whole or fractional: '1700000000.25') to integer microseconds,
     exactly (decimal digits, never a float); null where not a number, finer than a
@@ -325,7 +332,12 @@ def _convert_column(frame: pl.DataFrame, column: Column, table: Table, plan: Pla
             )
         return _Column(value, present & value.is_null(), "is not a number")
     if kind == "numeric":
+        from emrsim_assets.source import class_column, class_digit
+
         text = pl.col(column.name).str.strip_chars()
+        position = next(i for i, c in enumerate(table.columns) if c is column)
+        if class_column(position) in frame.columns:
+            text = pl.when(class_digit(position) == 1).then(shortest_real(text)).otherwise(text)
         ok = over(text.str.contains(_DECIMAL))
         return _Column(over(text), present & ~ok.fill_null(False), "is not a decimal number")
     if kind == "blob":

@@ -10,8 +10,8 @@ import yaml
 from emrsim_assets.plan.draft import draft_plan
 from emrsim_assets.source import read_batches
 from emrsim_assets_tests.conftest import Migration
+from emrsim_assets_tests.harness import execute, run_sentences
 from emrsim_assets_tests.shapes import write_shape
-from emrsim_assets_tests.test_hostile_values import _run, _sql
 
 # (statement planted after the draft, plan changes, fragments of the sentence)
 CASES: dict[str, tuple[str, dict[str, str], list[str]]] = {
@@ -63,8 +63,8 @@ def test_a_time_value_that_stands_out_stops_the_cutover_naming_it(
     statement, changes, said = CASES[case]
     sqlite = write_shape("timestamps_every_form", tmp_path / "events.sqlite")
     plan_path = _plan(sqlite, tmp_path, changes)
-    _sql(sqlite, statement)
-    sentences = _run(sqlite, tmp_path, pg_url, plan_path)
+    execute(sqlite, statement)
+    sentences = run_sentences(sqlite, tmp_path, pg_url, plan_path)
     for fragment in said:
         assert fragment in sentences, (fragment, sentences)
 
@@ -79,7 +79,7 @@ def test_a_plan_can_accept_a_columns_anomalies_and_the_check_still_lists_them(
 
     sqlite = write_shape("timestamps_every_form", tmp_path / "events.sqlite")
     plan_path = _plan(sqlite, tmp_path, {}, accept="at_seconds_at")
-    _sql(sqlite, "UPDATE events SET at_seconds_at = -86400 WHERE id = 2")
+    execute(sqlite, "UPDATE events SET at_seconds_at = -86400 WHERE id = 2")
     result = Migration(load_plan(plan_path), sqlite, pg_url, tmp_path / "work").run_job()
     assert result.success
     [evaluation] = [
@@ -97,7 +97,7 @@ def test_dates_spread_over_a_century_and_a_half_are_no_anomaly(tmp_path: Path, p
     """A facilities table's dates, 1850 to 2014: wide, and right."""
     sqlite = write_shape("timestamps_every_form", tmp_path / "events.sqlite")
     plan_path = _plan(sqlite, tmp_path, {})
-    _sql(
+    execute(
         sqlite,
         "UPDATE events SET day = CASE id % 3 WHEN 0 THEN '1850-06-01' WHEN 1 THEN '1931-01-15' "
         "ELSE '2014-12-31' END",

@@ -17,8 +17,8 @@ from emrsim_assets.plan import load_plan
 from emrsim_assets.plan.draft import draft_plan
 from emrsim_assets.source import CLASSES, ROWID
 from emrsim_assets_tests.conftest import Migration
+from emrsim_assets_tests.harness import execute, planted
 from emrsim_assets_tests.shapes import write_shape
-from emrsim_assets_tests.test_hostile_values import _sql, planted
 
 CHECK = "content_matches_source"
 
@@ -227,7 +227,7 @@ def test_a_row_dated_in_one_month_with_an_id_inside_another_months_range_migrate
     migration: Migration, sample_db: Path
 ) -> None:
     """T1: month id ranges overlap; every month must still get exactly its own rows."""
-    _sql(
+    execute(
         sample_db,
         "UPDATE messages SET created_at = '2023-01-15 08:00:00' WHERE id = (SELECT id FROM "
         "messages WHERE created_at LIKE '2024-03%' ORDER BY id LIMIT 1 OFFSET 3)",
@@ -255,7 +255,7 @@ def test_json_nested_2000_deep_loads_and_is_proven_even_where_the_column_quarant
     timings["on_invalid"] = "quarantine"
     plan_path = tmp_path / "plan.yaml"
     plan_path.write_text(yaml.safe_dump(plan), encoding="utf-8")
-    _sql(
+    execute(
         sqlite,
         "UPDATE turns SET timings_json = replace(printf('%.*c', 2000, 'x'), 'x', '{\"a\": ') "
         "|| '1' || printf('%.*c', 2000, '}') WHERE rowid = 5",

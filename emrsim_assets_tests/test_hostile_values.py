@@ -3,61 +3,17 @@ column and row, or goes to a quarantine that closes the cutover gate. Never the 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-import dagster as dg
 import pytest
 import yaml
 
 from emrsim_assets.errors import PlanError
 from emrsim_assets.plan import default_plan_path, load_plan, parse_plan
 from emrsim_assets_tests.conftest import Migration
+from emrsim_assets_tests.harness import execute, planted, run_sentences, step_failures
 from emrsim_assets_tests.shapes import write_shape
-from emrsim_assets_tests.test_shapes import drafted
-
-
-def _run(sqlite: Path, tmp_path: Path, pg_url: str, plan_path: Path | None = None) -> str:
-    """Migrate; return every failure sentence (steps and ERROR checks) of the run."""
-    plan = load_plan(plan_path) if plan_path else drafted(sqlite, tmp_path)
-    result = Migration(plan, sqlite, pg_url, tmp_path / "work").run_job("migrate")
-    sentences = _step_failures(result)
-    sentences += [
-        str(e.description)
-        for e in result.get_asset_check_evaluations()
-        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
-    ]
-    assert "cutover" not in {
-        e.event_specific_data.materialization.asset_key.to_user_string()  # type: ignore[union-attr]
-        for e in result.get_asset_materialization_events()
-    }, "a run with a bad value must not cut over"
-    return "\n".join(sentences)
-
-
-def planted(shape: str, statements: list[str], tmp_path: Path, pg_url: str) -> str:
-    """A shape, its plan drafted before `statements` plant values in it, then migrated: every
-    failure sentence of the run."""
-    from emrsim_assets.plan.draft import draft_plan
-
-    sqlite = write_shape(shape, tmp_path / f"{shape}.sqlite")
-    plan_path = tmp_path / "plan.yaml"
-    plan_path.write_text(draft_plan(sqlite), encoding="utf-8")
-    _sql(sqlite, *statements)
-    sentences = _run(sqlite, tmp_path, pg_url, plan_path)
-    load_plan(plan_path)  # the plan itself stays valid
-    return sentences
-
-
-def _sql(path: Path, *statements: str) -> None:
-    conn = sqlite3.connect(path)
-    try:
-        for statement in statements:
-            conn.execute(statement)
-        conn.commit()
-    finally:
-        conn.close()
-
 
 # (shape, statements planted after the draft, what the sentence must say)
 PLANTED: dict[str, tuple[str, list[str], list[str]]] = {
@@ -210,8 +166,8 @@ def test_a_nul_byte_can_be_quarantined_and_is_kept_as_readable_evidence(
             column["on_invalid"] = "quarantine"
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(raw))
-    _sql(sample_db, "UPDATE messages SET message = 'before' || char(0) || 'after' WHERE id = 12")
-    sentences = _run(sample_db, tmp_path, pg_url, path)
+    execute(sample_db, "UPDATE messages SET message = 'before' || char(0) || 'after' WHERE id = 12")
+    sentences = run_sentences(sample_db, tmp_path, pg_url, path)
     assert "1 messages row(s) are in emrsim_migration.quarantine" in sentences
     assert "cutover is refused" in sentences
 
@@ -225,8 +181,8 @@ def test_json_with_a_lone_surrogate_can_be_quarantined(
             column["on_invalid"] = "quarantine"
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(raw))
-    _sql(sample_db, """UPDATE messages SET metadata = '{"s": "\\udc00 x"}' WHERE id = 12""")
-    sentences = _run(sample_db, tmp_path, pg_url, path)
+    execute(sample_db, """UPDATE messages SET metadata = '{"s": "\\udc00 x"}' WHERE id = 12""")
+    sentences = run_sentences(sample_db, tmp_path, pg_url, path)
     assert "1 messages row(s) are in emrsim_migration.quarantine" in sentences
     assert "Traceback" not in sentences and "TypeError" not in sentences
 
@@ -333,14 +289,6 @@ def test_a_plan_names_source_tables_and_columns_in_any_case_as_sqlite_does(
 
 def _run_ok(sqlite: Path, tmp_path: Path, pg_url: str, plan_path: Path) -> str:
     result = Migration(load_plan(plan_path), sqlite, pg_url, tmp_path / "work").run_job("migrate")
-    failures = _step_failures(result)
+    failures = step_failures(result)
     assert result.success, failures
     return "\n".join(failures)
-
-
-def _step_failures(result: dg.ExecuteInProcessResult) -> list[str]:
-    return [
-        str(e.step_failure_data.user_failure_data.description)
-        for e in result.get_step_failure_events()
-        if e.step_failure_data.user_failure_data
-    ]

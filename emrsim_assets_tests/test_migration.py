@@ -21,6 +21,7 @@ from emrsim_assets.convert import legacy_uuid
 from emrsim_assets.plan import Column, Plan, Table
 from emrsim_assets.source import sha256_file
 from emrsim_assets_tests.conftest import Migration, run_cli
+from emrsim_assets_tests.harness import add_orphan_message
 
 
 def _expected(table: Table, column: Column, value: Any) -> Any:
@@ -184,23 +185,10 @@ def test_rerunning_one_month_replaces_only_that_month(migration: Migration, plan
     assert len(after["messages_y2024m03"]) > 0
 
 
-def _add_orphan_message(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        cursor = conn.execute(
-            "INSERT INTO messages (conversation_id, sender, message, metadata, created_at) "
-            "VALUES (987654, 'user', 'orphaned', NULL, '2024-05-05 10:00:00')"
-        )
-        conn.commit()
-        return int(cursor.lastrowid or 0)
-    finally:
-        conn.close()
-
-
 def test_orphan_message_fails_its_fk_check_and_cutover_does_not_happen(
     migration: Migration, sample_db: Path
 ) -> None:
-    orphan = _add_orphan_message(sample_db)
+    orphan = add_orphan_message(sample_db)
     result = migration.run_job("migrate")
     check = _checks(result)["messages:fk_conversation_id_resolves"]
     assert not check.passed
@@ -214,7 +202,7 @@ def test_orphan_message_fails_its_fk_check_and_cutover_does_not_happen(
 def test_cutover_alone_refuses_after_a_failed_check_and_names_it(
     migration: Migration, sample_db: Path
 ) -> None:
-    _add_orphan_message(sample_db)
+    add_orphan_message(sample_db)
     migration.run_job("load_tables")
     result = migration.materialize(dg.AssetSelection.assets("cutover"))
     assert not result.success

@@ -2,147 +2,34 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pty
 import signal
-import socket
 import subprocess
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 import psycopg
-import pytest
 
 from emrsim_assets import postgres
 from emrsim_assets.sample import write_sample
-
-REPO = Path(__file__).resolve().parent.parent
-# The person's PATH without the venv (as a fresh shell has it: their Python, never an activated
-# venv), and the system directories a login shell adds (useradd, for the embedded server).
-_VENV_BIN = str(REPO / ".venv" / "bin")
-USER_PATH = ":".join(
-    [p for p in os.environ.get("PATH", "").split(":") if p and p != _VENV_BIN]
-    + ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+from emrsim_assets_tests.user_shell import (
+    REPO,
+    assert_private,
+    assert_private_files,
+    free_port,
+    graphql,
+    postmaster,
+    shell,
+    start_server,
+    stop_embedded,
+    stop_server,
+    user_env,
+    wait_for_ui,
 )
-
-
-def user_env(work: Path, **extra: str) -> dict[str, str]:
-    """What a person's fresh shell has, plus the variables the README tells them to set."""
-    env = {"PATH": USER_PATH, "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
-    env["EMRSIM_WORK_DIR"] = str(work)
-    env.update(extra)
-    return env
-
-
-def shell(
-    command: str, env: dict[str, str], timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    # A person's usual umask (022): what the tool writes must be private all the same.
-    return subprocess.run(
-        ["bash", "-c", f"umask 022; {command}"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _postmaster(pgdata: Path) -> psutil.Process | None:
-    pid_file = pgdata / "postmaster.pid"
-    if not pid_file.exists():
-        return None
-    try:
-        return psutil.Process(int(pid_file.read_text().split()[0]))
-    except psutil.NoSuchProcess:
-        return None
-
-
-def _graphql(
-    port: int, query: str, variables: dict[str, object] | None = None
-) -> dict[str, object]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())  # type: ignore[no-any-return]
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    """Stop a server started by start_server and everything it started (its process group)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-
-
-def assert_private(work: Path) -> None:
-    """Nobody but the user reads what the tool wrote (the embedded server's own directories are
-    its own, 0700 by PostgreSQL): files 0600, directories 0700 (the work dir 0711 as root, so
-    the server's system user can reach its data)."""
-    open_to_others = []
-    for path in [work, *work.rglob("*")]:
-        if path.is_symlink() or path.is_socket():
-            continue
-        mode = path.stat().st_mode & 0o777
-        allowed = 0o711 if path == work and os.geteuid() == 0 else 0o700 if path.is_dir() else 0o600
-        if mode & ~allowed:
-            open_to_others.append(f"{path.relative_to(work)} {mode:o}")
-    assert not open_to_others, open_to_others
-
-
-def assert_private_files(work: Path) -> None:
-    """Beside an embedded server run as root (whose package opens the directories above its data
-    to all): the files the tool wrote are 0600 and the work dir lists nothing to others."""
-    assert os.stat(work).st_mode & 0o066 == 0
-    written = [work / "demo.sqlite", *(work / "snapshot").iterdir(), *(work / "logs").iterdir()]
-    assert all(p.stat().st_mode & 0o077 == 0 for p in written), [
-        f"{p} {p.stat().st_mode & 0o777:o}" for p in written
-    ]
-
-
-def stop_embedded(env: dict[str, str]) -> None:
-    subprocess.run([str(REPO / ".venv" / "bin" / "emrsim-migrate"), "stop"], env=env, check=False)
-
-
-def start_server(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """A long-running server whose output goes to a file: a pipe nobody reads fills up, and
-    then every process writing to it (Dagster's run workers too) blocks."""
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def _wait_for_ui(port: int, process: subprocess.Popen[bytes], seconds: float, log: Path) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            out = log.read_text(errors="replace")
-            pytest.fail(f"the UI server exited with {process.returncode}:\n{out[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
-                return
-        except OSError:
-            time.sleep(1)
-    pytest.fail(f"the UI did not answer on port {port} within {seconds:.0f} s")
 
 
 def test_make_dev_serves_the_asset_graph_and_make_stop_really_stops_the_server(
@@ -154,12 +41,12 @@ def test_make_dev_serves_the_asset_graph_and_make_stop_really_stops_the_server(
     log = tmp_path / "make-dev.log"
     dev = start_server(["bash", "-c", f"make dev DEV_PORT={port}"], env, log)
     try:
-        _wait_for_ui(port, dev, 180, log)
+        wait_for_ui(port, dev, 180, log)
         # The code location loaded: every table of the plan is an asset in the UI.
         deadline = time.monotonic() + 60
         keys: set[str] = set()
         while time.monotonic() < deadline and "messages" not in keys:
-            answer = _graphql(port, "{ assetNodes { assetKey { path } } }")
+            answer = graphql(port, "{ assetNodes { assetKey { path } } }")
             nodes = answer.get("data", {}).get("assetNodes", [])  # type: ignore[union-attr]
             keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
             time.sleep(1)
@@ -174,7 +61,7 @@ def test_make_dev_serves_the_asset_graph_and_make_stop_really_stops_the_server(
         stop_server(dev)
 
     pgdata = work / "pgdata"
-    server = _postmaster(pgdata)
+    server = postmaster(pgdata)
     assert server is not None and server.is_running(), "make dev's PostgreSQL should outlive it"
     # make dev was killed: the handle list still names its dead process. stop must not trust it.
     assert json.loads((pgdata / ".handle_pids.json").read_text())
@@ -196,7 +83,7 @@ def test_make_clean_stops_a_running_server_before_deleting_its_data(tmp_path: Pa
 
     work = tmp_path / "work"
     postgres.embedded_url(work, postgres.EMBEDDED_DATABASE)
-    server = _postmaster(work / "pgdata")
+    server = postmaster(work / "pgdata")
     assert server is not None and server.is_running()
     cleaned = shell("make clean", user_env(work))
     assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
@@ -372,7 +259,7 @@ def test_replica_recovery_and_stop_commands_from_the_readme(tmp_path: Path) -> N
         stopped = shell(".venv/bin/emrsim-migrate stop", env)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert "Read replica" in stopped.stdout and "stopped" in stopped.stdout
-    assert _postmaster(work / "replica") is None and _postmaster(work / "pgdata") is None
+    assert postmaster(work / "replica") is None and postmaster(work / "pgdata") is None
 
 
 def test_draft_a_plan_for_the_app_schema_and_migrate_with_it(tmp_path: Path, pg_url: str) -> None:
@@ -413,14 +300,14 @@ def _launch(port: int, job: str) -> str:
         "repositoryName": "__repository__",
         "pipelineName": job,
     }
-    answer = _graphql(
+    answer = graphql(
         port,
         "query($s: PipelineSelector!) { pipelineOrError(params: $s) "
         "{ ... on Pipeline { tags { key value } } } }",
         {"s": selector},
     )
     tags = answer["data"]["pipelineOrError"]["tags"]  # type: ignore[index]
-    launched = _graphql(
+    launched = graphql(
         port,
         "mutation($p: ExecutionParams!) { launchPipelineExecution(executionParams: $p) "
         "{ __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }",
@@ -450,7 +337,7 @@ def test_a_ui_run_cut_off_by_a_server_restart_is_marked_failed_not_left_started(
     dev = start_server([*command, str(port)], env, tmp_path / "dev.log")
     os.environ["DAGSTER_HOME"] = str(work / "dagster_home")
     try:
-        _wait_for_ui(port, dev, 180, tmp_path / "dev.log")
+        wait_for_ui(port, dev, 180, tmp_path / "dev.log")
         with dg.DagsterInstance.get() as instance:
             run_id = _launch(port, "load_tables")
             deadline = time.monotonic() + 120
@@ -470,7 +357,7 @@ def test_a_ui_run_cut_off_by_a_server_restart_is_marked_failed_not_left_started(
 
             port = free_port()
             dev = start_server([*command, str(port)], env, tmp_path / "dev-again.log")
-            _wait_for_ui(port, dev, 180, tmp_path / "dev-again.log")
+            wait_for_ui(port, dev, 180, tmp_path / "dev-again.log")
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and not run.is_finished:
                 time.sleep(1)
@@ -520,6 +407,6 @@ def test_make_bench_runs_as_the_readme_shows(tmp_path: Path) -> None:
         assert (out / "bench.png").stat().st_size > 0
         assert json.loads((out / "bench.json").read_text())["results"]
     finally:
-        server = _postmaster(work / "pgdata")
+        server = postmaster(work / "pgdata")
         if server is not None:
             shell(f"{REPO}/.venv/bin/emrsim-migrate stop", {**env, "EMRSIM_WORK_DIR": str(work)})

@@ -13,8 +13,9 @@ import pytest
 
 from emrsim_assets.source import sha256_file
 from emrsim_assets_tests.conftest import Migration
+from emrsim_assets_tests.harness import drafted
+from emrsim_assets_tests.oracle import source_rows, target_rows
 from emrsim_assets_tests.soup import poisoned, write_soup
-from emrsim_assets_tests.test_shapes import drafted, source_rows, target_rows
 
 # What a refused value's sentence starts with: our error, then table.column: row id N.
 _NAMED = re.compile(r"^(SourceError|ConversionError): [a-z0-9_]+\.[a-z0-9_]+: row id \d+")

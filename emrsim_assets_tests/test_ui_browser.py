@@ -19,14 +19,14 @@ from emrsim_assets.defs.build import messages_partitions
 from emrsim_assets.plan import load_plan
 from emrsim_assets.plan.load import default_plan_path
 from emrsim_assets.sample import write_sample
-from emrsim_assets_tests.test_readme_commands import (
+from emrsim_assets_tests.user_shell import (
     REPO,
-    _wait_for_ui,
     free_port,
     start_server,
     stop_embedded,
     stop_server,
     user_env,
+    wait_for_ui,
 )
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -60,7 +60,7 @@ def ui(tmp_path: Path) -> Iterator[dict[str, Any]]:
         [str(REPO / ".venv" / "bin" / "emrsim-migrate"), "dev", "--port", str(port)], env, log
     )
     try:
-        _wait_for_ui(port, server, 180, log)
+        wait_for_ui(port, server, 180, log)
         os.environ["DAGSTER_HOME"] = str(work / "dagster_home")  # to read the instance below
         link = next(
             line.split("open ", 1)[1].strip()
