@@ -94,6 +94,11 @@ PLANTED: dict[str, tuple[str, list[str], list[str]]] = {
         ["UPDATE measurements SET gauge = 1152921504606846977 WHERE id = 3"],
         ["measurements.gauge", "row id 3", "'1152921504606846977'", "no double holds exactly"],
     ),
+    "trailing_garbage_after_a_date": (
+        "timestamps_every_form",
+        ["UPDATE events SET day = '2024-03-01 garbage' WHERE id = 1"],
+        ["events.day", "row id 1", "'2024-03-01 garbage'", "is not a date (YYYY-MM-DD)"],
+    ),
     "a_time_in_a_date_column": (
         "timestamps_every_form",
         ["UPDATE events SET day = '2024-03-01 12:34:56' WHERE id = 3"],
