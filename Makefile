@@ -9,7 +9,7 @@ DEMO_DB := $(WORK_DIR)/demo.sqlite
 DEMO_MESSAGES ?= 20000
 DEV_PORT ?= 3000
 
-.PHONY: install demo test lint dev clean stop bench
+.PHONY: install demo test check lint dev clean stop bench
 
 $(STAMP): pyproject.toml
 	@echo "Installing emrsim-migrate and its dependencies into $(VENV) (first time: about 2 minutes)..."
@@ -29,8 +29,13 @@ lint: install
 	$(BIN)/ruff format --check emrsim_assets emrsim_assets_tests bench
 	$(BIN)/mypy
 
+# Everything, as CI runs it.
 test: lint
 	$(BIN)/pytest -q
+
+# The fast tier, for a contributor's loop: lint, types and the tests outside the full tier.
+check: lint
+	$(BIN)/pytest -q -m "not full"
 
 # Sizes and repetitions: make bench BENCH_SIZES="2000000 10000000" BENCH_REPEAT=3
 BENCH_SIZES ?= 2000000 10000000

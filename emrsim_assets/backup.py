@@ -1,5 +1,5 @@
 """Backups that are proven: pg_dump of the live schema, restored into a scratch database and
-compared table by table with the live one (the plan's section 7: daily backups, tested
+compared table by table with the live one (a post-migration task: daily backups, tested
 restores).
 
 The tools are those of the server's major version where the machine has them (Debian's

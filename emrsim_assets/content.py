@@ -4,7 +4,7 @@ snapshot's value, storage class included.
 Each value becomes a token on both sides: its SQLite storage class and its text, `i:42`,
 `t:hello`, `b:48656C6C6F`, `null`. The target side is read back into the form the source had:
 a bytea into hex and a boolean into 0/1 by PostgreSQL, a legacy_id uuid into its integer by
-Polars. The only differences that are not differences are NORMALIZATIONS (also in the README);
+Polars. The only differences that are not differences are NORMALIZATIONS (also in docs/operations.md);
 JSON on the source side is printed by PostgreSQL's own jsonb (JsonPrinter). A row's tokens hash to 64 bits;
 per table (per month for the partitioned table) the rows are compared as count and sum of
 hashes in 1,024 buckets by key. Only buckets that differ are read again, to name the rows: at

@@ -1,5 +1,5 @@
 """Is the live database well? Connectivity, the app's key query against its baseline,
-connections in use, replica lag (the plan's section 7: health checks)."""
+connections in use, replica lag (a post-migration task: health checks)."""
 
 from __future__ import annotations
 

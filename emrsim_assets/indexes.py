@@ -1,4 +1,4 @@
-"""Index review after cutover (the plan's section 7): the slowest statements on the live schema
+"""Index review after cutover (a post-migration task): the slowest statements on the live schema
 from pg_stat_statements, and for each sequential scan of a big table in their plans, the index
 that would serve it.
 

@@ -1,5 +1,5 @@
 """The app's workload on both sides, after cutover: the same answers, and latency and
-throughput compared (the plan's sections 5 and 10).
+throughput compared (the migration's success criteria: the app works, as fast or faster).
 
 A workload file names queries, each in SQLite and PostgreSQL SQL. Reads run with the same
 parameters on a copy of the snapshot and on the live schema, and their rows are compared after
@@ -79,7 +79,7 @@ def workload_path(bundled_plan: bool) -> Path:
     if not bundled_plan:
         raise PlanError(
             "No workload for this plan: write your app's queries in a workload file (the format "
-            "is in README.md; emrsim_assets/workloads/emrsim_chat.yaml is an example) and set "
+            "is in docs/operations.md; emrsim_assets/workloads/emrsim_chat.yaml is an example) and set "
             "EMRSIM_WORKLOAD to its path."
         )
     return default_workload_path()

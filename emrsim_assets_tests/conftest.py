@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import uuid
@@ -21,6 +22,45 @@ from emrsim_assets.plan import Plan, load_plan
 from emrsim_assets.sample import write_sample
 
 warnings.filterwarnings("ignore")
+
+# The full tier: modules whose tests each run a whole migration, a browser or a command as a
+# person does (make test runs them; make check, the fast tier, does not). Elsewhere a test
+# joins it by a fixture that starts a migration or a server of its own, or by @pytest.mark.full.
+FULL_MODULES = {
+    "test_anomalies",
+    "test_backup",
+    "test_content",
+    "test_day_of_migration",
+    "test_hostile_corpus",
+    "test_hostile_values",
+    "test_migration",
+    "test_readme_commands",
+    "test_recovery",
+    "test_shapes",
+    "test_soups",
+    "test_ui_browser",
+    "test_workload",
+}
+FULL_FIXTURES = {"migration", "archiving"}
+# What a test's own code calls to run a whole migration (read from its source, so that a new
+# test joins the right tier without anyone remembering to mark it).
+FULL_CALLS = ("Migration(", "run_cli(", "run_sentences(", "planted(", "user_env(")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        fixtures = set(getattr(item, "fixturenames", ()))
+        function = getattr(item, "function", None)
+        code = inspect.getsource(function) if function is not None else ""
+        if (
+            module in FULL_MODULES
+            or fixtures & FULL_FIXTURES
+            or any(call in code for call in FULL_CALLS)
+        ):
+            item.add_marker(pytest.mark.full)
+
+
 PASSWORD_USER = "emrsim_pw_user"
 PASSWORD = "correct-horse"
 

@@ -5,7 +5,7 @@ own (multiprocess: a Python start-up, imports and definitions per step, and a pr
 each). A migration's steps wait on SQLite, PostgreSQL and Polars, all of which release the GIL,
 so threads overlap them: the small tables load and are checked while the messages months load,
 and the checks of a table run beside each other. On 2 M messages that takes a `migrate` from
-one step at a time to both cores busy (the numbers are in the README).
+one step at a time to both cores busy (the numbers are in docs/benchmarks.md).
 
 It is Dagster's in-process loop (dagster._core.execution.plan.execute_plan), with the steps'
 event streams run in threads and merged here: every event still goes through ActiveExecution in

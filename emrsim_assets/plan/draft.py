@@ -563,7 +563,7 @@ class _Drafter:
             "# integer ranges and infinities are counted over every row; text formats (dates,",
             f"# UUIDs, JSON) are inferred from up to {3 * SAMPLE_ROWS:,} values a column, from both",
             "# ends and the middle of the table. The load checks every value, so a guess that",
-            "# does not hold stops the run naming the row. The plan format: README.md.",
+            "# does not hold stops the run naming the row. The plan format: docs/plan.md.",
             "version: 1",
             "source_timezone: UTC          # naive source timestamps are read in this zone",
         ]
