@@ -414,7 +414,10 @@ def test_make_bench_runs_as_the_readme_shows(tmp_path: Path) -> None:
 
 def test_make_check_runs_the_fast_tier_as_the_readme_shows(tmp_path: Path) -> None:
     """`make check`: lint, types and every test outside the full tier, in a fresh shell."""
-    done = shell("make check", user_env(tmp_path / "work"), timeout=900)
+    # Its own base temp dir: a second pytest session would otherwise prune this one's (pytest
+    # keeps the newest three), the embedded server's data directory with them.
+    env = user_env(tmp_path / "work", PYTEST_ADDOPTS=f"--basetemp={tmp_path / 'pytest'}")
+    done = shell("make check", env, timeout=900)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     assert "passed" in out and "deselected" in out, out[-2000:]
