@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
-from emrsim_assets import content, pipeline, postgres, source
+from emrsim_assets import content, pipeline, postgres, snapshot
 from emrsim_assets.definitions import messages_partitions
 from emrsim_assets.plan import load_plan
 from emrsim_assets.target import Conn
@@ -28,7 +28,7 @@ def main() -> int:
     sqlite_path, url, work = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     plan = load_plan(None)
     months = list(messages_partitions(plan).get_partition_keys())
-    manifest = source.take_snapshot(sqlite_path, work, plan, months)
+    manifest = snapshot.take_snapshot(sqlite_path, work, plan, months)
     table = dataclasses.replace(plan.table("messages"), indexes=())
 
     @contextmanager

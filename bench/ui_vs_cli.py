@@ -120,7 +120,7 @@ def main() -> None:
         instance = dg.DagsterInstance.get()
         from emrsim_assets.defs.build import build_defs
         from emrsim_assets.plan import load_plan
-        from emrsim_assets.plan.resolve import resolve_plan_path
+        from emrsim_assets.which_plan import resolve_plan_path
 
         os.environ.update(EMRSIM_SQLITE_PATH=str(sqlite), EMRSIM_WORK_DIR=str(work))
         tags = build_defs(load_plan(resolve_plan_path())).resolve_job_def("migrate").tags

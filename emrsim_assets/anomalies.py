@@ -31,9 +31,11 @@ import polars as pl
 from psycopg import sql
 
 from emrsim_assets import convert
+from emrsim_assets.batch import ROWID
 from emrsim_assets.content import fingerprint
 from emrsim_assets.plan import Column, Plan, Table
-from emrsim_assets.source import ROWID, Manifest, read_batches
+from emrsim_assets.snapshot import Manifest
+from emrsim_assets.source import read_batches
 from emrsim_assets.target import MIGRATION, UNPARTITIONED, Conn
 
 SHOWN = 20

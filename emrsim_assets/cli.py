@@ -82,8 +82,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from emrsim_assets.draft import draft_plan
     from emrsim_assets.plan import parse_plan
-    from emrsim_assets.plan.draft import draft_plan
 
     started = time.perf_counter()
     source = Path(args.sqlite)
@@ -119,7 +119,7 @@ def _preflight(origin: str) -> None:
 def _use_plan(args: argparse.Namespace) -> Path:
     """The plan this run uses, said out loud when it was drafted rather than chosen."""
     from emrsim_assets.plan.load import default_plan_path
-    from emrsim_assets.plan.resolve import resolve_plan_path
+    from emrsim_assets.which_plan import resolve_plan_path
 
     if args.plan:
         os.environ["EMRSIM_PLAN"] = str(Path(args.plan).resolve())

@@ -35,9 +35,11 @@ import polars as pl
 from psycopg import sql
 
 from emrsim_assets import convert
+from emrsim_assets.batch import ROWID, class_digit
 from emrsim_assets.deep import deep
 from emrsim_assets.plan import Column, Plan, Table
-from emrsim_assets.source import BATCH_BYTES, ROWID, Manifest, class_digit, read_batches
+from emrsim_assets.snapshot import Manifest
+from emrsim_assets.source import BATCH_BYTES, read_batches
 from emrsim_assets.target import MIGRATION, STAGING, UNPARTITIONED, Conn, next_month
 
 T = TypeVar("T")

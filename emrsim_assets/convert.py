@@ -10,6 +10,14 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from emrsim_assets.batch import (
+    ROWID,
+    STORAGE_CLASSES,
+    class_column,
+    class_digit,
+    json_ok,
+    key_label,
+)
 from emrsim_assets.deep import deep
 from emrsim_assets.errors import ConversionError
 from emrsim_assets.plan import Column, Plan, Table
@@ -51,11 +59,6 @@ def legacy_id_of(value: str) -> int:
         return int(digits[17:])
     bits = int(digits[15] + digits[17:], 16)
     return bits - (1 << 64) if bits >= 1 << 63 else bits
-
-
-def json_ok(column: str) -> str:
-    """Name of the helper column carrying SQLite's json_valid() verdict for `column`."""
-    return f"__json_ok_{column}"
 
 
 def _integer(expr: pl.Expr) -> pl.Expr:
@@ -332,8 +335,6 @@ def _convert_column(frame: pl.DataFrame, column: Column, table: Table, plan: Pla
             )
         return _Column(value, present & value.is_null(), "is not a number")
     if kind == "numeric":
-        from emrsim_assets.source import class_column, class_digit
-
         text = pl.col(column.name).str.strip_chars()
         position = next(i for i, c in enumerate(table.columns) if c is column)
         if class_column(position) in frame.columns:
@@ -360,7 +361,7 @@ def _convert_column(frame: pl.DataFrame, column: Column, table: Table, plan: Pla
     return _Column(raw, bad.fill_null(False), reason)
 
 
-# The storage classes (digits of source.STORAGE_CLASSES) whose values each kind keeps with what
+# The storage classes (digits of batch.STORAGE_CLASSES) whose values each kind keeps with what
 # the proof compares: a value of another class would arrive changed in kind (the integer 5 as
 # the text '5'), which content_matches_source finds only after the load. The load refuses it at
 # once instead, naming the row, or quarantines it. `any_class: true` on a text or blob column
@@ -381,8 +382,6 @@ def _stored_otherwise(
 ) -> list[tuple[pl.Series, str]]:
     """Rows whose value SQLite stored in a class this column's kind does not keep, per class,
     and why; none where every class is kept (or the batch was read without its classes)."""
-    from emrsim_assets.source import STORAGE_CLASSES, class_column, class_digit
-
     position = next(i for i, c in enumerate(table.columns) if c is column)
     if column.any_class or class_column(position) not in frame.columns:
         return []
@@ -428,8 +427,6 @@ QUARANTINE_SCHEMA = {
 
 def convert_frame(frame: pl.DataFrame, table: Table, plan: Plan) -> Converted:
     """Convert one batch; raise on the first invalid value unless its column quarantines."""
-    from emrsim_assets.source import ROWID
-
     null_reason = "is NULL, but the target column is NOT NULL"
     values: list[pl.Series] = []
     problems: list[pl.DataFrame] = []
@@ -467,8 +464,6 @@ def convert_frame(frame: pl.DataFrame, table: Table, plan: Plan) -> Converted:
 def _conversion_error(
     table: Table, column: Column, hit: pl.DataFrame, frame: pl.DataFrame
 ) -> ConversionError:
-    from emrsim_assets.source import ROWID, key_label
-
     first = hit.row(0, named=True)
     row = frame.filter(pl.col(ROWID) == first["row_id"]).row(0, named=True)
     where = key_label(table, row)

@@ -13,7 +13,7 @@ from emrsim_assets.errors import GateClosedError, TargetError
 from emrsim_assets.integrity import quarantined_rows
 from emrsim_assets.plan import Plan, Table
 from emrsim_assets.plan.names import MAX_NAME, fit
-from emrsim_assets.source import Manifest
+from emrsim_assets.snapshot import Manifest
 from emrsim_assets.target import (
     LIVE,
     MIGRATION,

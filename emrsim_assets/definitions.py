@@ -1,7 +1,7 @@
 """The one place that wires assets, checks, jobs, schedules and resources into `defs`."""
 
 from emrsim_assets.defs.build import build_defs, default_resource, messages_partitions
-from emrsim_assets.plan.resolve import resolve_plan
+from emrsim_assets.which_plan import resolve_plan
 
 __all__ = ["build_defs", "default_resource", "defs", "messages_partitions"]
 

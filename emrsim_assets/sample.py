@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from emrsim_assets.errors import SourceError
-from emrsim_assets.source import _quote
+from emrsim_assets.source import quote_name
 
 # The schema as the Node/SQLite app of that era declared it: integer AUTOINCREMENT ids, text
 # timestamps, JSON in text columns, 0/1 booleans, foreign keys declared but not enforced.
@@ -165,10 +165,10 @@ def write_sample(
 
 
 def _insert(conn: sqlite3.Connection, table: str, frame: pl.DataFrame) -> None:
-    columns = ", ".join(_quote(c) for c in frame.columns)
+    columns = ", ".join(quote_name(c) for c in frame.columns)
     marks = ", ".join("?" * frame.width)
     # Names through the one SQLite quoting helper, though they are this module's constants.
-    insert = f"INSERT INTO {_quote(table)} ({columns}) VALUES ({marks})"  # noqa: S608
+    insert = f"INSERT INTO {quote_name(table)} ({columns}) VALUES ({marks})"  # noqa: S608
     conn.executemany(insert, frame.iter_rows())
 
 

@@ -24,12 +24,12 @@ if TYPE_CHECKING:
     from pgpq._pgpq import EncoderBuilder
 from psycopg import sql
 
+from emrsim_assets.batch import ROWID
 from emrsim_assets.convert import QUARANTINE_SCHEMA, Converted
 from emrsim_assets.errors import ConversionError, TargetError
 from emrsim_assets.plan import Column, Index, Table
 from emrsim_assets.plan.model import TEXT_TYPE
 from emrsim_assets.plan.names import MAX_NAME, fit
-from emrsim_assets.source import ROWID
 
 log = logging.getLogger(__name__)
 

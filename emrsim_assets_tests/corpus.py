@@ -24,10 +24,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from emrsim_assets import anomalies, content, pipeline, source
+from emrsim_assets import anomalies, content, pipeline, snapshot
+from emrsim_assets.draft import draft_plan
 from emrsim_assets.errors import MigrationError
 from emrsim_assets.plan import Plan, load_plan
-from emrsim_assets.plan.draft import draft_plan
 from emrsim_assets_tests.oracle import source_rows, target_rows
 
 # Declared type -> two values an app would usually write there.
@@ -145,8 +145,8 @@ def _case(
     url: str,
     plan: Plan,
     table: str,
-    manifest: source.Manifest,
-    snapshot: Path,
+    manifest: snapshot.Manifest,
+    copy: Path,
 ) -> tuple[str, str]:
     planned = plan.table(table)
     try:
@@ -163,7 +163,7 @@ def _case(
             return (
                 "named" if _named(said, table) or ("v" in said and "3" in said) else "unnamed"
             ), said
-    expected = source_rows(snapshot, planned)
+    expected = source_rows(copy, planned)
     got = target_rows(conn, planned, schema="emrsim_staging")
     if expected != got:
         return "silent", f"expected {sorted(map(repr, expected))}, got {sorted(map(repr, got))}"
@@ -188,17 +188,17 @@ def run(url: str, work: Path, declared_types: list[str] | None = None) -> list[O
             if mode == "planted":
                 _plant(path)
             try:
-                manifest = source.take_snapshot(path, base / "snapshot", plan, [])
+                manifest = snapshot.take_snapshot(path, base / "snapshot", plan, [])
             except MigrationError as exc:
                 outcomes += [Outcome(declared, v, mode, "unnamed", str(exc)) for v in HOSTILE]
                 continue
-            snapshot = Path(manifest.snapshot_path)
+            copy = Path(manifest.snapshot_path)
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS emrsim_staging CASCADE"))
             for i, value in enumerate(HOSTILE):
                 # A connection per case, as a Dagster step has: a refused load rolls back.
                 with psycopg.connect(url) as conn:
-                    verdict, said = _case(conn, url, plan, f"t{i}", manifest, snapshot)
+                    verdict, said = _case(conn, url, plan, f"t{i}", manifest, copy)
                 outcomes.append(Outcome(declared, value, mode, verdict, said))
     return outcomes
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from emrsim_assets.draft import draft_plan
 from emrsim_assets.plan import Plan, load_plan
-from emrsim_assets.plan.draft import draft_plan
 from emrsim_assets_tests.conftest import Migration
 from emrsim_assets_tests.shapes import write_shape
 

@@ -157,7 +157,7 @@ def _instant(rng: random.Random, form: str) -> str | int:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _quote(name: str) -> str:
+def quote_name(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -194,7 +194,7 @@ def write_soup(path: Path, seed: int) -> Path:
             if chance < 0.25:
                 trigger = table if chance < 0.1 else f"{table} touch"
                 conn.execute(
-                    f"CREATE TRIGGER {_quote(trigger)} AFTER INSERT ON {_quote(table)} "
+                    f"CREATE TRIGGER {quote_name(trigger)} AFTER INSERT ON {quote_name(table)} "
                     "BEGIN SELECT 1; END"
                 )
         conn.commit()
@@ -216,12 +216,12 @@ def _write_table(
     key = rng.choice(
         ["rowid", "integer", "int_not_alias", "text", "composite", "none", "without_rowid"]
     )
-    parts = [f"{_quote(c)} {d}".strip() for c, d in zip(columns, declared, strict=True)]
+    parts = [f"{quote_name(c)} {d}".strip() for c, d in zip(columns, declared, strict=True)]
     # A reference to an earlier table's integer key, declared or not, with orphans now and then.
     parent = rng.choice(sorted(parents)) if parents and rng.random() < 0.6 else None
     declare = rng.random() < 0.5
     if parent is not None:
-        target = f" REFERENCES {_quote(parent)} (id)" if declare else ""
+        target = f" REFERENCES {quote_name(parent)} (id)" if declare else ""
         parts.append(f'"parent_id" INTEGER{target}')
     # A time-ordered table (what the draft partitions by month): one form per table, or all
     # text forms mixed, instants across month ends.
@@ -240,7 +240,7 @@ def _write_table(
         parts.insert(0, '"id_b" TEXT NOT NULL')
         parts.insert(0, '"id_a" INTEGER NOT NULL')
         parts.append('PRIMARY KEY ("id_a", "id_b")')
-    conn.execute(f"CREATE TABLE {_quote(table)} ({', '.join(parts)}){suffix}")
+    conn.execute(f"CREATE TABLE {quote_name(table)} ({', '.join(parts)}){suffix}")
     rows = rng.randint(0, 300)
     wrong = rng.random() < 0.3  # this table has values of another storage class, now and then
     written: list[int] = []
@@ -271,18 +271,18 @@ def _write_table(
         elif key == "composite":
             keys = [n // 4, f"part {n % 4}"]
         marks = ", ".join("?" * (len(keys) + len(values)))
-        conn.execute(f"INSERT INTO {_quote(table)} VALUES ({marks})", [*keys, *values])  # noqa: S608
+        conn.execute(f"INSERT INTO {quote_name(table)} VALUES ({marks})", [*keys, *values])  # noqa: S608
     if key in ("integer", "int_not_alias"):
         parents[table] = written
     if poison and rng.random() < 0.5 and rows:
         # Invalid UTF-8 stored as TEXT: only SQL's CAST writes it, as an app's C code might.
         if key in ("integer", "int_not_alias", "text", "without_rowid"):
-            where = f"id = (SELECT min(id) FROM {_quote(table)})"  # noqa: S608
+            where = f"id = (SELECT min(id) FROM {quote_name(table)})"  # noqa: S608
         elif "rowid" not in columns:
-            where = f"rowid = (SELECT min(rowid) FROM {_quote(table)})"  # noqa: S608
+            where = f"rowid = (SELECT min(rowid) FROM {quote_name(table)})"  # noqa: S608
         else:
             return  # the real row id is shadowed and there is no key: no one row to name
         conn.execute(
-            f"UPDATE {_quote(table)} SET {_quote(columns[0])} = CAST(x'ff80fe41' AS TEXT) "  # noqa: S608
+            f"UPDATE {quote_name(table)} SET {quote_name(columns[0])} = CAST(x'ff80fe41' AS TEXT) "  # noqa: S608
             f"WHERE {where}"
         )

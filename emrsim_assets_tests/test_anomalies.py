@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emrsim_assets.plan.draft import draft_plan
+from emrsim_assets.draft import draft_plan
 from emrsim_assets.source import read_batches
 from emrsim_assets_tests.conftest import Migration
 from emrsim_assets_tests.harness import execute, run_sentences

@@ -12,10 +12,10 @@ import polars as pl
 import psycopg
 import pytest
 
+from emrsim_assets.batch import CLASSES, ROWID
 from emrsim_assets.content import JsonPrinter, canonical_json, excerpt
+from emrsim_assets.draft import draft_plan
 from emrsim_assets.plan import load_plan
-from emrsim_assets.plan.draft import draft_plan
-from emrsim_assets.source import CLASSES, ROWID
 from emrsim_assets_tests.conftest import Migration
 from emrsim_assets_tests.harness import execute, planted
 from emrsim_assets_tests.shapes import write_shape

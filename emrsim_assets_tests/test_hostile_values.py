@@ -278,7 +278,7 @@ def test_a_plan_names_source_tables_and_columns_in_any_case_as_sqlite_does(
     tmp_path: Path, pg_url: str
 ) -> None:
     sqlite = write_shape("mixed_case_and_long_names", tmp_path / "m.sqlite")
-    from emrsim_assets.plan.draft import draft_plan
+    from emrsim_assets.draft import draft_plan
 
     text = draft_plan(sqlite)
     # A person writes the source names in another case: SQLite finds them, and so does the plan.

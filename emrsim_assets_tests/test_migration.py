@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL
 
 from emrsim_assets.convert import legacy_uuid
 from emrsim_assets.plan import Column, Plan, Table
-from emrsim_assets.source import sha256_file
+from emrsim_assets.snapshot import sha256_file
 from emrsim_assets_tests.conftest import Migration, run_cli
 from emrsim_assets_tests.harness import add_orphan_message
 
@@ -284,7 +284,7 @@ def test_snapshot_counts_every_row_once_whatever_the_scan_slices(
     sample_db: Path, plan: Plan, tmp_path: Path
 ) -> None:
     from emrsim_assets.definitions import messages_partitions
-    from emrsim_assets.source import take_snapshot
+    from emrsim_assets.snapshot import take_snapshot
 
     months = list(messages_partitions(plan).get_partition_keys())
     manifest = take_snapshot(sample_db, tmp_path / "snapshot", plan, months, batch_rows=53)
@@ -307,10 +307,10 @@ def test_snapshot_counts_every_row_once_whatever_the_scan_slices(
 def test_row_count_check_names_a_month_missing_a_row_and_rows_in_a_partition_of_no_month(
     migration: Migration, plan: Plan
 ) -> None:
-    from emrsim_assets import integrity, source
+    from emrsim_assets import integrity, snapshot
 
     assert migration.run_job("load_tables").success
-    manifest = source.load_manifest(migration.resource.snapshot_dir)
+    manifest = snapshot.load_manifest(migration.resource.snapshot_dir)
     with migration.connect() as conn:
         conn.execute("DELETE FROM emrsim_staging.messages_y2024m03 WHERE ctid = '(0,1)'")
         conn.execute(

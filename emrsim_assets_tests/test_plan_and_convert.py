@@ -174,9 +174,9 @@ def test_an_unparseable_timestamp_stops_the_load_naming_table_column_and_row(
     migration: Migration, sample_db: Path
 ) -> None:
     _break(sample_db, "UPDATE users SET created_at = 'last tuesday' WHERE id = 4")
-    from emrsim_assets import pipeline, source
+    from emrsim_assets import pipeline, snapshot
 
-    manifest = source.take_snapshot(
+    manifest = snapshot.take_snapshot(
         sample_db, migration.resource.snapshot_dir, migration.plan, migration.months
     )
     with migration.connect() as conn, pytest.raises(ConversionError) as error:
@@ -239,17 +239,17 @@ def test_invalid_json_stops_the_month_load_naming_table_column_and_row(
     # metadata fails by default: PostgreSQL's jsonb input judges it, and the error names the row.
     from datetime import date
 
-    from emrsim_assets import pipeline, source
+    from emrsim_assets import pipeline, snapshot
 
-    def snapshot() -> source.Manifest:
-        return source.take_snapshot(
+    def taken() -> snapshot.Manifest:
+        return snapshot.take_snapshot(
             sample_db, migration.resource.snapshot_dir, migration.plan, migration.months
         )
 
-    month, (lo, hi) = next(iter(snapshot().month_rowids.items()))
+    month, (lo, hi) = next(iter(taken().month_rowids.items()))
     row = (lo + hi) // 2  # inside the month and inside a batch: not its first row
     _break(sample_db, "UPDATE messages SET metadata = ? WHERE id = ?", ('{"model": sim-gpt}', row))
-    manifest = snapshot()
+    manifest = taken()
     with migration.connect() as conn, pytest.raises(ConversionError) as error:
         conn.autocommit = False
         pipeline.load_month(
@@ -286,9 +286,9 @@ def test_a_refused_value_in_a_month_with_late_rows_names_its_own_row_id(
         conn.close()
     from datetime import date
 
-    from emrsim_assets import pipeline, source
+    from emrsim_assets import pipeline, snapshot
 
-    manifest = source.take_snapshot(
+    manifest = snapshot.take_snapshot(
         sample_db, migration.resource.snapshot_dir, migration.plan, migration.months
     )
     assert "2023-02-01" not in manifest.pure_months

@@ -10,10 +10,10 @@ import psycopg
 import pytest
 import yaml
 
+from emrsim_assets.draft import draft_plan
 from emrsim_assets.plan import load_plan
-from emrsim_assets.plan.draft import draft_plan
 from emrsim_assets.plan.names import RESERVED
-from emrsim_assets.source import sha256_file
+from emrsim_assets.snapshot import sha256_file
 from emrsim_assets_tests.conftest import Migration
 from emrsim_assets_tests.harness import drafted
 from emrsim_assets_tests.oracle import source_rows, target_rows

@@ -11,7 +11,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from emrsim_assets.source import sha256_file
+from emrsim_assets.snapshot import sha256_file
 from emrsim_assets_tests.conftest import Migration
 from emrsim_assets_tests.harness import drafted
 from emrsim_assets_tests.oracle import source_rows, target_rows

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from emrsim_assets.draft import draft_plan
 from emrsim_assets.errors import PlanError
 from emrsim_assets.plan import load_plan
-from emrsim_assets.plan.draft import draft_plan
 from emrsim_assets.plan.load import parse_plan
 
 # Each breaks out of a comment line or a flow mapping where YAML is written by hand.
@@ -43,17 +43,17 @@ def _hostile(path: Path) -> None:
     conn.execute("INSERT INTO t VALUES (1, 5, 'a'), (2, 6, 'b')")
     for i, name in enumerate(BREAKOUTS):
         # Partial indexes: the draft names each in a note on its table.
-        conn.execute(f"CREATE INDEX {_quote(name)} ON t(x) WHERE x > {i}")
-        conn.execute(f"CREATE VIEW {_quote('v_' + name)} AS SELECT x FROM t")  # noqa: S608
+        conn.execute(f"CREATE INDEX {quote_name(name)} ON t(x) WHERE x > {i}")
+        conn.execute(f"CREATE VIEW {quote_name('v_' + name)} AS SELECT x FROM t")  # noqa: S608
         text = "'" + name.replace("'", "''") + "'"
         conn.execute(
-            f"CREATE TRIGGER {_quote('tr_' + name)} AFTER INSERT ON t BEGIN SELECT {text}; END"
+            f"CREATE TRIGGER {quote_name('tr_' + name)} AFTER INSERT ON t BEGIN SELECT {text}; END"
         )
     conn.commit()
     conn.close()
 
 
-def _quote(name: str) -> str:
+def quote_name(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -254,7 +254,7 @@ def test_the_months_of_the_live_file_include_rows_still_in_its_wal(tmp_path: Pat
     whose rows are only in the WAL is found, and a writer is never read mid-change."""
     from emrsim_assets.plan import load_plan as bundled
     from emrsim_assets.sample import write_sample
-    from emrsim_assets.source import data_months
+    from emrsim_assets.snapshot import data_months
 
     path = tmp_path / "app.sqlite"
     write_sample(path, messages=200, seed=1)
@@ -286,7 +286,7 @@ def test_a_month_is_read_without_a_filter_only_when_no_other_months_row_is_in_it
 
     import polars as pl
 
-    from emrsim_assets.source import _pure_months
+    from emrsim_assets.snapshot import _pure_months
 
     rng = random.Random(seed)
     rows = rng.randint(1, 60)

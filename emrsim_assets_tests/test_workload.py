@@ -116,8 +116,8 @@ def test_the_app_schema_workload_gets_the_same_answers(
 ) -> None:
     """workloads/app.yaml on `sample --schema app`, migrated with its drafted plan (which now
     indexes turns.session_id: the workload's most frequent lookup)."""
+    from emrsim_assets.draft import draft_plan
     from emrsim_assets.plan import load_plan
-    from emrsim_assets.plan.draft import draft_plan
     from emrsim_assets_tests.shapes import write_shape
 
     sqlite = write_shape("app_schema", tmp_path / "app.sqlite")

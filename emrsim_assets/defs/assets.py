@@ -11,7 +11,7 @@ from psycopg import conninfo
 from emrsim_assets import backup as core_backup
 from emrsim_assets import cutover as core_cutover
 from emrsim_assets import health as core_health
-from emrsim_assets import indexes, pipeline, recovery, source, workload
+from emrsim_assets import indexes, pipeline, recovery, snapshot, workload
 from emrsim_assets.defs.gate import gate_problems
 from emrsim_assets.defs.resources import MigrationResource, as_failure
 from emrsim_assets.errors import GateClosedError, MigrationError
@@ -42,7 +42,7 @@ def build_snapshot_asset(plan: Plan, months: dg.PartitionsDefinition) -> dg.Asse
         context: dg.AssetExecutionContext, migration: MigrationResource
     ) -> dg.MaterializeResult[None]:
         with as_failure():
-            manifest = source.take_snapshot(
+            manifest = snapshot.take_snapshot(
                 Path(migration.sqlite_path),
                 migration.snapshot_dir,
                 plan,

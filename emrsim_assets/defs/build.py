@@ -36,7 +36,7 @@ from emrsim_assets.defs.threads import threaded_executor
 from emrsim_assets.plan import Plan, default_plan_path, load_plan
 from emrsim_assets.postgres import work_dir as work_dir_of
 from emrsim_assets.private import keep_private
-from emrsim_assets.source import data_months
+from emrsim_assets.snapshot import data_months
 from emrsim_assets.target import next_month
 
 

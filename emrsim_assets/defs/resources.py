@@ -15,7 +15,7 @@ from emrsim_assets import postgres
 from emrsim_assets.defs.runs import record_worker
 from emrsim_assets.errors import MigrationError, connection_lost
 from emrsim_assets.private import private_work_dir
-from emrsim_assets.source import Manifest, load_manifest
+from emrsim_assets.snapshot import Manifest, load_manifest
 from emrsim_assets.target import Conn
 
 _POOLED: set[int] = set()

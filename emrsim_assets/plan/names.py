@@ -31,7 +31,7 @@ RESERVED = frozenset(
     }
 )
 TARGET_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-# The pipeline's own columns beside a batch's (source.ROWID, storage classes, parsed times):
+# The pipeline's own columns beside a batch's (batch.ROWID, storage classes, parsed times):
 # no plan column may start so (drafted names never do: snake_case strips leading _).
 PIPELINE_PREFIX = "__"
 # PostgreSQL keeps 63 bytes of a name; a month's partition adds "_y2024m03" (9) to its table's,

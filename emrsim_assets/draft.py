@@ -24,10 +24,10 @@ from emrsim_assets.plan.load import default_problem
 from emrsim_assets.plan.model import FIXED_TYPES, sqlite_fold
 from emrsim_assets.plan.names import MAX_NAME, MAX_TABLE_NAME, target_name
 from emrsim_assets.source import (
-    _quote,
     app_collations,
     count_storage_classes,
     open_readonly,
+    quote_name,
     row_locator,
 )
 
@@ -252,12 +252,12 @@ class _Drafter:
         rows, per_column = count_storage_classes(self.conn, source, [c.source for c in columns])
         parts = []
         for column in columns:
-            name = _quote(column.source)
+            name = quote_name(column.source)
             integer = f"iif(typeof({name}) = 'integer', {name}, NULL)"
             parts += [f"min({integer})", f"max({integer})", f"sum({name} IN (9e999, -9e999))"]
         if parts:
             found = self.conn.execute(
-                f"SELECT {', '.join(parts)} FROM {_quote(source)}"  # noqa: S608
+                f"SELECT {', '.join(parts)} FROM {quote_name(source)}"  # noqa: S608
             ).fetchone()
             for i, column in enumerate(columns):
                 column.low, column.high = found[3 * i], found[3 * i + 1]
@@ -271,15 +271,15 @@ class _Drafter:
         and the middle of the table to infer text formats from (old rows and new ones may be
         written differently; the load checks every value against the format chosen)."""
         rows = self._profile(source, columns)
-        select = ", ".join(_quote(c.source) for c in columns)
+        select = ", ".join(quote_name(c.source) for c in columns)
         locator = row_locator(self.conn, source)
         if rows <= EXACT_ROWS or locator is None:
             sample = self.conn.execute(
-                f"SELECT {select} FROM {_quote(source)} LIMIT ?",  # noqa: S608
+                f"SELECT {select} FROM {quote_name(source)} LIMIT ?",  # noqa: S608
                 (3 * SAMPLE_ROWS,),
             ).fetchall()
         else:
-            table = _quote(source)
+            table = quote_name(source)
             sample = self.conn.execute(
                 f"SELECT {select} FROM {table} ORDER BY {locator} LIMIT ?",  # noqa: S608
                 (SAMPLE_ROWS,),
@@ -422,9 +422,9 @@ class _Drafter:
         self, table: _Table, column: _Column, parent: _Table, key: _Column
     ) -> tuple[int, int]:
         row = self.conn.execute(
-            f"SELECT count(*), sum(NOT EXISTS (SELECT 1 FROM {_quote(parent.source)} p "  # noqa: S608
-            f"WHERE p.{_quote(key.source)} = c.{_quote(column.source)})) "
-            f"FROM {_quote(table.source)} c WHERE c.{_quote(column.source)} IS NOT NULL"
+            f"SELECT count(*), sum(NOT EXISTS (SELECT 1 FROM {quote_name(parent.source)} p "  # noqa: S608
+            f"WHERE p.{quote_name(key.source)} = c.{quote_name(column.source)})) "
+            f"FROM {quote_name(table.source)} c WHERE c.{quote_name(column.source)} IS NOT NULL"
         ).fetchone()
         return int(row[1] or 0), int(row[0] or 0)
 
@@ -625,12 +625,12 @@ class _Drafter:
         column = self.partition_column
         assert column is not None
         epoch = column.entry.get("epoch")
-        name = _quote(column.source)
+        name = quote_name(column.source)
         if epoch:
             per_second = {"s": 1, "ms": 1_000, "us": 1_000_000}[epoch]
             low, high = (bound * per_second for bound in _EPOCH_SECONDS)
             first = self.conn.execute(
-                f"SELECT min(CAST({name} AS REAL)) FROM {_quote(table.source)} "  # noqa: S608
+                f"SELECT min(CAST({name} AS REAL)) FROM {quote_name(table.source)} "  # noqa: S608
                 f"WHERE CAST({name} AS REAL) BETWEEN ? AND ?",
                 (low, high),
             ).fetchone()[0]
@@ -642,7 +642,7 @@ class _Drafter:
             # Text compares as text: min() of the trimmed values that start with a date.
             value = f"trim({name})"
             first = self.conn.execute(
-                f"SELECT min({value}) FROM {_quote(table.source)} WHERE {value} GLOB "  # noqa: S608
+                f"SELECT min({value}) FROM {quote_name(table.source)} WHERE {value} GLOB "  # noqa: S608
                 f"'[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]*' AND substr({value}, 6, 2) "
                 f"BETWEEN '01' AND '12' AND {value} >= '0001-01-01'"
             ).fetchone()[0]

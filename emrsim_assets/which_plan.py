@@ -6,8 +6,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from emrsim_assets.draft import draft_plan
 from emrsim_assets.errors import SourceError
-from emrsim_assets.plan.draft import draft_plan
 from emrsim_assets.plan.load import default_plan_path, load_plan
 from emrsim_assets.plan.model import Plan
 from emrsim_assets.private import private_dir, write_private
