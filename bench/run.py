@@ -322,7 +322,7 @@ def bench_pgloader(
 
 
 def _prefixes() -> dict[str, str]:
-    from emrsim_assets.convert import uuid_prefix
+    from emrsim_assets.legacy_ids import uuid_prefix
     from emrsim_assets.plan import load_plan
 
     return {t.name: uuid_prefix(t.name).replace("-", "") for t in load_plan(None).tables}

@@ -30,7 +30,7 @@ from typing import Any
 import polars as pl
 from psycopg import sql
 
-from emrsim_assets import convert
+from emrsim_assets import kinds, times
 from emrsim_assets.batch import ROWID
 from emrsim_assets.content import fingerprint
 from emrsim_assets.plan import Column, Plan, Table
@@ -53,14 +53,14 @@ class Anomaly:
 
 
 def time_columns(table: Table) -> list[Column]:
-    return [c for c in table.columns if c.convert in ("timestamp", "date")]
+    return [c for c in table.columns if kinds.kind_of(c).time]
 
 
 def _naive_text(value: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     """(naive datetime or null, whether the text carries its own offset)."""
     text = value.str.strip_chars().str.replace("T", " ", literal=True)
     has_offset = text.str.contains(r"([zZ]|[+-]\d\d:?\d\d)$")
-    # Every naive form the load takes (convert.timestamp_expr), the date alone included: its
+    # Every naive form the load takes (times.timestamp_expr), the date alone included: its
     # midnight may happen twice (America/Havana's clocks go back at 01:00 to 00:00).
     naive = pl.coalesce(
         text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us"),
@@ -93,7 +93,7 @@ def _measures(frame: pl.DataFrame, column: Column, plan: Plan) -> pl.DataFrame:
             pl.lit(False).alias("ambiguous"),
             pl.lit(False).alias("missing_hour"),
         )
-    stamps = convert.parsed_timestamps(frame, column, plan)
+    stamps = times.parsed_timestamps(frame, column, plan)
     if column.epoch:
         whole = value.str.extract(r"^\s*-?(\d+)", 1)
         digits = whole.str.len_chars().cast(pl.Int64)

@@ -3,11 +3,13 @@ how a row is named by its key. Reader, conversion and proofs all speak it."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from emrsim_assets.plan import Table
+if TYPE_CHECKING:
+    from emrsim_assets.plan import Table
+
 
 ROWID = "__rowid"  # per row: SQLite's rowid, or its position in key order (WITHOUT ROWID)
 

@@ -34,7 +34,7 @@ import numpy as np
 import polars as pl
 from psycopg import sql
 
-from emrsim_assets import convert
+from emrsim_assets import kinds, legacy_ids, times
 from emrsim_assets.batch import ROWID, class_digit
 from emrsim_assets.deep import deep
 from emrsim_assets.plan import Column, Plan, Table
@@ -48,17 +48,8 @@ SHOWN = 20
 _SEED = 0x5EED
 _CLASS_LETTER = ("i", "r", "t", "b", "n")  # SQLite's integer, real, text, blob, null
 
-NORMALIZATIONS = {
-    "json": "object key order, whitespace and number spelling (1e2 = 100 = 100.0) do not count; "
-    "a duplicate key does (jsonb keeps the last value only)",
-    "timestamp": "text forms of the same instant are equal (as the plan's source_timezone reads "
-    "naive text); epochs compare as instants in the plan's unit",
-    "real": "an INTEGER-class value in a real column equals the same double",
-    "numeric": "numbers equal as decimals (1.50 = 1.5, 1e2 = 100)",
-    "boolean": "0 and 1 are false and true",
-    "any_class": "in a text or blob column with any_class: true, a value of another storage "
-    "class equals its text as SQLite prints it (as bytes, in a blob column)",
-}
+# What the check does not count as a difference, from the kinds' own words (kinds.py).
+NORMALIZATIONS = kinds.normalizations()
 
 
 @dataclass(frozen=True)
@@ -184,12 +175,9 @@ class Comparison:
 
 
 def _reference_kind(column: Column) -> str:
-    """What a column holds in source form: a ref holds the legacy id of the key it points at."""
-    if column.convert == "ref":
-        return "legacy_id"
-    if column.convert == "storage_class":
-        return "text"  # the class's name, as SQLite's typeof() spells it
-    return column.convert
+    """The source form a column compares in: a ref holds the legacy id of the key it points
+    at, a storage class is text."""
+    return kinds.kind_of(column).family
 
 
 # --- the source side ---------------------------------------------------------------------------
@@ -303,7 +291,7 @@ def source_tokens(frame: pl.DataFrame, table: Table, plan: Plan) -> pl.DataFrame
     position = {c.name: i for i, c in enumerate(table.columns)}
     # Text timestamps through the load's fast path for SQLite's common format (3 times faster).
     stamped = {
-        f"__ts_{c.name}": convert.parsed_timestamps(frame, c, plan).dt.epoch("us")
+        f"__ts_{c.name}": times.parsed_timestamps(frame, c, plan).dt.epoch("us")
         for c in table.columns
         if c.convert == "timestamp"
     }
@@ -324,7 +312,7 @@ def source_tokens(frame: pl.DataFrame, table: Table, plan: Plan) -> pl.DataFrame
                     pl.when(digit == 2)
                     .then(pl.lit("n:") + value)
                     .when(digit == 1)
-                    .then(pl.lit("n:") + convert.shortest_real(value))
+                    .then(pl.lit("n:") + kinds.shortest_real(value))
                     .otherwise(number)
                 )
             exprs.append(_normalize(kind, number, column.name).alias(column.name))
@@ -458,26 +446,14 @@ class JsonPrinter:
 
 # Kinds read back raw, their tokens made in Polars: the server's text output of uuid and
 # timestamptz (and a concatenation per value) cost it more than the rest of the read.
-_RAW_KINDS = ("legacy_id", "timestamp", "text")
-
-
 def _target_expression(column: Column) -> sql.Composable:
     """The column read back into its source form, as a token (never NULL: 'null'), or as it
-    is for the kinds whose tokens target_tokens makes."""
+    is for the kinds whose tokens target_tokens makes (read_back None)."""
     name = sql.Identifier(column.name)
-    kind = _reference_kind(column)
-    if kind in _RAW_KINDS:
+    read_back = kinds.KINDS[_reference_kind(column)].read_back
+    if read_back is None:
         return name
-    forms: dict[str, sql.Composable] = {
-        "integer": sql.SQL("'i:' || {}::text").format(name),
-        "boolean": sql.SQL("'i:' || {}::int::text").format(name),
-        "blob": sql.SQL("'b:' || upper(encode({}, 'hex'))").format(name),
-        "date": sql.SQL("'t:' || to_char({}, 'YYYY-MM-DD')").format(name),
-        "real": sql.SQL("'r:' || {}::text").format(name),
-        "numeric": sql.SQL("'n:' || {}::text").format(name),
-    }
-    form = forms.get(kind, sql.SQL("'t:' || {}::text").format(name))
-    return sql.SQL("coalesce({}, 'null') AS {}").format(form, name)
+    return sql.SQL("coalesce({}, 'null') AS {}").format(read_back(name), name)
 
 
 def _target_query(table: Table, month: date | None) -> sql.Composable:
@@ -514,7 +490,7 @@ def _legacy_id(raw: pl.Expr, table: str) -> pl.Expr:
     the readable form (variant digit 8, 15 decimal digits) or the 64-bit form (variant 9, hex).
     A uuid outside the table's own prefix becomes 'u:<uuid>', and differs."""
     digits = raw.bin.encode("hex")
-    prefix = convert.uuid_prefix(table).replace("-", "")[:15]
+    prefix = legacy_ids.uuid_prefix(table).replace("-", "")[:15]
     readable = digits.str.slice(17).str.to_integer(base=10, strict=False)
     wide = (
         (digits.str.slice(15, 1) + digits.str.slice(17))
@@ -756,11 +732,11 @@ def _source_batches(
     for frame in ahead(read_batches(path, table, batch_rows, rowid_range=span, classes=True)):
         if skip:
             frame = frame.filter(~pl.col(ROWID).is_in(skip))
-        frame = convert.with_parsed_times(frame, table, plan)
+        frame = times.with_parsed_times(frame, table, plan)
         if month is not None and month.isoformat() not in manifest.pure_months:
             column = table.column(str(table.partition_by_month))
-            stamps = convert.parsed_timestamps(frame, column, plan)
-            frame = frame.filter(convert.month_start(stamps) == month)
+            stamps = times.parsed_timestamps(frame, column, plan)
+            frame = frame.filter(times.month_start(stamps) == month)
         if json_columns:
             frame = printer.print_columns(frame, json_columns, position)
         yield source_tokens(frame, table, plan)

@@ -20,8 +20,9 @@ from typing import Any
 import yaml
 
 from emrsim_assets.errors import SourceError
+from emrsim_assets.kinds import KINDS
 from emrsim_assets.plan.load import default_problem
-from emrsim_assets.plan.model import FIXED_TYPES, sqlite_fold
+from emrsim_assets.plan.model import sqlite_fold
 from emrsim_assets.plan.names import MAX_NAME, MAX_TABLE_NAME, target_name
 from emrsim_assets.source import (
     app_collations,
@@ -311,7 +312,7 @@ class _Drafter:
             entry.update(extra)
             if column.notnull:
                 entry["nullable"] = False
-            pg_type = extra.get("type", FIXED_TYPES.get(convert, "text"))
+            pg_type = extra.get("type", KINDS[convert].pg_type)
             default, default_note = _infer_default(column.default, convert, pg_type)
             if default is not None:
                 entry["default"] = default
@@ -880,7 +881,7 @@ def _infer_default(raw: str | None, convert: str, pg_type: str) -> tuple[Any, st
         re.match(r"^(DATETIME|DATE)\('NOW'\)$|^STRFTIME\('%Y-%M-%D[^']*', ?'NOW'\)$", upper)
     )
     if now:
-        if convert in ("timestamp", "date"):
+        if KINDS[convert].time:
             return "now()", f"default {raw} -> now()"
         return (
             None,

@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 from psycopg import conninfo
 
-from emrsim_assets import anomalies, batch, content, convert, source, target
+from emrsim_assets import anomalies, batch, content, convert, source, target, times
 from emrsim_assets.convert import Converted
 from emrsim_assets.errors import ConversionError
 from emrsim_assets.memory import release_free_memory
@@ -38,12 +38,12 @@ def _converted(
         snapshot, table, batch_rows, rowid_range=rowid_range, classes=True
     )
     for frame in batches:
-        frame = convert.with_parsed_times(frame, table, plan)
+        frame = times.with_parsed_times(frame, table, plan)
         if month is not None:
             # The rowid span of a month may hold rows of neighbouring months: keep this one's.
             column = table.column(str(table.partition_by_month))
-            stamps = convert.parsed_timestamps(frame, column, plan)
-            frame = frame.filter(convert.month_start(stamps) == month)
+            stamps = times.parsed_timestamps(frame, column, plan)
+            frame = frame.filter(times.month_start(stamps) == month)
             if frame.is_empty():
                 continue
         # The proofs' source side, from the rows just read (content.Digest, anomalies.Profile

@@ -17,7 +17,7 @@ from typing import Any
 import adbc_driver_sqlite.dbapi as adbc
 import polars as pl
 
-from emrsim_assets import convert
+from emrsim_assets import times
 from emrsim_assets.batch import ROWID, class_columns, decode_classes
 from emrsim_assets.errors import SourceError
 from emrsim_assets.plan import Plan, Table
@@ -203,8 +203,8 @@ def data_months(path: Path, plan: Plan, cache_dir: Path) -> list[str]:
         return list(json.loads(cache.read_text(encoding="utf-8")))
     months: set[str] = set()
     for frame in read_batches(path, table, DEFAULT_BATCH_ROWS, columns=[column.name], live=True):
-        stamps = convert.timestamps(frame[column.name], column, plan)
-        found = convert.month_start(stamps).drop_nulls().unique()
+        stamps = times.timestamps(frame[column.name], column, plan)
+        found = times.month_start(stamps).drop_nulls().unique()
         # Beyond year 9999 is no month: such rows are refused by the coverage check.
         months.update(d.isoformat() for d in found.filter(found.dt.year() <= 9999).to_list())
     result = sorted(months)
@@ -293,7 +293,7 @@ def _scan_months(
         for *combo, seen in frame.group_by(codes).len().iter_rows():
             key = tuple(int(c) for c in combo)
             scan.combos[key] = scan.combos.get(key, 0) + seen
-        month = convert.month_start(convert.timestamps(frame[column.name], column, plan))
+        month = times.month_start(times.timestamps(frame[column.name], column, plan))
         placed = frame.select(pl.col(ROWID), pl.col(column.name)).with_columns(month=month)
         inside = placed.get_column("month").is_in(known.implode()).fill_null(False)
         outside = placed.filter(~inside)

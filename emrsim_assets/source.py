@@ -22,7 +22,8 @@ from emrsim_assets.batch import (
     key_label,
 )
 from emrsim_assets.errors import SourceError
-from emrsim_assets.plan import Plan, Table
+from emrsim_assets.kinds import kind_of
+from emrsim_assets.plan import Column, Plan, Table
 from emrsim_assets.plan.model import sqlite_fold
 
 log = logging.getLogger(__name__)
@@ -240,24 +241,17 @@ def _select_list(
             strict=False,
         ):
             digits = " + ".join(
-                f"{5**i} * {_class_digit_sql(c.source) if c.convert != 'storage_class' else 2}"
+                f"{5**i} * {_class_of(c)}"
                 for i, c in enumerate(table.columns[start : start + CLASS_DIGITS])
             )
             parts.append(f"{digits} AS {name}")
     for column in wanted:
-        if column.convert == "storage_class":  # typeof() is TEXT, never NULL
-            parts.append(f"typeof({quote_name(column.source)}) AS {quote_name(column.name)}")
-            continue
-        if column.convert == "blob":
-            # Bytes as hex text: lossless whatever they hold (CAST AS TEXT would read them as UTF-8).
-            # hex(NULL) is '': NULL stays NULL, an empty blob becomes ''.
-            quoted = quote_name(column.source)
-            parts.append(f"iif({quoted} IS NULL, NULL, hex({quoted})) AS {quote_name(column.name)}")
-            continue
-        # Everything else arrives as text: SQLite is dynamically typed, and one INTEGER column
-        # may hold text in some rows (SQLite 3.53's text of a REAL round-trips: 17 digits).
-        # Conversion parses and validates each value, naming the row if it fails.
-        parts.append(f"CAST({quote_name(column.source)} AS TEXT) AS {quote_name(column.name)}")
+        # As its kind reads it: bytes as hex (lossless whatever they hold, and hex(NULL) is ''
+        # so NULL stays NULL), a storage class by typeof(), everything else as text (SQLite is
+        # dynamically typed: one INTEGER column may hold text in some rows; SQLite 3.53's text
+        # of a REAL round-trips). Conversion parses and checks each value, naming its row.
+        read = kind_of(column).read(quote_name(column.source))
+        parts.append(f"{read} AS {quote_name(column.name)}")
         if column.convert == "json" and column.on_invalid == "quarantine":
             # Only where an invalid value must be sorted out before COPY: elsewhere PostgreSQL's
             # jsonb input is the judge, and its refusal names the row (25% of the read's cost).
@@ -265,6 +259,12 @@ def _select_list(
                 f"json_valid({quote_name(column.source)}) AS {quote_name(json_ok(column.name))}"
             )
     return parts
+
+
+def _class_of(column: Column) -> str:
+    """The storage class of what is read for `column`: the source value's, or its kind's own."""
+    fixed = kind_of(column).read_class
+    return str(fixed) if fixed is not None else _class_digit_sql(column.source)
 
 
 def _class_digit_sql(column: str) -> str:

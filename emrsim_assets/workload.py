@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 import yaml
 
-from emrsim_assets import convert
+from emrsim_assets import legacy_ids
 from emrsim_assets.errors import PlanError, WorkloadError
 from emrsim_assets.private import private_dir, private_file
 
@@ -260,7 +260,7 @@ def _for_postgres(workload: Workload, params: dict[str, Any]) -> dict[str, Any]:
     mapped = dict(params)
     for param in workload.params:
         if param.uuid and mapped.get(param.name) is not None:
-            mapped[param.name] = convert.legacy_uuid(param.uuid, int(mapped[param.name]))
+            mapped[param.name] = legacy_ids.legacy_uuid(param.uuid, int(mapped[param.name]))
     return mapped
 
 

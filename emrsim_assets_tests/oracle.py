@@ -17,7 +17,7 @@ import adbc_driver_sqlite.dbapi as adbc_sqlite
 import psycopg
 from psycopg import sql
 
-from emrsim_assets.convert import legacy_uuid
+from emrsim_assets.legacy_ids import legacy_uuid
 from emrsim_assets.plan import Column, Table
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

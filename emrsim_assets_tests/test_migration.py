@@ -17,7 +17,7 @@ import yaml
 from psycopg import conninfo, sql
 from sqlalchemy.engine import URL
 
-from emrsim_assets.convert import legacy_uuid
+from emrsim_assets.legacy_ids import legacy_uuid
 from emrsim_assets.plan import Column, Plan, Table
 from emrsim_assets.snapshot import sha256_file
 from emrsim_assets_tests.conftest import Migration, run_cli

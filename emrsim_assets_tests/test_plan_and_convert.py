@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emrsim_assets.convert import legacy_id_of, legacy_uuid
 from emrsim_assets.errors import ConversionError, PlanError
+from emrsim_assets.legacy_ids import legacy_id_of, legacy_uuid
 from emrsim_assets.plan import default_plan_path, load_plan
 from emrsim_assets_tests.conftest import Migration
 
@@ -93,7 +93,7 @@ def test_uuids_are_deterministic_and_reversible() -> None:
 
     import polars as pl
 
-    from emrsim_assets.convert import uuid_bytes
+    from emrsim_assets.legacy_ids import uuid_bytes
 
     value = legacy_uuid("users", 123456789)
     assert value == legacy_uuid("users", 123456789) != legacy_uuid("patients", 123456789)

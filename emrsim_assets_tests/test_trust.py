@@ -122,11 +122,12 @@ def _small(tmp_path: Path) -> Path:
 
 
 def test_every_type_method_and_operator_class_a_plan_names_has_its_sql() -> None:
+    from emrsim_assets.kinds import KINDS
     from emrsim_assets.plan.load import _INDEX_METHODS
-    from emrsim_assets.plan.model import FIXED_TYPES, OPCLASSES
+    from emrsim_assets.plan.model import OPCLASSES
     from emrsim_assets.target import METHODS, OPERATOR_CLASSES, TYPES
 
-    assert set(TYPES) == {*FIXED_TYPES.values(), "text"}
+    assert set(TYPES) == {k.pg_type for k in KINDS.values()}
     assert set(METHODS) == set(_INDEX_METHODS)
     assert set(OPERATOR_CLASSES) == set(OPCLASSES)
 
@@ -498,3 +499,12 @@ def test_keys_distinct_only_by_storage_class_stay_distinct_and_a_plan_without_th
     assert "key convert: blob with any_class: true" in sentence
     assert "row id 1: '36' INTEGER, '1' INTEGER; row id 2: '36' TEXT" in sentence
     assert "convert: storage_class" in sentence
+
+
+def test_the_plan_reference_lists_every_kind_as_the_registry_defines_it() -> None:
+    from emrsim_assets import kinds
+    from emrsim_assets_tests.user_shell import REPO
+
+    assert kinds.markdown_table() in (REPO / "docs" / "plan.md").read_text()
+    readme = (REPO / "README.md").read_text()
+    assert all(f"`{name}`" in readme for name in kinds.NAMES)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
-import re
-from datetime import date, datetime
+from datetime import date
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,13 +12,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from emrsim_assets.errors import PlanError
+from emrsim_assets.kinds import KINDS
 from emrsim_assets.plan.model import (
     AUTOVACUUM_PARAMETERS,
-    CANONICAL_UUID,
     CONVERSIONS,
     ENFORCE,
     EPOCH_UNITS,
-    FIXED_TYPES,
     OPCLASSES,
     SKIP_KINDS,
     TEXT_TYPE,
@@ -290,9 +287,10 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
         if not TEXT_TYPE.match(pg_type):
             raise PlanError(f"{where}: type {raw.get('type')!r} must be text or varchar(n).")
     else:
-        if "type" in raw and str(raw["type"]).lower() != FIXED_TYPES[convert]:
-            raise PlanError(f"{where}: convert {convert} always gives {FIXED_TYPES[convert]}.")
-        pg_type = FIXED_TYPES[convert]
+        fixed = KINDS[convert].pg_type
+        if "type" in raw and str(raw["type"]).lower() != fixed:
+            raise PlanError(f"{where}: convert {convert} always gives {fixed}.")
+        pg_type = fixed
     references = raw.get("references")
     if convert == "ref" and references is None:
         raise PlanError(f"{where}: convert ref needs 'references' (the table it points at).")
@@ -329,7 +327,7 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
     anomalies = raw.get("anomalies", "fail")
     if anomalies not in ("fail", "accept"):
         raise PlanError(f"{where}: anomalies must be 'fail' or 'accept'.")
-    if anomalies == "accept" and convert not in ("timestamp", "date"):
+    if anomalies == "accept" and not KINDS[convert].time:
         raise PlanError(f"{where}: anomalies applies to timestamp and date columns.")
     any_class = raw.get("any_class", False)
     if not isinstance(any_class, bool):
@@ -359,67 +357,23 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
     )
 
 
-_TIMESTAMP_DEFAULT = re.compile(
-    r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:\d{2})?$"
-)
-_DECIMAL_DEFAULT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
 def default_problem(default: Any, convert: str, pg_type: str) -> str | None:
     """Why `default` cannot be the default of a `convert` column (None: it can). Checked when
     the plan loads, so that PostgreSQL never refuses it in the middle of a load."""
     finite = not isinstance(default, float) or math.isfinite(default)
     if not isinstance(default, str | int | float | bool) or not finite:
         return "is not now() or a finite literal value"
+    kind = KINDS[convert]
     if default == "now()":
-        return None if convert in ("timestamp", "date") else "is for timestamp and date columns"
-    number = isinstance(default, int | float) and not isinstance(default, bool)
-    text = default if isinstance(default, str) else None
-    fits = {
-        "boolean": isinstance(default, bool),
-        "integer": isinstance(default, int)
-        and not isinstance(default, bool)
-        and -(2**63) <= default < 2**63,
-        "real": number,
-        "numeric": number or (text is not None and bool(_DECIMAL_DEFAULT.match(text))),
-        "timestamp": text is not None and _parses(text, _TIMESTAMP_DEFAULT, datetime),
-        "date": text is not None and _parses(text, _DATE_DEFAULT, date),
-        "uuid": text is not None and bool(CANONICAL_UUID.match(text)),
-        "json": text is not None and _is_json(text),
-        "text": text is not None and "\x00" not in text,
-    }.get(convert)
-    if fits is None:
+        return None if kind.time else "is for timestamp and date columns"
+    if kind.takes_default is None:
         return f"cannot be given to a {convert} column (its values come from the source)"
-    if not fits:
+    if not kind.takes_default(default):
         return f"is not a {convert} value"
     match = TEXT_TYPE.match(pg_type)
-    if text is not None and match and match.group(2) and len(text) > int(match.group(2)):
+    if isinstance(default, str) and match and match.group(2) and len(default) > int(match.group(2)):
         return f"is longer than {pg_type}"
     return None
-
-
-_DATE_DEFAULT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def _parses(text: str, form: re.Pattern[str], kind: type[date] | type[datetime]) -> bool:
-    if not form.match(text):
-        return False
-    try:
-        if kind is date:
-            date.fromisoformat(text)
-        else:
-            datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T", 1))
-    except ValueError:
-        return False
-    return True
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return "\\u0000" not in text
 
 
 def _parse_index(raw: Any, where: str, columns: list[str]) -> Index:

@@ -12,25 +12,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from emrsim_assets.errors import PlanError
+from emrsim_assets.kinds import NAMES
 
-# convert kind -> PostgreSQL type (text and numeric take the plan's `type`).
-FIXED_TYPES = {
-    "legacy_id": "uuid",  # integer key -> deterministic, reversible uuid
-    "ref": "uuid",  # integer reference to a legacy_id key -> the same uuid
-    "uuid": "uuid",  # canonical UUID text -> uuid
-    "timestamp": "timestamptz",
-    "date": "date",
-    "json": "jsonb",
-    "boolean": "boolean",
-    "integer": "bigint",
-    "real": "double precision",
-    "numeric": "numeric",
-    "blob": "bytea",
-    # SQLite's storage class of the source column (typeof): beside an any_class column in a key,
-    # it keeps 6, '6' and x'36' three keys, as SQLite does.
-    "storage_class": "text",
-}
-CONVERSIONS = (*FIXED_TYPES, "text")
+CONVERSIONS = NAMES  # the kinds a column's `convert` may name (kinds.py)
 CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TEXT_TYPE = re.compile(r"^(text|varchar\((\d+)\))$")
 ENFORCE = ("constraint", "report")
