@@ -3,12 +3,49 @@ how a row is named by its key. Reader, conversion and proofs all speak it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
-if TYPE_CHECKING:
-    from emrsim_assets.plan import Table
+
+class ColumnLike(Protocol):
+    """What the batch's code reads of a plan column (plan.model.Column is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def convert(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def epoch(self) -> str | None: ...
+    @property
+    def references(self) -> str | None: ...
+    @property
+    def any_class(self) -> bool: ...
+    @property
+    def max_length(self) -> int | None: ...
+
+
+class TableLike(Protocol):
+    """What the batch's code reads of a plan table (plan.model.Table is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def columns(self) -> Sequence[ColumnLike]: ...
+    @property
+    def primary_key(self) -> tuple[str, ...]: ...
+    def column(self, name: str) -> ColumnLike: ...
+
+
+class PlanLike(Protocol):
+    """What the batch's code reads of a plan (plan.model.Plan is one)."""
+
+    @property
+    def source_timezone(self) -> ZoneInfo: ...
 
 
 ROWID = "__rowid"  # per row: SQLite's rowid, or its position in key order (WITHOUT ROWID)
@@ -51,7 +88,7 @@ def decode_classes(codes: tuple[int, ...], count: int) -> list[str]:
     return names
 
 
-def key_label(table: Table, values: dict[str, Any]) -> str:
+def key_label(table: TableLike, values: dict[str, Any]) -> str:
     """' (key id='abc')' for a table keyed by columns of its own; '' for one keyed by rowid."""
     keys = [k for k in table.primary_key if table.column(k).convert not in ("legacy_id", "integer")]
     if not keys:

@@ -12,19 +12,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow as pa
 from psycopg import sql
 
-from emrsim_assets.batch import class_column, class_digit, json_ok
+from emrsim_assets.batch import ColumnLike, PlanLike, TableLike, class_column, class_digit, json_ok
 from emrsim_assets.deep import deep
 from emrsim_assets.legacy_ids import integers, uuid_bytes
 from emrsim_assets.times import parsed_timestamps
-
-if TYPE_CHECKING:
-    from emrsim_assets.plan import Column, Plan, Table
 
 # SQLite's storage classes as the digits batch.STORAGE_CLASSES orders them.
 INTEGER, REAL, TEXT, BLOB = 0, 1, 2, 3
@@ -39,7 +35,7 @@ class Conversion:
     reason: str  # why, in the words of a refusal ("is not an integer")
 
 
-Convert = Callable[[pl.DataFrame, "Column", "Table", "Plan"], Conversion]
+Convert = Callable[[pl.DataFrame, ColumnLike, TableLike, PlanLike], Conversion]
 
 
 @dataclass(frozen=True)
@@ -71,25 +67,29 @@ class Kind:
         return self.compares_as or self.name
 
 
-def _over(frame: pl.DataFrame, column: Column, expr: pl.Expr) -> pl.Series:
+def _over(frame: pl.DataFrame, column: ColumnLike, expr: pl.Expr) -> pl.Series:
     return frame.select(expr.alias(column.name)).to_series()
 
 
-def _position(table: Table, column: Column) -> int:
+def _position(table: TableLike, column: ColumnLike) -> int:
     return next(i for i, c in enumerate(table.columns) if c is column)
 
 
 # --- the conversions, one per kind -------------------------------------------------------------
 
 
-def _legacy_id(frame: pl.DataFrame, column: Column, table: Table, plan: Plan) -> Conversion:
+def _legacy_id(
+    frame: pl.DataFrame, column: ColumnLike, table: TableLike, plan: PlanLike
+) -> Conversion:
     raw = frame.get_column(column.name)
     owner = table.name if column.convert == "legacy_id" else str(column.references)
     value = uuid_bytes(raw, owner)
     return Conversion(value, raw.is_not_null() & value.is_null(), "is not an integer id")
 
 
-def _timestamp(frame: pl.DataFrame, column: Column, table: Table, plan: Plan) -> Conversion:
+def _timestamp(
+    frame: pl.DataFrame, column: ColumnLike, table: TableLike, plan: PlanLike
+) -> Conversion:
     value = parsed_timestamps(frame, column, plan)
     what = (
         f"epoch {column.epoch} (within years 1 to 9999, at most to the microsecond)"
@@ -100,7 +100,7 @@ def _timestamp(frame: pl.DataFrame, column: Column, table: Table, plan: Plan) ->
     return Conversion(value, present & value.is_null(), f"is not a valid {what}")
 
 
-def _date(frame: pl.DataFrame, column: Column, table: Table, plan: Plan) -> Conversion:
+def _date(frame: pl.DataFrame, column: ColumnLike, table: TableLike, plan: PlanLike) -> Conversion:
     # Exactly a date: a time or spaces after it would be dropped in silence.
     text = pl.col(column.name)
     value = _over(
@@ -143,7 +143,7 @@ def _no_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
-def _json(frame: pl.DataFrame, column: Column, table: Table, plan: Plan) -> Conversion:
+def _json(frame: pl.DataFrame, column: ColumnLike, table: TableLike, plan: PlanLike) -> Conversion:
     # PostgreSQL's jsonb refuses \u0000 and a lone surrogate, which SQLite's json_valid() takes.
     # Validity otherwise: json_valid(), read beside a quarantine column; a failing column
     # leaves it to jsonb input, which names the row.
@@ -167,7 +167,9 @@ def _json(frame: pl.DataFrame, column: Column, table: Table, plan: Plan) -> Conv
     return Conversion(raw, raw.is_not_null() & bad, "is not valid JSON for jsonb")
 
 
-def _boolean(frame: pl.DataFrame, column: Column, table: Table, plan: Plan) -> Conversion:
+def _boolean(
+    frame: pl.DataFrame, column: ColumnLike, table: TableLike, plan: PlanLike
+) -> Conversion:
     lowered = pl.col(column.name).str.strip_chars().str.to_lowercase()
     value = _over(
         frame,
@@ -181,13 +183,15 @@ def _boolean(frame: pl.DataFrame, column: Column, table: Table, plan: Plan) -> C
     return Conversion(value, present & value.is_null(), "is not a boolean (0 or 1)")
 
 
-def _integer(frame: pl.DataFrame, column: Column, table: Table, plan: Plan) -> Conversion:
+def _integer(
+    frame: pl.DataFrame, column: ColumnLike, table: TableLike, plan: PlanLike
+) -> Conversion:
     value = _over(frame, column, integers(pl.col(column.name)))
     present = frame.get_column(column.name).is_not_null()
     return Conversion(value, present & value.is_null(), "is not an integer")
 
 
-def _real(frame: pl.DataFrame, column: Column, table: Table, plan: Plan) -> Conversion:
+def _real(frame: pl.DataFrame, column: ColumnLike, table: TableLike, plan: PlanLike) -> Conversion:
     value = _over(frame, column, pl.col(column.name).cast(pl.Float64, strict=False))
     present = frame.get_column(column.name).is_not_null()
     # An INTEGER-class value must come back as itself: past 2^53 a double skips integers
@@ -215,7 +219,9 @@ def shortest_real(text: pl.Expr) -> pl.Expr:
     return text.cast(pl.Float64, strict=False).cast(pl.String)
 
 
-def _numeric(frame: pl.DataFrame, column: Column, table: Table, plan: Plan) -> Conversion:
+def _numeric(
+    frame: pl.DataFrame, column: ColumnLike, table: TableLike, plan: PlanLike
+) -> Conversion:
     text = pl.col(column.name).str.strip_chars()
     position = _position(table, column)
     if class_column(position) in frame.columns:
@@ -227,7 +233,7 @@ def _numeric(frame: pl.DataFrame, column: Column, table: Table, plan: Plan) -> C
     )
 
 
-def _blob(frame: pl.DataFrame, column: Column, table: Table, plan: Plan) -> Conversion:
+def _blob(frame: pl.DataFrame, column: ColumnLike, table: TableLike, plan: PlanLike) -> Conversion:
     value = _over(frame, column, pl.col(column.name).str.decode("hex", strict=False))
     present = frame.get_column(column.name).is_not_null()
     return Conversion(value, present & value.is_null(), "is not a blob")
@@ -238,7 +244,7 @@ def _blob(frame: pl.DataFrame, column: Column, table: Table, plan: Plan) -> Conv
 CANONICAL_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
-def _uuid(frame: pl.DataFrame, column: Column, table: Table, plan: Plan) -> Conversion:
+def _uuid(frame: pl.DataFrame, column: ColumnLike, table: TableLike, plan: PlanLike) -> Conversion:
     ok = _over(frame, column, pl.col(column.name).str.contains(CANONICAL_UUID))
     value = _over(
         frame,
@@ -251,7 +257,7 @@ def _uuid(frame: pl.DataFrame, column: Column, table: Table, plan: Plan) -> Conv
     return Conversion(value, present & ~ok.fill_null(False), "is not a canonical lower-case UUID")
 
 
-def _text(frame: pl.DataFrame, column: Column, table: Table, plan: Plan) -> Conversion:
+def _text(frame: pl.DataFrame, column: ColumnLike, table: TableLike, plan: PlanLike) -> Conversion:
     raw = frame.get_column(column.name)
     bad = raw.str.contains("\x00", literal=True)
     reason = "contains a NUL byte, which PostgreSQL text cannot hold"
@@ -490,11 +496,11 @@ ANY_CLASS = "in a text or blob column with any_class: true, a value of another s
 ANY_CLASS += "equals its text as SQLite prints it (as bytes, in a blob column)"
 
 
-def kind_of(column: Column) -> Kind:
+def kind_of(column: ColumnLike) -> Kind:
     return KINDS[column.convert]
 
 
-def classes_kept(column: Column) -> tuple[int, ...]:
+def classes_kept(column: ColumnLike) -> tuple[int, ...]:
     """The storage classes this column takes: its kind's, an epoch's numbers too, or every one
     where the plan says any_class."""
     if column.any_class:

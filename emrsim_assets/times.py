@@ -4,19 +4,16 @@ fall in (the partitioned table's periods)."""
 from __future__ import annotations
 
 from datetime import date
-from typing import TYPE_CHECKING
 
 import polars as pl
 
-if TYPE_CHECKING:
-    from emrsim_assets.plan import Column, Plan, Table
-
+from emrsim_assets.batch import ColumnLike, PlanLike, TableLike
 
 # Epoch values beyond year 9999 are errors, not timestamps.
 _MAX_EPOCH_MS = 253_402_300_799_999
 
 
-def _localize(naive: pl.Expr, plan: Plan) -> pl.Expr:
+def _localize(naive: pl.Expr, plan: PlanLike) -> pl.Expr:
     return naive.dt.replace_time_zone(
         str(plan.source_timezone.key), ambiguous="earliest", non_existent="null"
     ).dt.convert_time_zone("UTC")
@@ -45,7 +42,7 @@ def epoch_micros(expr: pl.Expr, unit: str) -> pl.Expr:
     return pl.when(fits).then(whole * scale + sign * part).otherwise(None)
 
 
-def timestamp_expr(expr: pl.Expr, column: Column, plan: Plan) -> pl.Expr:
+def timestamp_expr(expr: pl.Expr, column: ColumnLike, plan: PlanLike) -> pl.Expr:
     """Text (CURRENT_TIMESTAMP or ISO-8601) or epoch numbers to UTC datetimes; null if unparseable."""
     if column.epoch:
         return pl.from_epoch(epoch_micros(expr, column.epoch), time_unit="us").dt.replace_time_zone(
@@ -72,7 +69,7 @@ def timestamp_expr(expr: pl.Expr, column: Column, plan: Plan) -> pl.Expr:
 _COMMON_TIMESTAMP = "%Y-%m-%d %H:%M:%S"
 
 
-def timestamps(values: pl.Series, column: Column, plan: Plan) -> pl.Series:
+def timestamps(values: pl.Series, column: ColumnLike, plan: PlanLike) -> pl.Series:
     """`timestamp_expr` over a Series: the common format is tried on every row first, and the
     general parser runs only on the rows it left (several times faster on typical data)."""
     frame = values.to_frame("v")
@@ -93,7 +90,7 @@ def timestamps(values: pl.Series, column: Column, plan: Plan) -> pl.Series:
 PARSED = "__parsed_"  # + a column's name: its timestamps, parsed once per batch
 
 
-def with_parsed_times(frame: pl.DataFrame, table: Table, plan: Plan) -> pl.DataFrame:
+def with_parsed_times(frame: pl.DataFrame, table: TableLike, plan: PlanLike) -> pl.DataFrame:
     """`frame` with each timestamp column parsed once, beside it as PARSED + its name: the
     month filter, both proofs and the conversion of a batch read it instead of parsing again
     (each parse of 2 M messages' text costs about 1 CPU-s)."""
@@ -104,7 +101,7 @@ def with_parsed_times(frame: pl.DataFrame, table: Table, plan: Plan) -> pl.DataF
     )
 
 
-def parsed_timestamps(frame: pl.DataFrame, column: Column, plan: Plan) -> pl.Series:
+def parsed_timestamps(frame: pl.DataFrame, column: ColumnLike, plan: PlanLike) -> pl.Series:
     """`column`'s timestamps: parsed already (with_parsed_times), or now."""
     if PARSED + column.name in frame.columns:
         return frame.get_column(PARSED + column.name).alias(column.name)

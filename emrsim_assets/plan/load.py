@@ -13,9 +13,9 @@ import yaml
 
 from emrsim_assets.errors import PlanError
 from emrsim_assets.kinds import KINDS
+from emrsim_assets.kinds import NAMES as CONVERSIONS
 from emrsim_assets.plan.model import (
     AUTOVACUUM_PARAMETERS,
-    CONVERSIONS,
     ENFORCE,
     EPOCH_UNITS,
     OPCLASSES,

@@ -12,9 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from emrsim_assets.errors import PlanError
-from emrsim_assets.kinds import NAMES
 
-CONVERSIONS = NAMES  # the kinds a column's `convert` may name (kinds.py)
 CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TEXT_TYPE = re.compile(r"^(text|varchar\((\d+)\))$")
 ENFORCE = ("constraint", "report")
