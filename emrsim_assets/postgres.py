@@ -15,6 +15,7 @@ from psycopg import conninfo, sql
 from emrsim_assets.embedded import configure_embedded
 from emrsim_assets.errors import TargetError
 from emrsim_assets.private import private_work_dir
+from emrsim_assets.settings import Settings
 
 EMBEDDED_DATABASE = "emrsim"
 DAGSTER_DATABASE = "dagster"
@@ -29,22 +30,12 @@ CONNECT_TIMEOUT_SECONDS = 10
 
 
 def work_dir(env: Mapping[str, str] = os.environ) -> Path:
-    return Path(env.get("EMRSIM_WORK_DIR", ".emrsim")).resolve()
+    return Settings.from_env(env).work_dir
 
 
 def configured_url(env: Mapping[str, str] = os.environ) -> str | None:
     """The user's PostgreSQL, if they named one; None means: use the embedded server."""
-    if env.get("EMRSIM_PG_URL"):
-        return env["EMRSIM_PG_URL"]
-    if env.get("DB_HOST") or env.get("DB_NAME") or env.get("DB_USER"):
-        return conninfo.make_conninfo(
-            host=env.get("DB_HOST", "localhost"),
-            port=env.get("DB_PORT", "5432"),
-            dbname=env.get("DB_NAME", "emrsim"),
-            user=env.get("DB_USER") or None,
-            password=env.get("DB_PASSWORD") or None,
-        )
-    return None
+    return Settings.from_env(env).pg_url
 
 
 def resolve_url(env: Mapping[str, str] = os.environ) -> str:

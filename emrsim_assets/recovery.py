@@ -15,7 +15,6 @@ PostgreSQL refuses to run as root).
 from __future__ import annotations
 
 import hashlib
-import os
 import shlex
 import shutil
 import subprocess
@@ -41,6 +40,7 @@ from emrsim_assets.embedded import (
 from emrsim_assets.errors import TargetError
 from emrsim_assets.postgres import APP_ROLE, superuser_url
 from emrsim_assets.private import private_dir
+from emrsim_assets.settings import settings
 from emrsim_assets.target import MIGRATION
 
 ARCHIVE = "wal_archive"
@@ -281,8 +281,9 @@ REPLICA_PORT = 5434
 
 def running_replica(work: Path, database: str) -> str | None:
     """The URL of the read replica under `work`, if it runs (EMRSIM_REPLICA_URL names another)."""
-    if os.environ.get("EMRSIM_REPLICA_URL"):
-        return os.environ["EMRSIM_REPLICA_URL"]
+    given = settings().replica_url
+    if given:
+        return given
     pgdata = work / REPLICA
     if not _running(pgdata):
         return None

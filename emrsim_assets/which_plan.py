@@ -11,20 +11,21 @@ from emrsim_assets.errors import SourceError
 from emrsim_assets.plan.load import default_plan_path, load_plan
 from emrsim_assets.plan.model import Plan
 from emrsim_assets.private import private_dir, write_private
+from emrsim_assets.settings import Settings
 
 
 def resolve_plan_path(env: Mapping[str, str] = os.environ) -> Path:
     """EMRSIM_PLAN if set; else the bundled EMRsim-chat plan if it covers the source exactly;
     else a draft of the source, written once per source schema under the work dir."""
-    if env.get("EMRSIM_PLAN"):
-        return Path(env["EMRSIM_PLAN"])
+    given = Settings.from_env(env)
+    if given.plan_path is not None:
+        return given.plan_path
     bundled = default_plan_path()
-    sqlite = env.get("EMRSIM_SQLITE_PATH")
-    if not sqlite:
+    if given.sqlite_path is None:
         return bundled
     from emrsim_assets.source import check_plan_matches_source, open_readonly, schema_digest
 
-    source = Path(sqlite)
+    source = given.sqlite_path
     conn = open_readonly(source)
     try:
         try:
@@ -34,7 +35,7 @@ def resolve_plan_path(env: Mapping[str, str] = os.environ) -> Path:
             digest = schema_digest(conn)
     finally:
         conn.close()
-    work = Path(env.get("EMRSIM_WORK_DIR", ".emrsim")).resolve()
+    work = given.work_dir
     drafted = work / "plans" / f"{source.stem}-{digest[:12]}.yaml"
     if not drafted.exists():
         private_dir(drafted.parent)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import re
 import shutil
@@ -34,6 +33,7 @@ import yaml
 from emrsim_assets import legacy_ids
 from emrsim_assets.errors import PlanError, WorkloadError
 from emrsim_assets.private import private_dir, private_file
+from emrsim_assets.settings import settings
 
 DRAWS = 25  # parameter draws per query, for answers and latency
 CLIENTS = (1, 3, 6)
@@ -70,9 +70,8 @@ def default_workload_path() -> Path:
 
 def workload_path(bundled_plan: bool) -> Path:
     """EMRSIM_WORKLOAD, else the bundled workload where the bundled plan is in use."""
-    value = os.environ.get("EMRSIM_WORKLOAD")
-    if value:
-        path = Path(value)
+    path = settings().workload_path
+    if path is not None:
         if not path.is_file():
             raise PlanError(f"EMRSIM_WORKLOAD names {path}, which does not exist.")
         return path

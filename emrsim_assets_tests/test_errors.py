@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -336,3 +337,16 @@ def test_a_connection_lost_while_the_content_check_reads_is_one_sentence(
     sentence = str(failed.value.description)
     assert sentence.startswith("TargetError: the connection to PostgreSQL was lost mid-step")
     assert "\n" not in sentence
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-2", "2.5"])
+def test_a_setting_that_is_no_whole_number_is_one_sentence_naming_it(value: str) -> None:
+    from emrsim_assets.errors import MigrationError
+    from emrsim_assets.settings import Settings
+
+    with pytest.raises(
+        MigrationError, match=rf"EMRSIM_WORKERS='{re.escape(value)}' must be a whole"
+    ):
+        Settings.from_env({"EMRSIM_WORKERS": value})
+    assert Settings.from_env({"EMRSIM_WORKERS": "5"}).workers == 5
+    assert Settings.from_env({}).work_dir.name == ".emrsim"

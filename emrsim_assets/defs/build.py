@@ -36,6 +36,7 @@ from emrsim_assets.defs.threads import threaded_executor
 from emrsim_assets.plan import Plan, default_plan_path, load_plan
 from emrsim_assets.postgres import work_dir as work_dir_of
 from emrsim_assets.private import keep_private
+from emrsim_assets.settings import settings
 from emrsim_assets.snapshot import data_months
 from emrsim_assets.target import next_month
 
@@ -47,7 +48,7 @@ def messages_partitions(
     the next (the live app writes there from the first minute). So the UI lists what there is
     to load, and launching every month is launching all partitions. With no source to look at,
     every calendar month from the plan's first one to this month."""
-    start = os.environ.get("EMRSIM_MESSAGES_START") or plan.messages_partition_start.isoformat()
+    start = settings().partition_start or plan.messages_partition_start.isoformat()
     if sqlite is None or not sqlite.is_file() or plan.partitioned_table is None:
         return dg.MonthlyPartitionsDefinition(start_date=start, end_offset=1, timezone="UTC")
     with_data = data_months(sqlite, plan, (work_dir or work_dir_of()) / "cache")
@@ -64,8 +65,7 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
         sqlite: Path | None = Path(resource.sqlite_path)
         work: Path | None = Path(resource.work_dir).resolve()
     else:
-        value = os.environ.get("EMRSIM_SQLITE_PATH")
-        sqlite, work = (Path(value) if value else None), None
+        sqlite, work = settings().sqlite_path, None
     months = messages_partitions(plan, sqlite, work)
     checks, gated = build_checks(plan, months)
     maintenance, schedule = build_partition_maintenance(plan)
@@ -116,12 +116,14 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
 
 
 def default_resource() -> MigrationResource:
+    given = settings()
     return MigrationResource(
         sqlite_path=dg.EnvVar("EMRSIM_SQLITE_PATH"),
-        work_dir=os.environ.get("EMRSIM_WORK_DIR", ".emrsim"),
+        work_dir=str(given.work_dir),
+        # The URL stays an EnvVar: the UI shows its name, never its password.
         pg_url=dg.EnvVar("EMRSIM_PG_URL") if os.environ.get("EMRSIM_PG_URL") else None,
-        batch_rows=int(os.environ.get("EMRSIM_BATCH_ROWS", "50000")),
-        workers=int(os.environ.get("EMRSIM_WORKERS", "3")),
-        keep_backups=int(os.environ.get("EMRSIM_KEEP_BACKUPS", "2")),
-        keep_dumps=int(os.environ.get("EMRSIM_KEEP_DUMPS", "7")),
+        batch_rows=given.batch_rows,
+        workers=given.workers,
+        keep_backups=given.keep_backups,
+        keep_dumps=given.keep_dumps,
     )

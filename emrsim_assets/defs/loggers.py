@@ -1,7 +1,6 @@
 """Loggers for people: a short progress view on the terminal, every detail in a log file."""
 
 import logging
-import os
 import re
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ import dagster as dg
 from dagster._core.log_manager import get_log_record_metadata, has_log_record_metadata
 
 from emrsim_assets.private import private_dir, private_file
+from emrsim_assets.settings import settings
 
 
 class _ProgressHandler(logging.Handler):
@@ -67,7 +67,7 @@ def progress_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
 
 
 def log_dir() -> Path:
-    return Path(os.environ.get("EMRSIM_WORK_DIR", ".emrsim")).resolve() / "logs"
+    return settings().work_dir / "logs"
 
 
 @dg.logger(

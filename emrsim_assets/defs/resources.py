@@ -15,6 +15,7 @@ from emrsim_assets import postgres
 from emrsim_assets.defs.runs import record_worker
 from emrsim_assets.errors import MigrationError, connection_lost
 from emrsim_assets.private import private_work_dir
+from emrsim_assets.settings import DEFAULT_WORK_DIR
 from emrsim_assets.snapshot import Manifest, load_manifest
 from emrsim_assets.target import Conn
 
@@ -26,7 +27,7 @@ class MigrationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     sqlite_path: str = Field(description="The app's SQLite database (opened read-only).")
     work_dir: str = Field(
-        default=".emrsim", description="Snapshot, manifest and embedded PostgreSQL."
+        default=DEFAULT_WORK_DIR, description="Snapshot, manifest and embedded PostgreSQL."
     )
     pg_url: str | None = Field(
         default=None,

@@ -46,6 +46,8 @@ from dagster._core.execution.retries import RetryMode
 from dagster._core.execution.step_dependency_config import StepDependencyConfig
 from dagster._core.executor.base import Executor
 
+from emrsim_assets.settings import settings
+
 # Steps at once: the messages load (its own 3 workers) beside two small steps keeps 2 cores
 # busy without a third table's batches in memory.
 DEFAULT_STEPS = 3
@@ -96,8 +98,8 @@ class ThreadedExecutor(Executor):
     config_schema={"max_concurrent": dg.Field(int, default_value=DEFAULT_STEPS)},
 )
 def threaded_executor(init_context: dg.InitExecutorContext) -> ThreadedExecutor:
-    configured = os.environ.get("EMRSIM_STEPS")
-    steps = configured or init_context.executor_config["max_concurrent"]
+    configured = os.environ.get("EMRSIM_STEPS")  # set: it wins over the job's config
+    steps = settings().steps if configured else init_context.executor_config["max_concurrent"]
     return ThreadedExecutor(int(str(steps)))
 
 
