@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+from emrsim_assets.defs.dagster_internals import AssetCheckExecutionRecordStatus
 
 
 def _latest_materialization(instance: dg.DagsterInstance, asset: str) -> float | None:

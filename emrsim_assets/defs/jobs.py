@@ -3,10 +3,10 @@
 from datetime import UTC, datetime
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from emrsim_assets import cutover as core_cutover
 from emrsim_assets import postgres
+from emrsim_assets.defs.dagster_internals import UnresolvedAssetJobDefinition
 from emrsim_assets.defs.resources import MigrationResource, as_failure
 from emrsim_assets.plan import Plan
 from emrsim_assets.target import next_month

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._core.log_manager import get_log_record_metadata, has_log_record_metadata
 
+from emrsim_assets.defs.dagster_internals import get_log_record_metadata, has_log_record_metadata
 from emrsim_assets.private import private_dir, private_file
 from emrsim_assets.settings import settings
 

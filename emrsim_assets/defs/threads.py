@@ -27,25 +27,27 @@ from functools import partial
 from typing import Any
 
 import dagster as dg
-from dagster._core.events import DagsterEvent, EngineEventData
-from dagster._core.execution.api import ExecuteRunWithPlanIterable
-from dagster._core.execution.compute_logs import create_compute_log_file_key
-from dagster._core.execution.context.system import (
-    PlanExecutionContext,
-    PlanOrchestrationContext,
-    StepExecutionContext,
-)
-from dagster._core.execution.context_creation_job import PlanExecutionContextManager
-from dagster._core.execution.plan.execute_plan import (
-    _trigger_hook,
-    dagster_event_sequence_for_step,
-)
-from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
-from dagster._core.execution.plan.plan import ExecutionPlan
-from dagster._core.execution.retries import RetryMode
-from dagster._core.execution.step_dependency_config import StepDependencyConfig
-from dagster._core.executor.base import Executor
 
+from emrsim_assets.defs.dagster_internals import (
+    DagsterEvent,
+    EngineEventData,
+    ExecuteRunWithPlanIterable,
+    ExecutionPlan,
+    Executor,
+    InMemoryJob,
+    InstanceConcurrencyContext,
+    PlanExecutionContext,
+    PlanExecutionContextManager,
+    PlanOrchestrationContext,
+    RetryMode,
+    StepDependencyConfig,
+    StepExecutionContext,
+    core_execute_in_process,
+    create_compute_log_file_key,
+    dagster_event_sequence_for_step,
+    merge_run_tags,
+    trigger_hook,
+)
 from emrsim_assets.settings import settings
 
 # Steps at once: the messages load (its own 3 workers) beside two small steps keeps 2 cores
@@ -171,7 +173,7 @@ def _steps_in_threads(
                     for event in active.plan_events_iterator(job_context):
                         seen.append(event)
                         yield event
-                    yield from _trigger_hook(step_context, seen)
+                    yield from trigger_hook(step_context, seen)
         if failure is not None:
             raise failure
 
@@ -199,12 +201,6 @@ def execute_in_threads(
 ) -> Any:
     """job.execute_in_process, with its steps in threads: execute_in_process always swaps the
     job's executor for the one-step-at-a-time one, so this does what it does with ours."""
-    from dagster._core.definitions.job_base import InMemoryJob
-    from dagster._core.execution.execute_in_process import (
-        core_execute_in_process,
-        merge_run_tags,
-    )
-
     ephemeral = job.as_ephemeral_job(resource_defs={}, input_values={}).with_executor_def(
         threaded_executor
     )
