@@ -19,7 +19,7 @@ from datetime import date
 from pathlib import Path
 
 from emrsim_assets import content, pipeline, postgres, snapshot
-from emrsim_assets.definitions import messages_partitions
+from emrsim_assets.definitions import month_partitions
 from emrsim_assets.plan import load_plan
 from emrsim_assets.target import Conn
 
@@ -27,7 +27,7 @@ from emrsim_assets.target import Conn
 def main() -> int:
     sqlite_path, url, work = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     plan = load_plan(None)
-    months = list(messages_partitions(plan).get_partition_keys())
+    months = list(month_partitions(plan).get_partition_keys())
     manifest = snapshot.take_snapshot(sqlite_path, work, plan, months)
     table = dataclasses.replace(plan.table("messages"), indexes=())
 

@@ -38,7 +38,7 @@ from emrsim_assets.snapshot import Manifest
 from emrsim_assets.source import read_batches
 from emrsim_assets.target import MIGRATION, UNPARTITIONED, Conn
 
-SHOWN = 20
+ANOMALIES_SHOWN = 20
 DIGITS_OFF = 3
 YEARS = (1, 9999)  # what a calendar date can be: a year outside is a typo or a unit gone wrong
 
@@ -218,7 +218,7 @@ def find_anomalies(
     batch_rows: int,
     profile: Profile | None = None,
 ) -> tuple[dict[str, list[Anomaly]], dict[str, int]]:
-    """Anomalies per column name (at most SHOWN each), and how many each column has. With
+    """Anomalies per column name (at most ANOMALIES_SHOWN each), and how many each column has. With
     `profile` (pass one, summed by the loads), the snapshot is read only to name them."""
     columns = time_columns(table)
     if not columns:
@@ -258,7 +258,7 @@ def find_anomalies(
                 pl.col("reason").is_not_null()
             )
             counted[column.name] += flagged.height
-            room = SHOWN - len(found[column.name])
+            room = ANOMALIES_SHOWN - len(found[column.name])
             if flagged.height and room > 0:
                 keys = frame.filter(pl.col(ROWID).is_in(flagged[ROWID].to_list()))
                 labels = {int(row[ROWID]): _key(table, row) for row in keys.iter_rows(named=True)}
@@ -335,7 +335,7 @@ def values_look_alike(
             }
             for items in found.values()
             for a in items
-        ][:SHOWN],
+        ][:ANOMALIES_SHOWN],
     }
     failing = [n for n in found if table.column(n).anomalies != "accept"]
     if not found:

@@ -34,7 +34,7 @@ class Backup:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class RestoreComparison:
     tables: dict[str, int]  # table -> rows, where both sides agree
     differing: dict[str, str]  # table -> what differs
     seconds: float
@@ -126,7 +126,7 @@ def _fingerprint(conn: psycopg.Connection[tuple[object, ...]], table: str) -> tu
     return int(str(row[0])), str(row[1])
 
 
-def compare(live_url: str, restored_url: str) -> Comparison:
+def compare(live_url: str, restored_url: str) -> RestoreComparison:
     started = time.perf_counter()
     with psycopg.connect(live_url) as live, psycopg.connect(restored_url) as restored:
         mine, theirs = _tables(live), _tables(restored)
@@ -143,10 +143,10 @@ def compare(live_url: str, restored_url: str) -> Comparison:
                     if a[0] != b[0]
                     else f"{a[0]:,} rows on both, contents differ"
                 )
-    return Comparison(tables, differing, time.perf_counter() - started)
+    return RestoreComparison(tables, differing, time.perf_counter() - started)
 
 
-def restore_and_compare(url: str, backup: Path) -> Comparison:
+def restore_and_compare(url: str, backup: Path) -> RestoreComparison:
     """Restore `backup` into a scratch database on the same server, compare, drop it."""
     live_db = str(conninfo.conninfo_to_dict(url).get("dbname") or "postgres")
     name = f"{live_db[:40]}_restore_check"

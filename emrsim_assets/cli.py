@@ -330,14 +330,14 @@ def migrate_everything_link(base: str, plan_path: Path) -> str:
     "Materialize all" dialog starts empty, but reads a `<dimension>_range` from the address. The
     one run it launches (a backfill; the partitioned asset's policy is a single run) is the
     same as `migrate`'s."""
-    from emrsim_assets.defs.build import messages_partitions
+    from emrsim_assets.defs.build import month_partitions
     from emrsim_assets.plan import load_plan
 
     page = f"{base}/locations/emrsim_assets.definitions/jobs/migrate"
     plan = load_plan(plan_path)
     if plan.partitioned_table is None:
         return page
-    keys = messages_partitions(plan, Path(os.environ["EMRSIM_SQLITE_PATH"])).get_partition_keys()
+    keys = month_partitions(plan, Path(os.environ["EMRSIM_SQLITE_PATH"])).get_partition_keys()
     return f"{page}?default_range=[{keys[0]}...{keys[-1]}]" if keys else page
 
 

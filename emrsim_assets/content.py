@@ -44,7 +44,7 @@ from emrsim_assets.target import MIGRATION, STAGING, UNPARTITIONED, Conn, next_m
 
 T = TypeVar("T")
 BUCKETS = 1024
-SHOWN = 20
+DIFFERENCES_SHOWN = 20
 _SEED = 0x5EED
 _CLASS_LETTER = ("i", "r", "t", "b", "n")  # SQLite's integer, real, text, blob, null
 
@@ -610,14 +610,14 @@ def _differences(source: pl.DataFrame, target: pl.DataFrame, table: Table) -> li
         def values(row: dict[str, Any]) -> str:
             return ", ".join(f"{name}={row[name]}" for name in names)
 
-        for row in only_source.head(SHOWN).iter_rows(named=True):
+        for row in only_source.head(DIFFERENCES_SHOWN).iter_rows(named=True):
             key = f"row id {row.get(ROWID, '?')}"
             found.append(Difference(key, "(row)", values(row), "no equal row"))
-        for row in only_target.head(SHOWN).iter_rows(named=True):
+        for row in only_target.head(DIFFERENCES_SHOWN).iter_rows(named=True):
             found.append(Difference("a target row", "(row)", "no equal row", values(row)))
-        return found[:SHOWN]
+        return found[:DIFFERENCES_SHOWN]
     paired = only_source.join(only_target, on="__key", how="full", suffix="__t", coalesce=True)
-    for row in paired.head(SHOWN * 2).iter_rows(named=True):
+    for row in paired.head(DIFFERENCES_SHOWN * 2).iter_rows(named=True):
         key = _key_text(row, table)
         if row.get("hash") is None:
             found.append(Difference(key, "(row)", "absent", "present in the target only"))
@@ -627,9 +627,9 @@ def _differences(source: pl.DataFrame, target: pl.DataFrame, table: Table) -> li
             for name in names:
                 if row[name] != row[f"{name}__t"]:
                     found.append(Difference(key, name, row[name], row[f"{name}__t"]))
-        if len(found) >= SHOWN:
+        if len(found) >= DIFFERENCES_SHOWN:
             break
-    return found[:SHOWN]
+    return found[:DIFFERENCES_SHOWN]
 
 
 def excerpt(source: str, target: str, width: int = 60) -> tuple[str, str]:
@@ -863,7 +863,7 @@ def _verdict(
                 "source_rows": result.rows,
                 "target_rows": result.target_rows,
             }
-            differences.extend(result.differences[: SHOWN - len(differences)])
+            differences.extend(result.differences[: DIFFERENCES_SHOWN - len(differences)])
     metadata: dict[str, Any] = {
         "rows_compared": compared,
         # How the source side was read: summed by the load (same snapshot, same plan), or here.

@@ -569,10 +569,8 @@ class _Drafter:
             "source_timezone: UTC          # naive source timestamps are read in this zone",
         ]
         if start:
-            document["messages_partition_start"] = start.isoformat()
-            lines.append(
-                f'messages_partition_start: "{start.isoformat()}"  # first month with data'
-            )
+            document["partition_start"] = start.isoformat()
+            lines.append(f'partition_start: "{start.isoformat()}"  # first month with data')
         document["tables"] = []
         lines.append("tables:")
         for table in _parents_first(self.tables):

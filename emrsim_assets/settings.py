@@ -31,7 +31,7 @@ class Settings:
     steps: int = 3  # EMRSIM_STEPS: steps of a run side by side
     keep_backups: int = 2  # EMRSIM_KEEP_BACKUPS: backup schemas kept after a cutover
     keep_dumps: int = 7  # EMRSIM_KEEP_DUMPS: pg_dump files kept
-    partition_start: str | None = None  # EMRSIM_MESSAGES_START: overrides the plan's first month
+    partition_start: str | None = None  # EMRSIM_PARTITION_START: overrides the plan's first month
     workload_path: Path | None = None  # EMRSIM_WORKLOAD
     replica_url: str | None = None  # EMRSIM_REPLICA_URL: a replica of the user's own server
 
@@ -50,7 +50,7 @@ class Settings:
             steps=_whole(env, "EMRSIM_STEPS", 3),
             keep_backups=_whole(env, "EMRSIM_KEEP_BACKUPS", 2),
             keep_dumps=_whole(env, "EMRSIM_KEEP_DUMPS", 7),
-            partition_start=env.get("EMRSIM_MESSAGES_START") or None,
+            partition_start=env.get("EMRSIM_PARTITION_START") or None,
             workload_path=path("EMRSIM_WORKLOAD"),
             replica_url=env.get("EMRSIM_REPLICA_URL") or None,
         )

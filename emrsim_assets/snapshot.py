@@ -320,7 +320,7 @@ def _scan_months(
 
 def _profile_months(
     path: Path, plan: Plan, table: Table, months: set[str], batch_rows: int, parts: int = 2
-) -> Profile:
+) -> MonthProfile:
     """Rows per month and each month's rowid span; rows that fit no month are counted apart.
 
     The rowid range is scanned in `parts` slices at once (PostgreSQL is idle during the
@@ -360,7 +360,7 @@ def _profile_months(
         for col, kind in zip(table.columns, decode_classes(combo, len(table.columns)), strict=True):
             types[col.name][kind] = types[col.name].get(kind, 0) + seen
     stray = pl.concat(total.stray) if total.stray else pl.Series(ROWID, [], pl.Int64)
-    return Profile(
+    return MonthProfile(
         dict(sorted(total.counts.items())),
         dict(sorted(total.spans.items())),
         _pure_months(total.spans, stray),
@@ -392,7 +392,7 @@ def _pure_months(spans: dict[str, tuple[int, int]], stray: pl.Series) -> list[st
 
 
 @dataclass(frozen=True)
-class Profile:
+class MonthProfile:
     """One scan of the partitioned table: months, rowid spans, and the assessment's numbers."""
 
     month_counts: dict[str, int]

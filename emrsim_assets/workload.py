@@ -38,7 +38,7 @@ from emrsim_assets.settings import settings
 DRAWS = 25  # parameter draws per query, for answers and latency
 CLIENTS = (1, 3, 6)
 SECONDS_PER_LEVEL = 2.0
-SHOWN = 5
+ANSWERS_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -413,7 +413,7 @@ def _compare(
         # instant. Reported, not a failure.
         result.reordered += 1
         return
-    if len(result.differences) >= SHOWN:
+    if len(result.differences) >= ANSWERS_SHOWN:
         result.differing_draws += 1
         return
     result.differing_draws += 1

@@ -16,7 +16,7 @@ import pytest
 from psycopg import conninfo, sql
 
 from emrsim_assets import cli, postgres, recovery
-from emrsim_assets.definitions import build_defs, messages_partitions
+from emrsim_assets.definitions import build_defs, month_partitions
 from emrsim_assets.defs.resources import MigrationResource
 from emrsim_assets.plan import Plan, load_plan
 from emrsim_assets.sample import write_sample
@@ -156,7 +156,7 @@ class Migration:
         )
         self.defs = build_defs(plan, self.resource)
         self.instance = dg.DagsterInstance.ephemeral()
-        self.months = list(messages_partitions(plan, sqlite, work).get_partition_keys())
+        self.months = list(month_partitions(plan, sqlite, work).get_partition_keys())
         self.pg_url = pg_url
         self.work = work
 

@@ -283,10 +283,10 @@ def test_a_message_written_late_into_an_earlier_month_lands_in_that_month(
 def test_snapshot_counts_every_row_once_whatever_the_scan_slices(
     sample_db: Path, plan: Plan, tmp_path: Path
 ) -> None:
-    from emrsim_assets.definitions import messages_partitions
+    from emrsim_assets.definitions import month_partitions
     from emrsim_assets.snapshot import take_snapshot
 
-    months = list(messages_partitions(plan).get_partition_keys())
+    months = list(month_partitions(plan).get_partition_keys())
     manifest = take_snapshot(sample_db, tmp_path / "snapshot", plan, months, batch_rows=53)
     conn = sqlite3.connect(sample_db)
     try:

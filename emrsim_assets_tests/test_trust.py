@@ -359,7 +359,7 @@ def test_the_draft_finds_the_first_month_whatever_the_earliest_value_is(
     plan = parse_plan(raw, tmp_path / "plan.yaml")
     if not epoch:  # an epoch column with an odd value fits no unit: integers, not months
         assert plan.partitioned_table is not None
-        assert plan.messages_partition_start.year in (1, 1999, 2023, 2024)
+        assert plan.partition_start.year in (1, 1999, 2023, 2024)
 
 
 def test_integer_keys_all_below_one_cut_over_and_number_the_next_row_as_sqlite_would(
@@ -508,3 +508,9 @@ def test_the_plan_reference_lists_every_kind_as_the_registry_defines_it() -> Non
     assert kinds.markdown_table() in (REPO / "docs" / "plan.md").read_text()
     readme = (REPO / "README.md").read_text()
     assert all(f"`{name}`" in readme for name in kinds.NAMES)
+
+
+def test_a_plan_written_with_the_first_name_of_partition_start_still_loads(tmp_path: Path) -> None:
+    raw = yaml.safe_load(draft_plan(_small(tmp_path)))
+    raw["messages_partition_start"] = "2024-02-01"
+    assert str(parse_plan(raw, tmp_path / "plan.yaml").partition_start) == "2024-02-01"

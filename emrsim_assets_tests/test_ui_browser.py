@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from emrsim_assets.defs.build import messages_partitions
+from emrsim_assets.defs.build import month_partitions
 from emrsim_assets.plan import load_plan
 from emrsim_assets.plan.load import default_plan_path
 from emrsim_assets.sample import write_sample
@@ -159,9 +159,7 @@ def test_launch_the_whole_migration_from_the_ui_then_reload_a_parent(ui: dict[st
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         try:
             months = len(
-                messages_partitions(
-                    load_plan(default_plan_path()), ui["sqlite"]
-                ).get_partition_keys()
+                month_partitions(load_plan(default_plan_path()), ui["sqlite"]).get_partition_keys()
             )
             run_id = _launch_everything(page, ui["link"], instance, months)
             _wait_for_run(instance, run_id)

@@ -41,14 +41,14 @@ from emrsim_assets.snapshot import data_months
 from emrsim_assets.target import next_month
 
 
-def messages_partitions(
+def month_partitions(
     plan: Plan, sqlite: Path | None = None, work_dir: Path | None = None
 ) -> dg.PartitionsDefinition:
     """The partitioned table's months: those in which the source has rows, plus this month and
     the next (the live app writes there from the first minute). So the UI lists what there is
     to load, and launching every month is launching all partitions. With no source to look at,
     every calendar month from the plan's first one to this month."""
-    start = settings().partition_start or plan.messages_partition_start.isoformat()
+    start = settings().partition_start or plan.partition_start.isoformat()
     if sqlite is None or not sqlite.is_file() or plan.partitioned_table is None:
         return dg.MonthlyPartitionsDefinition(start_date=start, end_offset=1, timezone="UTC")
     with_data = data_months(sqlite, plan, (work_dir or work_dir_of()) / "cache")
@@ -66,7 +66,7 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
         work: Path | None = Path(resource.work_dir).resolve()
     else:
         sqlite, work = settings().sqlite_path, None
-    months = messages_partitions(plan, sqlite, work)
+    months = month_partitions(plan, sqlite, work)
     checks, gated = build_checks(plan, months)
     maintenance, schedule = build_partition_maintenance(plan)
     # Checks that read another table's rows (foreign keys) follow it: reloading users re-runs

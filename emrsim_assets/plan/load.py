@@ -37,7 +37,15 @@ from emrsim_assets.plan.names import (
 
 _ON_DELETE = ("cascade", "set null", "restrict", "no action")
 _INDEX_METHODS = ("btree", "gin")
-_PLAN_KEYS = {"version", "source_timezone", "messages_partition_start", "tables", "skip"}
+# messages_partition_start: the first name of partition_start, still read in plans written with it.
+_PLAN_KEYS = {
+    "version",
+    "source_timezone",
+    "partition_start",
+    "messages_partition_start",
+    "tables",
+    "skip",
+}
 _TABLE_KEYS = {
     "name",
     "source",
@@ -93,15 +101,13 @@ def parse_plan(raw: dict[str, Any], path: Path) -> Plan:
         timezone = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
         raise PlanError(f"plan.source_timezone {tz_name!r} is not a known time zone.") from None
-    start_raw = raw.get("messages_partition_start", "2023-01-01")
+    start_raw = raw.get("partition_start", raw.get("messages_partition_start", "2023-01-01"))
     try:
         start = date.fromisoformat(str(start_raw))
     except ValueError:
-        raise PlanError(
-            f"plan.messages_partition_start {start_raw!r} is not a date (YYYY-MM-01)."
-        ) from None
+        raise PlanError(f"plan.partition_start {start_raw!r} is not a date (YYYY-MM-01).") from None
     if start.day != 1:
-        raise PlanError(f"plan.messages_partition_start {start} must be the first of a month.")
+        raise PlanError(f"plan.partition_start {start} must be the first of a month.")
     tables_raw = raw.get("tables")
     if not isinstance(tables_raw, list) or not tables_raw:
         raise PlanError("plan.tables must be a non-empty list.")
@@ -113,7 +119,7 @@ def parse_plan(raw: dict[str, Any], path: Path) -> Plan:
     plan = Plan(
         tables=tables,
         source_timezone=timezone,
-        messages_partition_start=start,
+        partition_start=start,
         path=path,
         skip=skips,
     )

@@ -155,7 +155,7 @@ class Skip:
 class Plan:
     tables: tuple[Table, ...]
     source_timezone: ZoneInfo
-    messages_partition_start: date
+    partition_start: date
     path: Path
     skip: tuple[Skip, ...] = ()
 
