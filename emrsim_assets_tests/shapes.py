@@ -136,12 +136,16 @@ def reserved_names(conn: sqlite3.Connection) -> None:
 
 
 def views_and_rowid_columns(conn: sqlite3.Connection) -> None:
-    """A view (no rows of its own), a trigger (the app's behaviour, which PostgreSQL will not
-    run) and a column named rowid that hides the real one."""
+    """A view (no rows of its own), a generated column (computed from the others), a trigger
+    (the app's behaviour, which PostgreSQL will not run) and a column named rowid that hides
+    the real one."""
     conn.executescript(
         """
         CREATE TABLE notes (rowid TEXT, body TEXT);
-        CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT);
+        CREATE TABLE people (
+            id INTEGER PRIMARY KEY, name TEXT,
+            initial TEXT GENERATED ALWAYS AS (substr(name, 1, 1)) VIRTUAL
+        );
         CREATE VIEW people_named_a AS SELECT * FROM people WHERE name LIKE 'A%';
         CREATE TRIGGER people_noted AFTER INSERT ON people
         BEGIN INSERT INTO notes VALUES ('p' || new.id, 'added ' || new.name); END;
@@ -149,7 +153,9 @@ def views_and_rowid_columns(conn: sqlite3.Connection) -> None:
         """
     )
     conn.executemany("INSERT INTO notes VALUES (?, ?)", [(f"r{i}", f"note {i}") for i in range(54)])
-    conn.executemany("INSERT INTO people VALUES (?, ?)", [(-(2**63), "Ann"), (2**63 - 1, "Bo")])
+    conn.executemany(
+        "INSERT INTO people (id, name) VALUES (?, ?)", [(-(2**63), "Ann"), (2**63 - 1, "Bo")]
+    )
 
 
 def timestamps_every_form(conn: sqlite3.Connection) -> None:

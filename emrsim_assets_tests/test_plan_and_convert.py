@@ -151,7 +151,8 @@ def test_legacy_ids_of_any_64_bit_value_migrate_and_come_back_in_sql(
     migration = Migration(load_plan(plan_path), sqlite, pg_url, tmp_path / "work")
     result = migration.run_job("migrate")
     assert result.success
-    assert all(e.passed for e in result.get_asset_check_evaluations())
+    evaluations = result.get_asset_check_evaluations()
+    assert evaluations and all(e.passed for e in evaluations)
     with migration.connect() as pg:
         back = pg.execute(
             "SELECT emrsim_migration.legacy_id(id), name FROM emrsim.things ORDER BY 1"

@@ -88,6 +88,9 @@ def test_views_and_generated_columns_are_skipped_with_a_reason(tmp_path: Path) -
     plan = load_plan(_written(tmp_path, draft_plan(sqlite)))
     skip = plan.skipped("people_named_a")
     assert skip is not None and "a view" in skip.reason
+    generated = plan.skipped("people", "initial")
+    assert generated is not None and "a generated column" in generated.reason
+    assert "initial" not in {c.source for c in plan.table("people").columns}
 
 
 def test_our_reserved_names_cover_dagsters() -> None:
