@@ -39,6 +39,16 @@ class RestoreComparison:
     differing: dict[str, str]  # table -> what differs
     seconds: float
 
+    def verdict(self, dump: str) -> tuple[bool, str]:
+        """restore_is_identical: passed, and its sentence."""
+        if self.differing:
+            problem = "; ".join(f"{t}: {why}" for t, why in self.differing.items())
+            return False, f"{dump} does not restore to the live data: {problem}."
+        return True, (
+            f"{dump} restores, and its {len(self.tables)} tables "
+            f"({sum(self.tables.values()):,} rows) equal the live ones."
+        )
+
 
 def tool(name: str, url: str) -> Path:
     """pg_dump / pg_restore for the server behind `url`."""

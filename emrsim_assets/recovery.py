@@ -376,6 +376,21 @@ class RecoveryProof:
     tables: dict[str, int]  # live tables of the restored copy, with their rows
     seconds: float
 
+    def verdict(self) -> tuple[bool, str]:
+        """restores_to_a_moment: passed, and its sentence."""
+        if not self.found_before or not self.found_after:
+            missing = (
+                "lacks the mark written before the moment"
+                if not self.found_before
+                else "has the mark written after the moment"
+            )
+            return False, f"Point-in-time recovery does not work: the restored copy {missing}."
+        return True, (
+            f"Restored to {self.moment.isoformat()} in {self.seconds:.1f} s: the mark before it "
+            f"is there, the one after it is not; {len(self.tables)} live tables "
+            f"({sum(self.tables.values()):,} rows)."
+        )
+
 
 def prove_point_in_time(url: str, work: Path, schema: str) -> RecoveryProof:
     """Write a mark, note the moment, write a second mark; restore a copy to that moment from

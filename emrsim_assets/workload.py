@@ -30,9 +30,10 @@ from typing import Any
 import psycopg
 import yaml
 
-from emrsim_assets import legacy_ids
+from emrsim_assets import indexes, legacy_ids, recovery
 from emrsim_assets.errors import PlanError, WorkloadError
-from emrsim_assets.private import private_dir, private_file
+from emrsim_assets.indexes import IndexReview
+from emrsim_assets.private import private_dir, private_file, write_private
 from emrsim_assets.settings import settings
 
 DRAWS = 25  # parameter draws per query, for answers and latency
@@ -220,6 +221,80 @@ class WorkloadReport:
                 )
             )
         return "\n".join(lines)
+
+    def answers_verdict(self, name: str) -> tuple[bool, str]:
+        """app_gets_same_answers: passed, and its sentence."""
+        if not self.differing:
+            return True, f"Every query of {name} gives the same answers on both sides."
+        return False, (
+            "Different answers: "
+            + "; ".join(
+                f"{q.name} ({q.differing_draws} of {DRAWS} draws; first: SQLite "
+                f"{q.differences[0]['sqlite']}, PostgreSQL {q.differences[0]['postgres']})"
+                for q in self.differing
+            )
+            + "."
+        )
+
+    def speed_verdict(self) -> tuple[bool, str]:
+        """postgres_meets_or_exceeds_sqlite: passed, and its sentence."""
+        if not self.slower:
+            return True, "Every query is at least as fast on PostgreSQL."
+        return False, (
+            "Slower on PostgreSQL (median ms, SQLite against PostgreSQL): "
+            + ", ".join(
+                f"{q.name} {q.percentile('sqlite', 50):.2f} against "
+                f"{q.percentile('postgres', 50):.2f}"
+                for q in self.slower
+            )
+            + "."
+        )
+
+    def figures(self) -> dict[str, Any]:
+        """The numbers a run records: the key query's p95 and the throughput per side."""
+        first = self.queries[0] if self.queries else None
+        return {
+            "key_query": first.name if first else "",
+            "key_query_p95_ms": round(first.percentile("postgres", 95), 3) if first else 0.0,
+            "throughput": {
+                side: {str(k): round(v, 1) for k, v in by.items()}
+                for side, by in self.throughput.items()
+            },
+        }
+
+
+@dataclass(frozen=True)
+class WorkloadProof:
+    """One run of the app's workload after cutover: its report, the index review of the live
+    schema, and the read replica's lag (if one runs)."""
+
+    path: Path
+    report: WorkloadReport
+    review: IndexReview
+    lag: dict[str, tuple[float, int]]
+    saved: Path  # the report as markdown, under the work dir
+
+    def replica_lag(self) -> dict[str, dict[str, float]]:
+        return {name: {"seconds": s, "bytes": b} for name, (s, b) in self.lag.items()}
+
+
+def prove(path: Path, snapshot: Path, work: Path, url: str, schema: str) -> WorkloadProof:
+    """The workload at `path` on a copy of the snapshot and on `schema`, read on the replica
+    too when one runs; the slowest statements reviewed; the report saved (private)."""
+    workload = load_workload(path)
+    dbname = str(psycopg.conninfo.conninfo_to_dict(url).get("dbname") or "postgres")
+    replica = recovery.running_replica(work, dbname)
+    if replica is not None:
+        recovery.wait_replayed(url, replica)
+    report = run_workload(workload, snapshot, work / "workload", url, replica_url=replica)
+    lag = recovery.replica_lag(url) if replica is not None else {}
+    review = indexes.review(url, schema)
+    saved = private_dir(work / "reports") / "workload.md"
+    write_private(
+        saved,
+        f"# The app's workload ({path.name})\n\n{report.markdown()}\n\n{review.markdown()}\n",
+    )
+    return WorkloadProof(path, report, review, lag, saved)
 
 
 def _answers(q: QueryResult) -> str:

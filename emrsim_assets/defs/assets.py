@@ -1,22 +1,20 @@
 """Assets: the source snapshot, one asset per plan table (a factory), and cutover."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import dagster as dg
-from psycopg import conninfo
 
 from emrsim_assets import backup as core_backup
 from emrsim_assets import cutover as core_cutover
 from emrsim_assets import health as core_health
-from emrsim_assets import indexes, pipeline, recovery, snapshot, workload
+from emrsim_assets import pipeline, recovery, snapshot, workload
 from emrsim_assets.defs.gate import gate_problems
 from emrsim_assets.defs.resources import MigrationResource, as_failure
 from emrsim_assets.errors import GateClosedError, MigrationError
 from emrsim_assets.plan import Plan, Table
-from emrsim_assets.private import private_dir, write_private
 from emrsim_assets.target import (
     LIVE,
     STAGING,
@@ -259,73 +257,39 @@ def build_workload_asset(bundled_plan: bool) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:  # type: ignore[type-arg]
         with as_failure():
             path = workload.workload_path(bundled_plan)
-            plan_workload = workload.load_workload(path)
             _require_live(migration, "the workload runs after cutover")
-            work = Path(migration.work_dir).resolve()
-            url = migration.url()
-            dbname = str(conninfo.conninfo_to_dict(url).get("dbname") or "postgres")
-            replica = recovery.running_replica(work, dbname)
-            if replica is not None:
-                caught_up = recovery.wait_replayed(url, replica)
-                context.log.info(f"Read replica caught up in {caught_up:.2f} s")
-            report = workload.run_workload(
-                plan_workload,
+            proof = workload.prove(
+                path,
                 Path(migration.manifest().snapshot_path),
-                work / "workload",
-                url,
-                replica_url=replica,
+                Path(migration.work_dir).resolve(),
+                migration.url(),
+                LIVE,
             )
-            lag = recovery.replica_lag(url) if replica is not None else {}
-            reviewed = indexes.review(url, LIVE)
-        markdown = report.markdown()
-        reports = private_dir(work / "reports")
-        write_private(
-            reports / "workload.md",
-            f"# The app's workload ({path.name})\n\n{markdown}\n\n{reviewed.markdown()}\n",
-        )
-        context.log.info(f"Workload report: {reports / 'workload.md'}")
-        differing = report.differing
-        slower = report.slower
+        context.log.info(f"Workload report: {proof.saved}")
+        report = proof.report
+        same, same_said = report.answers_verdict(path.name)
+        fast, fast_said = report.speed_verdict()
+        figures = report.figures()
         return dg.MaterializeResult(
             metadata={
-                "report": dg.MetadataValue.md(markdown),
+                "report": dg.MetadataValue.md(report.markdown()),
                 "workload_file": str(path),
-                "key_query": report.queries[0].name if report.queries else "",
-                "key_query_p95_ms": round(report.queries[0].percentile("postgres", 95), 3)
-                if report.queries
-                else 0.0,
-                "throughput": dg.MetadataValue.json(
-                    {
-                        side: {str(k): round(v, 1) for k, v in by.items()}
-                        for side, by in report.throughput.items()
-                    }
-                ),
-                "index_review": dg.MetadataValue.md(reviewed.markdown()),
-                "suggested_indexes": dg.MetadataValue.json(reviewed.suggestions),
-                "replica_lag": dg.MetadataValue.json(
-                    {name: {"seconds": s, "bytes": b} for name, (s, b) in lag.items()}
-                ),
+                "key_query": figures["key_query"],
+                "key_query_p95_ms": figures["key_query_p95_ms"],
+                "throughput": dg.MetadataValue.json(figures["throughput"]),
+                "index_review": dg.MetadataValue.md(proof.review.markdown()),
+                "suggested_indexes": dg.MetadataValue.json(proof.review.suggestions),
+                "replica_lag": dg.MetadataValue.json(proof.replica_lag()),
             },
             check_results=[
                 dg.AssetCheckResult(
                     check_name="app_gets_same_answers",
-                    passed=not differing,
+                    passed=same,
                     severity=dg.AssetCheckSeverity.ERROR,
-                    description=(
-                        f"Every query of {path.name} gives the same answers on both sides."
-                        if not differing
-                        else "Different answers: "
-                        + "; ".join(
-                            f"{q.name} ({q.differing_draws} of {workload.DRAWS} draws; first: "
-                            f"SQLite {q.differences[0]['sqlite']}, PostgreSQL "
-                            f"{q.differences[0]['postgres']})"
-                            for q in differing
-                        )
-                        + "."
-                    ),
+                    description=same_said,
                     metadata={
                         "differences": dg.MetadataValue.json(
-                            {q.name: q.differences for q in differing}
+                            {q.name: q.differences for q in report.differing}
                         ),
                         "reordered_draws": dg.MetadataValue.json(
                             {q.name: q.reordered for q in report.queries if q.reordered}
@@ -334,19 +298,9 @@ def build_workload_asset(bundled_plan: bool) -> dg.AssetsDefinition:
                 ),
                 dg.AssetCheckResult(
                     check_name="postgres_meets_or_exceeds_sqlite",
-                    passed=not slower,
+                    passed=fast,
                     severity=dg.AssetCheckSeverity.WARN,
-                    description=(
-                        "Every query is at least as fast on PostgreSQL."
-                        if not slower
-                        else "Slower on PostgreSQL (median ms, SQLite against PostgreSQL): "
-                        + ", ".join(
-                            f"{q.name} {q.percentile('sqlite', 50):.2f} against "
-                            f"{q.percentile('postgres', 50):.2f}"
-                            for q in slower
-                        )
-                        + "."
-                    ),
+                    description=fast_said,
                 ),
             ],
         )
@@ -355,6 +309,52 @@ def build_workload_asset(bundled_plan: bool) -> dg.AssetsDefinition:
 
 
 BACKUP = "backup"
+
+
+class _Proof(Protocol):
+    @property
+    def tables(self) -> dict[str, int]: ...
+    @property
+    def seconds(self) -> float: ...
+
+
+P = TypeVar("P", bound=_Proof)
+
+
+def _proven_copy(
+    check: str,
+    made: dict[str, Any],
+    pruned: list[str],
+    prove: Callable[[], P],
+    verdict: Callable[[P], tuple[bool, str]],
+    failed: str,
+) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """A backup's materialization and the check that its copy restores (the dump restored and
+    compared, or the base backup restored to a moment): a restore that fails is a failed
+    check with its sentence, not a failed step, as the backup itself was made."""
+    proof: P | None = None
+    try:
+        made_proof = prove()
+    except MigrationError as exc:
+        passed, said = False, f"{failed}: {exc}"
+    else:
+        proof = made_proof
+        passed, said = verdict(made_proof)
+    return dg.MaterializeResult(
+        metadata={**made, "pruned": dg.MetadataValue.json(pruned)},
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=check,
+                passed=passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=said,
+                metadata={
+                    "tables": dg.MetadataValue.json(proof.tables if proof else {}),
+                    "restore_seconds": round(proof.seconds, 3) if proof else 0.0,
+                },
+            )
+        ],
+    )
 
 
 def build_backup_asset() -> dg.AssetsDefinition:
@@ -388,35 +388,13 @@ def build_backup_asset() -> dg.AssetsDefinition:
                 url, Path(migration.work_dir).resolve() / "backups", migration.keep_dumps
             )
             context.log.info(f"Backup {made.path} ({made.bytes:,} bytes, {made.seconds:.1f} s)")
-            try:
-                compared = core_backup.restore_and_compare(url, made.path)
-                problem = "; ".join(f"{t}: {why}" for t, why in compared.differing.items())
-            except MigrationError as exc:
-                compared, problem = None, str(exc)
-        return dg.MaterializeResult(
-            metadata={
-                "path": str(made.path),
-                "bytes": made.bytes,
-                "seconds": round(made.seconds, 3),
-                "pruned": dg.MetadataValue.json(made.pruned),
-            },
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name="restore_is_identical",
-                    passed=not problem,
-                    severity=dg.AssetCheckSeverity.ERROR,
-                    description=(
-                        f"{made.path.name} restores, and its {len(compared.tables)} tables "
-                        f"({sum(compared.tables.values()):,} rows) equal the live ones."
-                        if compared is not None and not problem
-                        else f"{made.path.name} does not restore to the live data: {problem}."
-                    ),
-                    metadata={
-                        "tables": dg.MetadataValue.json(compared.tables if compared else {}),
-                        "compare_seconds": round(compared.seconds, 3) if compared else 0.0,
-                    },
-                )
-            ],
+        return _proven_copy(
+            "restore_is_identical",
+            {"path": str(made.path), "bytes": made.bytes, "seconds": round(made.seconds, 3)},
+            made.pruned,
+            lambda: core_backup.restore_and_compare(url, made.path),
+            lambda compared: compared.verdict(made.path.name),
+            f"{made.path.name} does not restore to the live data",
         )
 
     return _backup
@@ -458,48 +436,18 @@ def build_base_backup_asset() -> dg.AssetsDefinition:
             context.log.info(
                 f"Base backup {made.path} ({made.bytes:,} bytes, {made.seconds:.1f} s)"
             )
-            try:
-                proof = recovery.prove_point_in_time(url, work, LIVE)
-                problem = (
-                    ""
-                    if proof.found_before and proof.found_after
-                    else (
-                        "the restored copy "
-                        + (
-                            "lacks the mark written before the moment"
-                            if not proof.found_before
-                            else "has the mark written after the moment"
-                        )
-                    )
-                )
-            except MigrationError as exc:
-                proof, problem = None, str(exc)
-        return dg.MaterializeResult(
-            metadata={
+        return _proven_copy(
+            "restores_to_a_moment",
+            {
                 "path": str(made.path),
                 "bytes": made.bytes,
                 "seconds": round(made.seconds, 3),
                 "archived_segments": made.archived_segments,
-                "pruned": dg.MetadataValue.json(made.pruned),
             },
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name="restores_to_a_moment",
-                    passed=not problem,
-                    severity=dg.AssetCheckSeverity.ERROR,
-                    description=(
-                        f"Restored to {proof.moment.isoformat()} in {proof.seconds:.1f} s: the "
-                        f"mark before it is there, the one after it is not; "
-                        f"{len(proof.tables)} live tables ({sum(proof.tables.values()):,} rows)."
-                        if proof is not None and not problem
-                        else f"Point-in-time recovery does not work: {problem}."
-                    ),
-                    metadata={
-                        "tables": dg.MetadataValue.json(proof.tables if proof else {}),
-                        "restore_seconds": round(proof.seconds, 3) if proof else 0.0,
-                    },
-                )
-            ],
+            made.pruned,
+            lambda: recovery.prove_point_in_time(url, work, LIVE),
+            lambda proof: proof.verdict(),
+            "Point-in-time recovery does not work",
         )
 
     return _base_backup
