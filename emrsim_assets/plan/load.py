@@ -13,12 +13,9 @@ import yaml
 
 from emrsim_assets.errors import PlanError
 from emrsim_assets.kinds import KINDS
-from emrsim_assets.kinds import NAMES as CONVERSIONS
+from emrsim_assets.plan import schema
 from emrsim_assets.plan.model import (
     AUTOVACUUM_PARAMETERS,
-    ENFORCE,
-    EPOCH_UNITS,
-    OPCLASSES,
     SKIP_KINDS,
     TEXT_TYPE,
     Column,
@@ -35,43 +32,7 @@ from emrsim_assets.plan.names import (
     TARGET_NAME,
 )
 
-_ON_DELETE = ("cascade", "set null", "restrict", "no action")
 _INDEX_METHODS = ("btree", "gin")
-# messages_partition_start: the first name of partition_start, still read in plans written with it.
-_PLAN_KEYS = {
-    "version",
-    "source_timezone",
-    "partition_start",
-    "messages_partition_start",
-    "tables",
-    "skip",
-}
-_TABLE_KEYS = {
-    "name",
-    "source",
-    "primary_key",
-    "columns",
-    "indexes",
-    "partition_by_month",
-    "autovacuum",
-    "max_quarantined_rows",
-}
-_COLUMN_KEYS = {
-    "name",
-    "source",
-    "convert",
-    "type",
-    "nullable",
-    "references",
-    "on_delete",
-    "enforce",
-    "epoch",
-    "on_invalid",
-    "default",
-    "identity",
-    "anomalies",
-    "any_class",
-}
 
 
 def default_plan_path() -> Path:
@@ -93,9 +54,9 @@ def load_plan(path: Path | None = None) -> Plan:
 
 
 def parse_plan(raw: dict[str, Any], path: Path) -> Plan:
-    _only_keys(raw, _PLAN_KEYS, "plan")
-    if raw.get("version") != 1:
-        raise PlanError(f"plan.version must be 1 (got {raw.get('version')!r}).")
+    """The plan in `raw`: its shape checked by its declaration (schema.py), then what a shape
+    cannot say, here: names, keys, references and partitioning that fit together."""
+    schema.validate(raw)
     tz_name = str(raw.get("source_timezone", "UTC"))
     try:
         timezone = ZoneInfo(tz_name)
@@ -108,13 +69,9 @@ def parse_plan(raw: dict[str, Any], path: Path) -> Plan:
         raise PlanError(f"plan.partition_start {start_raw!r} is not a date (YYYY-MM-01).") from None
     if start.day != 1:
         raise PlanError(f"plan.partition_start {start} must be the first of a month.")
-    tables_raw = raw.get("tables")
-    if not isinstance(tables_raw, list) or not tables_raw:
-        raise PlanError("plan.tables must be a non-empty list.")
+    tables_raw = raw["tables"]
     tables = tuple(_parse_table(t, i) for i, t in enumerate(tables_raw))
     skip_raw = raw.get("skip") or []
-    if not isinstance(skip_raw, list):
-        raise PlanError("plan.skip must be a list of {table, column (optional), reason}.")
     skips = tuple(_parse_skip(s, i) for i, s in enumerate(skip_raw))
     plan = Plan(
         tables=tables,
@@ -130,11 +87,6 @@ def parse_plan(raw: dict[str, Any], path: Path) -> Plan:
 
 def _parse_skip(raw: Any, index: int) -> Skip:
     where = f"plan.skip[{index}]"
-    if not isinstance(raw, dict):
-        raise PlanError(
-            f"{where} must be a mapping with table, column (optional) and reason, or trigger "
-            "(or collation) and reason."
-        )
     kind = next((k for k in SKIP_KINDS[1:] if k in raw), "table")
     allowed = {"table", "column", "reason"} if kind == "table" else {kind, "reason"}
     _only_keys(raw, allowed, where)
@@ -154,9 +106,6 @@ def _parse_skip(raw: Any, index: int) -> Skip:
 
 def _parse_table(raw: Any, index: int) -> Table:
     where = f"plan.tables[{index}]"
-    if not isinstance(raw, dict):
-        raise PlanError(f"{where} must be a mapping.")
-    _only_keys(raw, _TABLE_KEYS, where)
     name = _target_name(raw.get("name"), f"{where}.name", MAX_TABLE_NAME)
     if name in RESERVED:
         raise PlanError(
@@ -164,19 +113,11 @@ def _parse_table(raw: Any, index: int) -> Table:
             f"{name}_ (keeping source: {raw.get('source', name)!r})."
         )
     where = f"plan table {name!r}"
-    columns_raw = raw.get("columns")
-    if not isinstance(columns_raw, list) or not columns_raw:
-        raise PlanError(f"{where}: 'columns' must be a non-empty list.")
+    columns_raw = raw["columns"]
     keys_raw = raw.get("primary_key")
-    keys: tuple[str, ...]
-    if keys_raw is None:
-        keys = ()
-    elif isinstance(keys_raw, str):
-        keys = (keys_raw,)
-    elif isinstance(keys_raw, list) and all(isinstance(k, str) for k in keys_raw):
-        keys = tuple(keys_raw)
-    else:
-        raise PlanError(f"{where}: primary_key must be a column name or a list of them.")
+    keys: tuple[str, ...] = (
+        () if keys_raw is None else (keys_raw,) if isinstance(keys_raw, str) else tuple(keys_raw)
+    )
     columns = tuple(
         _parse_column(c, f"{where} column {i}", keys) for i, c in enumerate(columns_raw)
     )
@@ -233,9 +174,7 @@ def _parse_table(raw: Any, index: int) -> Table:
                 "to the index (unique per instant), or do not partition this table."
             )
     autovacuum = _parse_autovacuum(raw.get("autovacuum") or {}, where)
-    allowed = raw.get("max_quarantined_rows", 0)
-    if not isinstance(allowed, int) or isinstance(allowed, bool) or allowed < 0:
-        raise PlanError(f"{where}: max_quarantined_rows must be a whole number (default 0).")
+    allowed = int(raw.get("max_quarantined_rows", 0))
     return Table(
         name=name,
         source=_source_name(raw.get("source", name), f"{where}.source"),
@@ -250,8 +189,6 @@ def _parse_table(raw: Any, index: int) -> Table:
 
 def _parse_autovacuum(raw: Any, where: str) -> dict[str, int | float | bool]:
     """PostgreSQL's own per-table autovacuum parameters only, each with a value of its type."""
-    if not isinstance(raw, dict):
-        raise PlanError(f"{where}: autovacuum must be a mapping of storage parameters to values.")
     parsed: dict[str, int | float | bool] = {}
     for key, value in raw.items():
         kind = AUTOVACUUM_PARAMETERS.get(key) if isinstance(key, str) else None
@@ -274,9 +211,6 @@ def _parse_autovacuum(raw: Any, where: str) -> dict[str, int | float | bool]:
 
 
 def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
-    if not isinstance(raw, dict):
-        raise PlanError(f"{where} must be a mapping.")
-    _only_keys(raw, _COLUMN_KEYS, where)
     name = _target_name(raw.get("name"), f"{where}.name", MAX_NAME)
     if name.startswith(PIPELINE_PREFIX):
         raise PlanError(
@@ -285,9 +219,7 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
             "otherwise (the SQLite name goes in 'source')."
         )
     where = f"{where} ({name})"
-    convert = raw.get("convert")
-    if convert not in CONVERSIONS:
-        raise PlanError(f"{where}: convert {convert!r} is not one of {', '.join(CONVERSIONS)}.")
+    convert = str(raw["convert"])
     if convert == "text":
         pg_type = str(raw.get("type", "text")).lower().replace(" ", "")
         if not TEXT_TYPE.match(pg_type):
@@ -300,26 +232,18 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
     references = raw.get("references")
     if convert == "ref" and references is None:
         raise PlanError(f"{where}: convert ref needs 'references' (the table it points at).")
-    on_delete = str(raw.get("on_delete", "no action")).lower()
-    if on_delete not in _ON_DELETE:
-        raise PlanError(f"{where}: on_delete {on_delete!r} is not one of {_ON_DELETE}.")
-    enforce = raw.get("enforce", "constraint")
-    if enforce not in ENFORCE:
-        raise PlanError(f"{where}: enforce must be one of {ENFORCE}.")
+    on_delete = str(raw.get("on_delete", "no action"))
+    enforce = str(raw.get("enforce", "constraint"))
     epoch = raw.get("epoch")
-    if epoch is not None and (convert != "timestamp" or epoch not in EPOCH_UNITS):
-        raise PlanError(f"{where}: epoch must be one of {EPOCH_UNITS} on a timestamp column.")
-    on_invalid = raw.get("on_invalid", "fail")
-    if on_invalid not in ("fail", "quarantine"):
-        raise PlanError(f"{where}: on_invalid must be 'fail' or 'quarantine'.")
+    if epoch is not None and convert != "timestamp":
+        raise PlanError(f"{where}: epoch is for a timestamp column.")
+    on_invalid = str(raw.get("on_invalid", "fail"))
     if on_invalid == "quarantine" and name in keys:
         raise PlanError(
             f"{where}: a primary-key column cannot quarantine: a row whose key does not convert "
             "stops the load (fix it in the source)."
         )
-    nullable = raw.get("nullable", name not in keys)
-    if not isinstance(nullable, bool):
-        raise PlanError(f"{where}: nullable must be true or false.")
+    nullable = bool(raw.get("nullable", name not in keys))
     if name in keys and nullable:
         raise PlanError(f"{where}: a primary-key column cannot be nullable.")
     default = raw.get("default")
@@ -327,17 +251,11 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
         problem = default_problem(default, convert, pg_type)
         if problem:
             raise PlanError(f"{where}: default {default!r} {problem}.")
-    identity = raw.get("identity", False)
-    if not isinstance(identity, bool):
-        raise PlanError(f"{where}: identity must be true or false.")
-    anomalies = raw.get("anomalies", "fail")
-    if anomalies not in ("fail", "accept"):
-        raise PlanError(f"{where}: anomalies must be 'fail' or 'accept'.")
+    identity = bool(raw.get("identity", False))
+    anomalies = str(raw.get("anomalies", "fail"))
     if anomalies == "accept" and not KINDS[convert].time:
         raise PlanError(f"{where}: anomalies applies to timestamp and date columns.")
-    any_class = raw.get("any_class", False)
-    if not isinstance(any_class, bool):
-        raise PlanError(f"{where}: any_class must be true or false.")
+    any_class = bool(raw.get("any_class", False))
     if any_class and convert not in ("text", "blob"):
         raise PlanError(
             f"{where}: any_class applies to text and blob columns (a value of any storage class "
@@ -383,18 +301,11 @@ def default_problem(default: Any, convert: str, pg_type: str) -> str | None:
 
 
 def _parse_index(raw: Any, where: str, columns: list[str]) -> Index:
-    if not isinstance(raw, dict):
-        raise PlanError(f"{where} must be a mapping.")
-    _only_keys(raw, {"name", "columns", "unique", "method", "opclass"}, where)
-    cols = raw.get("columns")
-    if not isinstance(cols, list) or not cols or any(c not in columns for c in cols):
+    cols = raw["columns"]
+    if any(c not in columns for c in cols):
         raise PlanError(f"{where}: columns {cols!r} must be a list of the table's columns.")
-    method = raw.get("method", "btree")
-    if method not in _INDEX_METHODS:
-        raise PlanError(f"{where}: method {method!r} is not one of {_INDEX_METHODS}.")
+    method = str(raw.get("method", "btree"))
     opclass = raw.get("opclass")
-    if opclass is not None and opclass not in OPCLASSES:
-        raise PlanError(f"{where}: opclass {opclass!r} is not one of {OPCLASSES}.")
     if opclass in ("gin_trgm_ops", "jsonb_ops", "jsonb_path_ops") and method != "gin":
         raise PlanError(f"{where}: opclass {opclass} needs method: gin.")
     return Index(

@@ -1,0 +1,148 @@
+"""The plan file's shape, declared: every key a plan may hold, its type and its allowed values
+(pydantic models, no unknown key). What the shape cannot say (a reference to a table of the
+plan, a key that names a column) load.py checks on top. A shape error is one sentence naming
+the table, the column and the key."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+
+from emrsim_assets.errors import PlanError
+from emrsim_assets.kinds import NAMES
+from emrsim_assets.plan.model import OPCLASSES
+
+Convert = Literal[NAMES]  # type: ignore[valid-type]
+OpClass = Literal[OPCLASSES]  # type: ignore[valid-type]
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class ColumnSpec(_Shape):
+    name: str
+    source: str | None = None
+    convert: Convert
+    type: str | None = None
+    nullable: StrictBool | None = None
+    references: str | None = None
+    on_delete: Literal["cascade", "set null", "restrict", "no action"] = "no action"
+    enforce: Literal["constraint", "report"] = "constraint"
+    epoch: Literal["s", "ms", "us"] | None = None
+    on_invalid: Literal["fail", "quarantine"] = "fail"
+    default: StrictBool | StrictInt | float | str | None = None
+    identity: StrictBool = False
+    anomalies: Literal["fail", "accept"] = "fail"
+    any_class: StrictBool = False
+
+
+class IndexSpec(_Shape):
+    name: str
+    columns: list[str] = Field(min_length=1)
+    unique: StrictBool = False
+    method: Literal["btree", "gin"] = "btree"
+    opclass: OpClass | None = None
+
+
+class TableSpec(_Shape):
+    name: str
+    source: str | None = None
+    primary_key: str | list[str] | None = None
+    columns: list[ColumnSpec] = Field(min_length=1)
+    indexes: list[IndexSpec] = []
+    partition_by_month: str | None = None
+    autovacuum: dict[str, Any] = {}
+    max_quarantined_rows: StrictInt = Field(default=0, ge=0)
+
+
+class SkipSpec(_Shape):
+    table: str | None = None
+    trigger: str | None = None
+    collation: str | None = None
+    column: str | None = None
+    reason: str | None = None
+
+
+class PlanSpec(_Shape):
+    version: Literal[1]
+    source_timezone: str = "UTC"
+    partition_start: date | None = None
+    messages_partition_start: date | None = None  # partition_start's first name
+    tables: list[TableSpec] = Field(min_length=1)
+    skip: list[SkipSpec] = []
+
+
+def validate(raw: Any) -> PlanSpec:
+    """`raw` (the YAML as read) checked against the plan's shape, or one sentence naming where
+    it is not."""
+    try:
+        return PlanSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise PlanError(_sentence(raw, exc)) from None
+
+
+def _sentence(raw: Any, exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    where = _where(raw, first["loc"])
+    if first["type"] == "extra_forbidden":
+        # Every unknown key of the same mapping, in one sentence.
+        unknown = sorted(
+            str(e["loc"][-1])
+            for e in errors
+            if e["type"] == "extra_forbidden" and e["loc"][:-1] == first["loc"][:-1]
+        )
+        model = _model_at(first["loc"][:-1])
+        return f"{where}: unknown key(s) {unknown}; allowed: {sorted(model.model_fields)}."
+    key = str(first["loc"][-1]) if first["loc"] else "plan"
+    value = first.get("input")
+    if first["type"] == "literal_error":
+        expected = first.get("ctx", {}).get("expected", "")
+        return f"{where}: {key} {value!r} is not one of {expected}."
+    if first["type"] == "missing":
+        return f"{where}: '{key}' is missing."
+    if first["type"] == "too_short":
+        return f"{where}: '{key}' must be a non-empty list."
+    return f"{where}: {key} {value!r}: {first['msg'].lower()}."
+
+
+def _where(raw: Any, loc: tuple[Any, ...]) -> str:
+    """The place a location names, as a person reads it: plan table 'users' column 2 (email)."""
+    said = "plan"
+    node = raw
+    index = 0
+    while index < len(loc):
+        part = loc[index]
+        following = loc[index + 1] if index + 1 < len(loc) else None
+        if part in ("tables", "columns", "indexes", "skip") and isinstance(following, int):
+            items = node.get(part) if isinstance(node, dict) else None
+            item = items[following] if isinstance(items, list) and following < len(items) else {}
+            name = item.get("name") if isinstance(item, dict) else None
+            noun = {"tables": "table", "columns": "column", "indexes": "index", "skip": "skip"}
+            if part == "tables":
+                said = f"plan table {name!r}" if name else f"plan.tables[{following}]"
+            elif part == "skip":
+                said = f"plan.skip[{following}]"
+            else:
+                said += f" {noun[part]} {following}" + (f" ({name})" if name else "")
+            node = item
+            index += 2
+            continue
+        index += 1
+    return said
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[_Shape]:
+    """The model whose mapping a location ends in."""
+    names = [part for part in loc if isinstance(part, str)]
+    last = names[-1] if names else ""
+    models: dict[str, type[_Shape]] = {
+        "tables": TableSpec,
+        "columns": ColumnSpec,
+        "indexes": IndexSpec,
+        "skip": SkipSpec,
+    }
+    return models.get(last, PlanSpec)
