@@ -148,12 +148,13 @@ def _json(frame: pl.DataFrame, column: ColumnLike, table: TableLike, plan: PlanL
     # Validity otherwise: json_valid(), read beside a quarantine column; a failing column
     # leaves it to jsonb input, which names the row.
     raw = frame.get_column(column.name)
-    never = _over(
-        frame,
-        column,
-        pl.col(column.name).str.contains("\\u0000", literal=True)
-        | lone_surrogate(pl.col(column.name)),
-    ).fill_null(False)
+    never = raw.str.contains("\\u0000", literal=True).fill_null(False)
+    # The full surrogate check (two rewrites of the text) only where an escape of one appears.
+    escaped = raw.str.contains(_SURROGATE).fill_null(False)
+    if escaped.any():
+        index = escaped.arg_true()
+        lone = raw.gather(index).to_frame().select(lone_surrogate(pl.col(column.name)))
+        never = never | escaped.scatter(index, lone.to_series().fill_null(False))
     bad = never
     if json_ok(column.name) in frame.columns:
         refused = _over(frame, column, pl.col(json_ok(column.name)) != 1).fill_null(False) & ~never

@@ -34,6 +34,9 @@ class Settings:
     partition_start: str | None = None  # EMRSIM_PARTITION_START: overrides the plan's first month
     workload_path: Path | None = None  # EMRSIM_WORKLOAD
     replica_url: str | None = None  # EMRSIM_REPLICA_URL: a replica of the user's own server
+    # EMRSIM_EXECUTOR: threads (ours: steps side by side in one process) or multiprocess
+    # (Dagster's own: a process per step, started by a forkserver); see docs/benchmarks.md.
+    executor: str = "threads"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -53,6 +56,7 @@ class Settings:
             partition_start=env.get("EMRSIM_PARTITION_START") or None,
             workload_path=path("EMRSIM_WORKLOAD"),
             replica_url=env.get("EMRSIM_REPLICA_URL") or None,
+            executor=_choice(env, "EMRSIM_EXECUTOR", ("threads", "multiprocess")),
         )
 
 
@@ -83,6 +87,13 @@ def _whole(env: Mapping[str, str], name: str, default: int) -> int:
     if value < 1:
         raise MigrationError(f"{name}={raw!r} must be a whole number of at least 1.")
     return value
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    raw = env.get(name) or allowed[0]
+    if raw not in allowed:
+        raise MigrationError(f"{name}={raw!r} must be one of {', '.join(allowed)}.")
+    return raw
 
 
 def settings(env: Mapping[str, str] = os.environ) -> Settings:

@@ -104,7 +104,7 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
         resources={"migration": resource or default_resource()},
         # One process per run, its ready steps side by side in threads (defs.threads): steps
         # share the warm interpreter and wait on SQLite, PostgreSQL and Polars, not the GIL.
-        executor=threaded_executor,
+        executor=_executor(),
         # Dagster's console logger as usual, plus a progress view and a log file (the CLI turns
         # the console down unless -v).
         loggers={
@@ -113,6 +113,16 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
             "file": file_logger,
         },
     )
+
+
+def _executor() -> dg.ExecutorDefinition:
+    """Ours, or Dagster's multiprocess executor (a forkserver starts each step's process)."""
+    given = settings()
+    if given.executor == "multiprocess":
+        return dg.multiprocess_executor.configured(
+            {"max_concurrent": given.steps, "start_method": {"forkserver": {}}}
+        )
+    return threaded_executor
 
 
 def default_resource() -> MigrationResource:
