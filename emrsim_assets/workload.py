@@ -25,10 +25,11 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from emrsim_assets import indexes, legacy_ids, recovery
 from emrsim_assets.errors import PlanError, WorkloadError
@@ -42,27 +43,41 @@ SECONDS_PER_LEVEL = 2.0
 ANSWERS_SHOWN = 5
 
 
-@dataclass(frozen=True)
-class Query:
-    name: str
-    sqlite: str
-    postgres: str
-    weight: int = 1
-    write: bool = False
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-@dataclass(frozen=True)
-class Param:
-    name: str
-    sample: str | None = None
-    values: tuple[Any, ...] = ()
+class Query(_Spec):
+    name: str = Field(min_length=1)
+    sqlite: str = Field(min_length=1)  # with :name parameters
+    postgres: str = Field(min_length=1)  # with %(name)s parameters
+    weight: int = Field(default=1, ge=1)  # its share of the mix
+    write: bool = False  # run in a transaction that is rolled back on both sides
+
+
+class Param(_Spec):
+    sample: str | None = None  # a query on the snapshot whose rows are drawn from
+    values: tuple[Any, ...] = ()  # or a list to draw from
     uuid: str | None = None  # the plan table whose legacy ids this parameter holds
+    name: str = ""  # its key under params
+
+    @model_validator(mode="after")
+    def _drawn_from_somewhere(self) -> Param:
+        if not self.sample and not self.values:
+            raise ValueError("needs sample (a query) or values (a list)")
+        return self
 
 
-@dataclass(frozen=True)
-class Workload:
-    queries: tuple[Query, ...]
-    params: tuple[Param, ...]
+class Workload(_Spec):
+    """A workload file (YAML): the app's queries and where their parameters come from."""
+
+    version: Literal[1]
+    queries: tuple[Query, ...] = Field(min_length=1)
+    params: dict[str, Param] = {}
+
+    @property
+    def parameters(self) -> tuple[Param, ...]:
+        return tuple(p.model_copy(update={"name": name}) for name, p in self.params.items())
 
 
 def default_workload_path() -> Path:
@@ -86,39 +101,27 @@ def workload_path(bundled_plan: bool) -> Path:
 
 
 def load_workload(path: Path) -> Workload:
-    """The workload file, checked; every error is one sentence naming the key."""
+    """The workload file, checked against its declaration; an error is one sentence naming the
+    query or parameter and the key."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise PlanError(f"The workload {path} cannot be read: {exc}.") from None
-    if not isinstance(raw, dict) or raw.get("version") != 1:
-        raise PlanError(f"The workload {path} must be a mapping with version: 1.")
-    params = []
-    for name, spec in (raw.get("params") or {}).items():
-        if not isinstance(spec, dict) or not (spec.get("sample") or spec.get("values")):
-            raise PlanError(f"{path}: params.{name} needs sample (a query) or values (a list).")
-        params.append(
-            Param(name, spec.get("sample"), tuple(spec.get("values") or ()), spec.get("uuid"))
-        )
-    queries = []
-    for i, spec in enumerate(raw.get("queries") or []):
-        where = f"{path}: queries[{i}]"
-        if not isinstance(spec, dict) or not all(
-            spec.get(k) for k in ("name", "sqlite", "postgres")
+    try:
+        return Workload.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = list(error["loc"])
+        if (
+            loc[:1] == ["queries"]
+            and len(loc) >= 2
+            and error["type"] in ("missing", "string_too_short")
         ):
-            raise PlanError(f"{where} needs name, sqlite and postgres.")
-        queries.append(
-            Query(
-                str(spec["name"]),
-                str(spec["sqlite"]),
-                str(spec["postgres"]),
-                int(spec.get("weight", 1)),
-                bool(spec.get("write", False)),
-            )
-        )
-    if not queries:
-        raise PlanError(f"The workload {path} has no queries.")
-    return Workload(tuple(queries), tuple(params))
+            raise PlanError(f"{path}: queries[{loc[1]}] needs name, sqlite and postgres.") from None
+        where = ".".join(str(part) for part in loc) or "the file"
+        raise PlanError(
+            f"{path}: {where}: {error['msg'].lower().removeprefix('value error, ')}."
+        ) from None
 
 
 # --- values both drivers return differently ----------------------------------------------------
@@ -311,7 +314,7 @@ def _draws(workload: Workload, sqlite: sqlite3.Connection, seed: int) -> list[di
     """DRAWS parameter sets (source values), the same for both sides."""
     rng = random.Random(seed)
     pools: dict[str, list[Any]] = {}
-    for param in workload.params:
+    for param in workload.parameters:
         if param.sample:
             pools[param.name] = [row[0] for row in sqlite.execute(param.sample).fetchall()]
         else:
@@ -332,7 +335,7 @@ def draw_one(workload: Workload, snapshot: Path, seed: int | None = None) -> dic
 
 def _for_postgres(workload: Workload, params: dict[str, Any]) -> dict[str, Any]:
     mapped = dict(params)
-    for param in workload.params:
+    for param in workload.parameters:
         if param.uuid and mapped.get(param.name) is not None:
             mapped[param.name] = legacy_ids.legacy_uuid(param.uuid, int(mapped[param.name]))
     return mapped
