@@ -4,6 +4,7 @@ one sentence."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -21,6 +22,7 @@ from psycopg import conninfo
 from emrsim_assets import postgres
 from emrsim_assets.errors import MigrationError, SourceError, TargetError, connection_lost
 from emrsim_assets.private import keep_private, private_dir, private_work_dir, write_private
+from emrsim_assets.progress import terminal_bars
 
 
 def _dagster_home() -> Path:
@@ -171,7 +173,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=8)
             # Without -v, what Dagster's machinery writes to stderr (a storage write retried,
             # a lost connection's SQL) goes to the log directory; the report says what failed.
-            with _stderr_to(None if args.verbose else log_dir() / "stderr.log"):
+            with (
+                _stderr_to(None if args.verbose else log_dir() / "stderr.log"),
+                terminal_bars() if sys.stdout.isatty() else contextlib.nullcontext(),
+            ):
                 result = execute_in_threads(
                     job,
                     instance,

@@ -19,8 +19,9 @@ from emrsim_assets.convert import Converted
 from emrsim_assets.errors import ConversionError
 from emrsim_assets.memory import release_free_memory
 from emrsim_assets.plan import Plan, Table
+from emrsim_assets.progress import Progress, Report, log_progress
 from emrsim_assets.snapshot import Manifest
-from emrsim_assets.target import Conn, LoadStats, Progress
+from emrsim_assets.target import Conn, LoadStats
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def load_table(
     table: Table,
     manifest: Manifest,
     batch_rows: int,
-    progress: Progress = log.info,
+    progress: Report = log_progress,
 ) -> LoadStats:
     snapshot = Path(manifest.snapshot_path)
     with _Proof(conn, table, plan, manifest.sha256) as proof:
@@ -132,7 +133,7 @@ def load_month(
     month: date,
     manifest: Manifest,
     batch_rows: int,
-    progress: Progress = log.info,
+    progress: Report = log_progress,
 ) -> LoadStats:
     """Load one month; a month with no source rows becomes an empty partition."""
     target.prepare_partitioned(conn, table)
@@ -146,7 +147,7 @@ def _load_month(
     month: date,
     manifest: Manifest,
     batch_rows: int,
-    progress: Progress,
+    progress: Report,
     printer: content.JsonPrinter | None,
 ) -> LoadStats:
     key = month.isoformat()
@@ -248,7 +249,7 @@ def load_months(
     manifest: Manifest,
     batch_rows: int,
     workers: int,
-    progress: Progress = log.info,
+    progress: Report = log_progress,
 ) -> list[LoadStats]:
     """Load `months`, `workers` at a time, each over its own connection and in its own transaction.
 
@@ -265,9 +266,9 @@ def load_months(
     started = time.perf_counter()
     last_line = [0.0]  # when the last month line was written: one every 2 s, and the last
 
-    def say(line: str) -> None:
+    def say(event: Progress) -> None:
         with lock:
-            progress(line)
+            progress(event)
 
     # One JSON printer per worker for all its months: a connection costs the client about
     # 80 ms of CPU (ADBC reads the server's types), and the server a backend.
@@ -286,15 +287,19 @@ def load_months(
             done.append(stats)
             rows = sum(s.source_rows for s in done)
             seconds = time.perf_counter() - started
-            rate = rows / seconds if seconds > 0 else 0.0
-            eta = (expected - rows) / rate if rate else 0.0
             if len(done) < len(months) and seconds - last_line[0] < PROGRESS_EVERY_SECONDS:
                 return stats
             last_line[0] = seconds
             progress(
-                f"{table.name} {month.isoformat()[:7]}: {stats.loaded_rows:,} rows in "
-                f"{stats.seconds:.1f} s; {len(done)}/{len(months)} months, {rows:,} of "
-                f"{expected:,} rows, {rate:,.0f} rows/s, ETA {max(eta, 0):.0f} s"
+                Progress(
+                    table.name,
+                    rows,
+                    expected,
+                    seconds,
+                    len(done),
+                    len(months),
+                    f"{month.isoformat()[:7]}: {stats.loaded_rows:,} rows in {stats.seconds:.1f} s",
+                )
             )
         return stats
 

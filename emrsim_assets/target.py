@@ -31,6 +31,7 @@ from emrsim_assets.kinds import kind_of
 from emrsim_assets.plan import Column, Index, Table
 from emrsim_assets.plan.model import TEXT_TYPE
 from emrsim_assets.plan.names import MAX_NAME, fit
+from emrsim_assets.progress import Progress, Report, log_progress
 
 log = logging.getLogger(__name__)
 
@@ -415,7 +416,6 @@ class LoadStats:
         return self.source_rows / self.seconds if self.seconds > 0 else 0.0
 
 
-Progress = Callable[[str], None]
 Loaded = Callable[["Conn", str], None]  # (the load's connection, partition key)
 
 
@@ -424,7 +424,7 @@ def load_table(
     table: Table,
     batches: Iterable[Converted],
     snapshot_sha: str,
-    progress: Progress = log.info,
+    progress: Report = log_progress,
     expected_rows: int | None = None,
     on_loaded: Loaded | None = None,
 ) -> LoadStats:
@@ -469,7 +469,7 @@ def load_month(
     month: date,
     batches: Iterable[Converted],
     snapshot_sha: str,
-    progress: Progress = log.info,
+    progress: Report = log_progress,
     expected_rows: int | None = None,
     on_loaded: Loaded | None = None,
 ) -> LoadStats:
@@ -580,7 +580,7 @@ def _copy(
     batches: Iterable[Converted],
     snapshot_sha: str,
     partition_key: str,
-    progress: Progress,
+    progress: Report,
     expected_rows: int | None,
 ) -> _Counts:
     counts = _Counts()
@@ -622,9 +622,10 @@ def _copy(
                     quarantined.append(batch.quarantined)
                 del batch, rows  # before the next batch is read, not after
                 now = time.perf_counter()
-                if now - last_report >= 5:
+                # Months are reported by the partitioned load as each is done (pipeline.py).
+                if now - last_report >= 5 and partition_key == UNPARTITIONED:
                     last_report = now
-                    progress(_progress_line(label, counts.source, now - started, expected_rows))
+                    progress(Progress(label, counts.source, expected_rows, now - started))
             # The encoder buffers small batches: what is left goes out here.
             tail = encoder.finish()
             copy.write(tail)
@@ -660,15 +661,6 @@ def _encoder(table: Table, schema: pa.Schema) -> pgpq.ArrowToPostgresBinaryEncod
         else:
             builders[column.name] = pgpq.ArrowToPostgresBinaryEncoder.infer_encoder(field)
     return pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(schema, builders)
-
-
-def _progress_line(label: str, done: int, seconds: float, expected: int | None) -> str:
-    rate = done / seconds if seconds > 0 else 0.0
-    line = f"{label}: {done:,} rows, {rate:,.0f} rows/s"
-    if expected:
-        left = max(expected - done, 0)
-        line += f", {100 * done / expected:.0f}% done, ETA {left / rate if rate else 0:.0f} s"
-    return line
 
 
 def _row_ids(column: pl.Series) -> Sequence[int]:

@@ -10,7 +10,7 @@ import dagster as dg
 from emrsim_assets import backup as core_backup
 from emrsim_assets import cutover as core_cutover
 from emrsim_assets import health as core_health
-from emrsim_assets import pipeline, recovery, snapshot, workload
+from emrsim_assets import pipeline, progress, recovery, snapshot, workload
 from emrsim_assets.defs.gate import gate_problems
 from emrsim_assets.defs.resources import MigrationResource, as_failure
 from emrsim_assets.errors import GateClosedError, MigrationError
@@ -147,7 +147,7 @@ def build_table_asset(
                     migration.manifest(),
                     migration.batch_rows,
                     migration.workers,
-                    context.log.info,
+                    _reporter(context),
                 )
             return dg.MaterializeResult(metadata=_metadata(stats))
 
@@ -163,7 +163,7 @@ def build_table_asset(
             manifest = migration.manifest()
             ensure_migration_schema(conn)
             stat = pipeline.load_table(
-                conn, plan, table, manifest, migration.batch_rows, context.log.info
+                conn, plan, table, manifest, migration.batch_rows, _reporter(context)
             )
         context.log.info(
             f"{table.name}: {stat.loaded_rows:,} rows, {stat.rows_per_second:,.0f} rows/s"
@@ -306,6 +306,17 @@ def build_workload_asset(bundled_plan: bool) -> dg.AssetsDefinition:
         )
 
     return _workload
+
+
+def _reporter(context: dg.AssetExecutionContext) -> progress.Report:
+    """A load's progress: its line in the run's log, and its event to whoever draws it in this
+    process (the CLI's bars at a terminal)."""
+
+    def report(event: progress.Progress) -> None:
+        progress.publish(event)
+        context.log.info(event.line())
+
+    return report
 
 
 BACKUP = "backup"

@@ -1,7 +1,6 @@
 """Loggers for people: a short progress view on the terminal, every detail in a log file."""
 
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,16 +9,19 @@ import dagster as dg
 
 from emrsim_assets.defs.dagster_internals import get_log_record_metadata, has_log_record_metadata
 from emrsim_assets.private import private_dir, private_file
+from emrsim_assets.progress import drawn
 from emrsim_assets.settings import settings
 
 
 class _ProgressHandler(logging.Handler):
     """Only what the pipeline itself says (tables loaded, months done, rows/s, ETA): no engine
-    events, no stack traces. The CLI's final report names any failure in one sentence."""
+    events, no stack traces. The CLI's final report names any failure in one sentence. At a
+    terminal, progress events are drawn as bars (progress.terminal_bars): their lines are not
+    printed again."""
 
-    def __init__(self, bar: bool) -> None:
+    def __init__(self, bars: bool) -> None:
         super().__init__()
-        self.bar = bar
+        self.bars = bars
 
     def emit(self, record: logging.LogRecord) -> None:
         if not has_log_record_metadata(record):
@@ -30,26 +32,9 @@ class _ProgressHandler(logging.Handler):
         if meta["dagster_event"] is not None or record.levelno != logging.INFO:
             return
         message = str(meta["orig_message"])
-        if self.bar:
-            message = with_bar(message)
+        if self.bars and drawn(message):
+            return
         print(f"  {message}", file=sys.stdout, flush=True)
-
-
-_FRACTION = re.compile(r"(\d+)/(\d+) months|(\d+)% done")
-
-
-def with_bar(message: str, width: int = 24) -> str:
-    """A progress bar before a line that says how far it is (k/n months, or p% done): for a
-    person at a terminal, not for logs and pipes."""
-    found = _FRACTION.search(message)
-    if found is None:
-        return message
-    if found.group(3) is not None:
-        share = int(found.group(3)) / 100
-    else:
-        share = int(found.group(1)) / max(int(found.group(2)), 1)
-    filled = round(width * min(max(share, 0.0), 1.0))
-    return f"[{'#' * filled}{'.' * (width - filled)}] {message}"
 
 
 @dg.logger(
