@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from emrsim_assets.draft import draft_plan
 from emrsim_assets.errors import PlanError
@@ -277,37 +279,35 @@ def test_the_months_of_the_live_file_include_rows_still_in_its_wal(tmp_path: Pat
     assert "2031-07-01" in months
 
 
-@pytest.mark.parametrize("seed", range(200))
-def test_a_month_is_read_without_a_filter_only_when_no_other_months_row_is_in_its_span(
-    seed: int,
-) -> None:
-    """Any mapping of rowids to months: a month read by its span alone holds no row of another
-    month and no unplaceable row (checked row by row); when no row was re-dated, every month is."""
-    import random
+# Any mapping of rowids to months: None is a row no month holds (unplaceable).
+_OWNERS = st.lists(st.one_of(st.none(), st.integers(1, 6)), min_size=1, max_size=60)
 
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(owners=_OWNERS)
+def test_a_month_is_read_without_a_filter_only_when_no_other_months_row_is_in_its_span(
+    owners: list[int | None],
+) -> None:
+    """A month read by its rowid span alone holds no row of another month and no unplaceable
+    row (checked row by row); when the months come in order, every month is. Hypothesis draws
+    the mappings and shrinks any failure to the smallest."""
     import polars as pl
 
     from emrsim_assets.snapshot import _pure_months
 
-    rng = random.Random(seed)
-    rows = rng.randint(1, 60)
-    months = [f"2024-{m:02d}-01" for m in range(1, rng.randint(2, 8))]
-    # Mostly in order, as apps insert; a few rows re-dated anywhere.
-    owner = {rid: months[min(rid * len(months) // rows, len(months) - 1)] for rid in range(rows)}
-    redated = rng.sample(range(rows), rng.randint(0, rows // 3))
-    for rid in redated:
-        owner[rid] = rng.choice([*months, None])  # None: unplaceable
     spans: dict[str, tuple[int, int]] = {}
-    for rid, month in owner.items():
+    for rid, month in enumerate(owners):
         if month is not None:
-            lo, hi = spans.get(month, (rid, rid))
-            spans[month] = (min(lo, rid), max(hi, rid))
-    stray = pl.Series([rid for rid, month in owner.items() if month is None], dtype=pl.Int64)
+            key = f"2024-{month:02d}-01"
+            lo, hi = spans.get(key, (rid, rid))
+            spans[key] = (min(lo, rid), max(hi, rid))
+    stray = pl.Series([rid for rid, month in enumerate(owners) if month is None], dtype=pl.Int64)
     pure = _pure_months(spans, stray)
-    for month in pure:
-        lo, hi = spans[month]
-        assert all(owner[rid] == month for rid in range(lo, hi + 1)), (month, spans, stray)
-    if not redated:
+    for key in pure:
+        lo, hi = spans[key]
+        assert all(owners[rid] == int(key[5:7]) for rid in range(lo, hi + 1)), (key, owners)
+    placed = [m for m in owners if m is not None]
+    if len(placed) == len(owners) and placed == sorted(placed):
         assert pure == sorted(spans)
 
 
