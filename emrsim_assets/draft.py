@@ -39,12 +39,20 @@ _TIMESTAMP = re.compile(
     r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|z|[+-]\d{2}:\d{2})?$"
 )
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# A UUID's 32 hex digits without dashes (Django's and SQLAlchemy's UUID on SQLite): a version
+# digit and an RFC variant digit where a UUID has them, so that a column of md5 sums is no UUID.
+_HEX_UUID = re.compile(r"^[0-9a-f]{12}[1-8][0-9a-f]{3}[89ab][0-9a-f]{15}$")
 _EPOCH_TEXT = re.compile(r"^-?\d+(\.\d{1,6})?$")
 _VARCHAR = re.compile(r"^\s*(?:VAR)?CHAR(?:ACTER)?\s*\(\s*(\d+)\s*\)", re.IGNORECASE)
 _TIME_NAME = re.compile(r"(_at|_on|_time|_ts|timestamp|date|datetime)$", re.IGNORECASE)
 # Plausible epochs (1970 to 2100) per unit: a column outside every range is not a timestamp.
 _EPOCH_RANGES = {"s": (0, 4_102_444_800), "ms": (10**11, 4_102_444_800_000)}
 _EPOCH_RANGES["us"] = (10**14, 4_102_444_800_000_000)
+# Instants from 2000 to 2100 per unit: what a column of epochs looks like by its values alone.
+_RECENT_EPOCHS = {
+    unit: (946_684_800 * scale, 4_102_444_800 * scale)
+    for unit, scale in (("s", 1), ("ms", 1_000), ("us", 1_000_000))
+}
 
 
 @dataclass
@@ -749,6 +757,18 @@ def _infer_convert(column: _Column) -> tuple[str, dict[str, Any], str]:
 
 
 def _from_declared(declared: str) -> str:
+    """The kind a declared type promises, for a column with no value to contradict it (an empty
+    table's, an all-NULL column's): BOOLEAN, DATE, DATETIME/TIMESTAMP, JSON and UUID too."""
+    if "BOOL" in declared:
+        return "boolean"
+    if "DATETIME" in declared or "TIMESTAMP" in declared:
+        return "timestamp"
+    if "DATE" in declared:
+        return "date"
+    if "JSON" in declared:
+        return "json"
+    if "UUID" in declared or "GUID" in declared:
+        return "uuid"
     if "INT" in declared:
         return "integer"
     if any(k in declared for k in ("REAL", "FLOA", "DOUB")):
@@ -766,15 +786,23 @@ def _integer_kind(column: _Column, declared: str, saw: str) -> tuple[str, dict[s
         return "integer", {}, saw
     if "BOOL" in declared and 0 <= low and high <= 1:
         return "boolean", {}, saw + "; declared boolean, only 0 and 1"
-    if _TIME_NAME.search(column.source) or "DATE" in declared or "TIME" in declared:
-        for unit, (lo, hi) in _EPOCH_RANGES.items():
+    named = bool(_TIME_NAME.search(column.source)) or "DATE" in declared or "TIME" in declared
+    # By the values first: a whole column of one unit's instants from 2000 to 2100 (seconds,
+    # milliseconds or microseconds: the ranges do not overlap), varying, and no key, is a
+    # time (Trac's microsecond `time`, peewee's `posted`). A name or a declaration widens the
+    # range back to 1970.
+    ranges = _EPOCH_RANGES if named else _RECENT_EPOCHS
+    if named or (low != high and not column.pk):
+        for unit, (lo, hi) in ranges.items():
             if lo <= low and high <= hi:
                 when = datetime.fromtimestamp(high / {"s": 1, "ms": 1e3, "us": 1e6}[unit], UTC)
+                how = "" if named else ", recognized by its values"
                 return (
                     "timestamp",
                     {"epoch": unit},
-                    saw + f"; epoch {unit} (latest: {when:%Y-%m-%d %H:%M})",
+                    saw + f"; epoch {unit}{how} (latest: {when:%Y-%m-%d %H:%M})",
                 )
+    if named:
         saw += "; named like a time, but its values fit no one epoch unit: kept as integers"
     return "integer", {}, saw
 
@@ -790,6 +818,13 @@ def _text_kind(column: _Column, declared: str, saw: str) -> tuple[str, dict[str,
     sampled = f"{len(values):,} sampled"
     if values and all(_UUID.match(v) for v in values):
         return "uuid", {}, saw + f"; {sampled} are canonical UUID text"
+    # Where the schema says so too (CHAR(32), as Django and SQLAlchemy declare a UUID on SQLite,
+    # or a name that says uuid): a TEXT column of such values may be the app's own token.
+    uuid_declared = bool(re.match(r"^N?CHAR\(\s*32\s*\)$", declared.strip())) or bool(
+        re.search(r"uuid|guid", column.source, re.IGNORECASE)
+    )
+    if values and uuid_declared and all(_HEX_UUID.match(v) for v in values):
+        return "uuid_hex", {}, saw + f"; {sampled} are UUIDs as 32 hex digits"
     if values and all(_DATE.match(v) for v in values) and _valid(values, date.fromisoformat):
         return "date", {}, saw + f"; {sampled} are dates"
     if values and all(_TIMESTAMP.match(v.strip()) for v in values):
@@ -800,6 +835,11 @@ def _text_kind(column: _Column, declared: str, saw: str) -> tuple[str, dict[str,
         for unit, (lo, hi) in _EPOCH_RANGES.items():
             if lo <= min(numbers) and max(numbers) <= hi:
                 return "timestamp", {"epoch": unit}, saw + f"; {sampled} are epoch {unit} text"
+    if values and "JSON" in declared and all(_is_json(v) for v in values):
+        # Declared JSON: scalars and null are JSON too (a text column of "1" is not).
+        duplicates = sum(_has_duplicate_keys(v) for v in values)
+        if not duplicates:
+            return "json", {}, saw + f"; declared JSON, and {sampled} parse as JSON"
     if values and all(v.lstrip()[:1] in ("{", "[") for v in values):
         duplicates = sum(_has_duplicate_keys(v) for v in values)
         invalid = sum(not _is_json(v) for v in values)

@@ -258,6 +258,20 @@ def _uuid(frame: pl.DataFrame, column: ColumnLike, table: TableLike, plan: PlanL
     return Conversion(value, present & ~ok.fill_null(False), "is not a canonical lower-case UUID")
 
 
+_HEX_UUID = r"^[0-9a-f]{32}$"
+
+
+def _uuid_hex(
+    frame: pl.DataFrame, column: ColumnLike, table: TableLike, plan: PlanLike
+) -> Conversion:
+    ok = _over(frame, column, pl.col(column.name).str.contains(_HEX_UUID))
+    value = _over(frame, column, pl.when(ok).then(pl.col(column.name).str.decode("hex")))
+    present = frame.get_column(column.name).is_not_null()
+    return Conversion(
+        value, present & ~ok.fill_null(False), "is not 32 lower-case hex digits (a UUID)"
+    )
+
+
 def _text(frame: pl.DataFrame, column: ColumnLike, table: TableLike, plan: PlanLike) -> Conversion:
     raw = frame.get_column(column.name)
     bad = raw.str.contains("\x00", literal=True)
@@ -289,6 +303,10 @@ def _is_decimal(value: object) -> bool:
 
 def _is_uuid(value: object) -> bool:
     return isinstance(value, str) and bool(re.match(CANONICAL_UUID, value))
+
+
+def _is_hex_uuid(value: object) -> bool:
+    return isinstance(value, str) and bool(re.match(_HEX_UUID, value))
 
 
 def _is_json(value: object) -> bool:
@@ -404,6 +422,17 @@ KINDS: dict[str, Kind] = {
             takes="canonical UUID text",
             notes="lower-case with dashes only: any other spelling would come back changed",
             read_back=_token("t", "{}::text"),
+        ),
+        Kind(
+            "uuid_hex",
+            "uuid",
+            pa.binary(16),
+            (TEXT,),
+            _uuid_hex,
+            takes_default=_is_hex_uuid,
+            takes="32 lower-case hex digits (Django's and SQLAlchemy's UUIDs)",
+            notes="read back without dashes, so the app's own spelling returns",
+            read_back=_token("t", "replace({}::text, '-', '')"),
         ),
         Kind(
             "legacy_id",

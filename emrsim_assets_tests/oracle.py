@@ -27,15 +27,18 @@ _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000}
 def expected(table: Table, column: Column, value: Any, encoding: str = "utf-8") -> Any:
     """The conversion written again as plain Python: an oracle independent of Polars. A blob
     column keeps a text value's bytes in the file's `encoding` (a number's, in UTF-8)."""
+    kind = column.convert
+    if kind == "storage_class":  # SQLite's typeof() of the value
+        return {int: "integer", float: "real", str: "text", bytes: "blob"}.get(type(value), "null")
     if value is None:
         return None
-    kind = column.convert
     if kind == "legacy_id":
         return uuid.UUID(legacy_uuid(table.name, int(value)))
     if kind == "ref":
         return uuid.UUID(legacy_uuid(str(column.references), int(value)))
-    if kind == "uuid":
+    if kind == "uuid" or kind == "uuid_hex":
         return uuid.UUID(value)
+
     if kind == "timestamp" and column.epoch:
         micros = Decimal(str(value)) * 1_000_000 / _PER_SECOND[column.epoch]
         return _EPOCH + timedelta(microseconds=int(micros))

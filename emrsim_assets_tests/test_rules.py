@@ -1,0 +1,117 @@
+"""What the SQLite schema promised, PostgreSQL promises too: types from the declarations (empty
+tables included) and from every value, in databases written by the libraries apps use."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from emrsim_assets.draft import draft_plan
+from emrsim_assets.plan import load_plan
+from emrsim_assets_tests.conftest import Migration
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class Run(_Base):
+    """An MLflow-like table, written through SQLAlchemy's ORM (its UUID, Boolean, DateTime and
+    JSON types as SQLite stores them)."""
+
+    __tablename__ = "runs"
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(50))
+    deleted: Mapped[bool] = mapped_column(sa.Boolean)
+    started: Mapped[datetime] = mapped_column(sa.DateTime)
+    params: Mapped[dict[str, object] | None] = mapped_column(sa.JSON, nullable=True)
+    score: Mapped[Decimal] = mapped_column(sa.Numeric(10, 2))
+    # Trac's `time`: microseconds since 1970, an integer named like nothing in particular.
+    changed: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class Tag(_Base):
+    """The same declarations, and no row yet (Dagster's event index, on a fresh instance)."""
+
+    __tablename__ = "tags"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    hidden: Mapped[bool] = mapped_column(sa.Boolean)
+    at: Mapped[datetime] = mapped_column(sa.DateTime)
+    payload: Mapped[dict[str, object] | None] = mapped_column(sa.JSON, nullable=True)
+
+
+def _written_by_sqlalchemy(path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{path}")
+    _Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all(
+            Run(
+                id=uuid.UUID(int=(i + 1) * 0x1234_5678_9ABC, version=4),
+                name=f"run {i}",
+                deleted=i % 3 == 0,
+                started=datetime(2024, 3, 1 + i % 28, 12, 0, i % 60),
+                # Scalars and null are JSON too (a bare number would be stored as a number:
+                # JSON's NUMERIC affinity turns the text 7 into the integer 7).
+                params=[{"lr": 0.1 * i}, None, [1, "two"], "text", True][i % 5],
+                score=Decimal(f"{i}.{i % 100:02d}"),
+                changed=1_700_000_000_000_000 + i * 1_000_003,
+            )
+            for i in range(40)
+        )
+        session.commit()
+    engine.dispose()
+
+
+def test_types_come_from_declarations_and_values_and_arrive_proven(
+    tmp_path: Path, pg_url: str
+) -> None:
+    path = tmp_path / "mlflow.db"
+    _written_by_sqlalchemy(path)
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(draft_plan(path), encoding="utf-8")
+    plan = load_plan(plan_path)
+    kinds = {(t.name, c.name): c.convert for t in plan.tables for c in t.columns}
+    assert kinds[("runs", "id")] == "uuid_hex"  # CHAR(32): the app's own spelling comes back
+    assert kinds[("runs", "deleted")] == "boolean"
+    assert kinds[("runs", "started")] == "timestamp"
+    assert kinds[("runs", "params")] == "json"  # scalars and null too: declared JSON
+    assert kinds[("runs", "score")] == "numeric"
+    assert kinds[("runs", "changed")] == "timestamp"  # microseconds, by its values
+    assert plan.table("runs").column("changed").epoch == "us"
+    # The empty table is typed by what it declares, not as text.
+    # CHAR(32) alone does not say UUID, and an empty table has no value that would.
+    assert kinds[("tags", "run_id")] == "text"
+    assert kinds[("tags", "hidden")] == "boolean"
+    assert kinds[("tags", "at")] == "timestamp"
+    assert kinds[("tags", "payload")] == "json"
+
+    result = Migration(plan, path, pg_url, tmp_path / "work").run_job()
+    failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    assert result.success and not failed, failed
+    with psycopg.connect(pg_url) as conn:
+        types = dict(
+            conn.execute(
+                "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'emrsim'"
+            ).fetchall()
+        )
+        assert types["runs.id"] == "uuid" and types["tags.hidden"] == "boolean"
+        assert types["tags.at"] == "timestamp with time zone" and types["tags.payload"] == "jsonb"
+        # A boolean parameter works against the migrated table, as the app's ORM sends it.
+        assert conn.execute(
+            "SELECT count(*) FROM emrsim.runs WHERE deleted = %s", (True,)
+        ).fetchone() == (14,)
+        # The UUID comes back in the app's spelling (32 hex digits) and as a uuid.
+        spelled = conn.execute(
+            "SELECT replace(id::text, '-', '') FROM emrsim.runs ORDER BY started, name LIMIT 1"
+        ).fetchone()
+        assert spelled is not None and len(str(spelled[0])) == 32
+        first = conn.execute("SELECT min(changed) FROM emrsim.runs").fetchone()
+        assert first == (datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC),)
