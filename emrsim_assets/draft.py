@@ -26,6 +26,7 @@ from emrsim_assets.plan.model import sqlite_fold
 from emrsim_assets.plan.names import MAX_NAME, MAX_TABLE_NAME, target_name
 from emrsim_assets.source import (
     app_collations,
+    column_collations,
     count_storage_classes,
     open_readonly,
     quote_name,
@@ -109,6 +110,7 @@ class _Drafter:
         self.table_names: set[str] = set()
         self.index_names: set[str] = set()
         self.partition_column: _Column | None = None
+        self.collations: dict[tuple[str, str], str] = {}
 
     # -- introspection -------------------------------------------------------------------------
     def draft(self, started: float) -> str:
@@ -143,6 +145,15 @@ class _Drafter:
                 self._skip(name, "a shadow table of a virtual table: rebuilt from it, not app data")
             else:
                 self.tables.append(self._introspect(name, without_rowid))
+        self.collations = column_collations(self.conn)
+        rtrim = sorted({f"{t}.{c}" for (t, c), name in self.collations.items() if name == "rtrim"})
+        if rtrim:
+            self._skip(
+                "rtrim",
+                f"SQLite's RTRIM collation (declared by {', '.join(rtrim)}): PostgreSQL compares "
+                "these values with their trailing spaces, so 'a' and 'a ' are two values there.",
+                kind="collation",
+            )
         for collation in app_collations(self.conn):
             users = sorted({on for _, _, ddl, on in objects if collation in ddl})
             self._skip(
@@ -316,6 +327,16 @@ class _Drafter:
             if entry["name"] != column.source:
                 entry["source"] = column.source
             convert, extra, saw = _infer_convert(column)
+            collation = self.collations.get((table.source, column.source))
+            if collation == "nocase":
+                if convert != "text":
+                    saw += f"; declared COLLATE NOCASE: text (not {convert}), to compare as SQLite does"
+                    convert, extra = "text", {k: v for k, v in extra.items() if k == "type"}
+                extra["collation"] = "nocase"
+                saw += (
+                    "; COLLATE NOCASE: its key and unique indexes compare ASCII letters without "
+                    "case (an index on lower()); the app's own WHERE clauses on it must use lower()"
+                )
             entry["convert"] = convert
             entry.update(extra)
             if column.notnull:
@@ -454,6 +475,8 @@ class _Drafter:
             )
         elif table.without_rowid:
             why_not = "it is WITHOUT ROWID, and months are read by rowid ranges"
+        elif any(c.entry.get("collation") and c.pk for c in table.columns):
+            why_not = "its key compares without case (NOCASE), which one month cannot keep"
         elif any(c.entry.get("identity") for c in table.columns):
             why_not = (
                 "its integer key numbers the app's new rows, which a partitioned table here does "

@@ -92,6 +92,28 @@ def app_collations(conn: sqlite3.Connection) -> list[str]:
     return sorted(names)
 
 
+def column_collations(conn: sqlite3.Connection) -> dict[tuple[str, str], str]:
+    """(table, column) -> the collation its declaration names, lower case (NOCASE, RTRIM or an
+    app's own), read from each table's CREATE statement by sqlglot's SQLite parser."""
+    import sqlglot
+    from sqlglot import exp
+
+    found: dict[tuple[str, str], str] = {}
+    for name, ddl in conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND sql LIKE '%collate%'"
+    ):
+        try:
+            tree = sqlglot.parse_one(str(ddl), read="sqlite")
+        except sqlglot.errors.ParseError:
+            continue  # what sqlglot cannot read, SQLite itself names (app_collations)
+        for column in tree.find_all(exp.ColumnDef):
+            for constraint in column.constraints:
+                if isinstance(constraint.kind, exp.CollateColumnConstraint):
+                    collation = constraint.kind.this.name or constraint.kind.this.sql()
+                    found[(str(name), column.name)] = collation.strip('"`[]').lower()
+    return found
+
+
 def _stand_in(left: str, right: str) -> int:
     """What an app's own collation is read with here: Unicode case-insensitive, as the custom
     collations apps declare mostly are (Anki's unicase). Only our reads use it: a table is
@@ -167,6 +189,27 @@ def check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Path
         for name in app_collations(conn)
         if plan.skipped(name, kind="collation") is None
     )
+    # NOCASE columns: the plan keeps their case-insensitive keys (collation: nocase); RTRIM
+    # ones: the plan must say it leaves their trailing-space-insensitive comparison behind.
+    by_source = {sqlite_fold(t.source): t for t in plan.tables}
+    for (table_name, column_name), collation in column_collations(conn).items():
+        planned_table = by_source.get(sqlite_fold(table_name))
+        planned_column = next(
+            (
+                c
+                for c in (planned_table.columns if planned_table else ())
+                if sqlite_fold(c.source) == sqlite_fold(column_name)
+            ),
+            None,
+        )
+        if planned_column is None:
+            continue
+        if collation == "nocase" and planned_column.collation != "nocase":
+            left.append(
+                f"collation NOCASE of {table_name}.{column_name} (set collation: nocase on it)"
+            )
+        elif collation == "rtrim" and plan.skipped("rtrim", kind="collation") is None:
+            left.append(f"collation RTRIM of {table_name}.{column_name}")
     if left:
         raise SourceError(
             f"{source} holds data the plan neither migrates nor skips: {', '.join(left[:12])}"

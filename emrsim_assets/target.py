@@ -271,7 +271,7 @@ def ensure_partitioned_parent(conn: Conn, table: Table, schema: str = STAGING) -
         )
     )
     for index in table.indexes:
-        conn.execute(_create_index(schema, table.name, index.name, index))
+        conn.execute(_create_index(schema, table, table.name, index.name, index))
     conn.execute(
         sql.SQL("COMMENT ON TABLE {}.{} IS {}").format(
             sql.Identifier(schema), sql.Identifier(table.name), sql.Literal(fingerprint)
@@ -291,7 +291,23 @@ def forget_loads(conn: Conn, table: str, keep: str | None = None) -> None:
         )
 
 
-def _create_index(schema: str, table_name: str, name: str, index: Index) -> sql.Composed:
+def key_part(table: Table, column: str, unique: bool) -> sql.Composable:
+    """A column as a unique index compares it: as written, or, for a NOCASE column, its ASCII
+    letters in lower case (lower() under the C collation folds ASCII only, as SQLite's NOCASE
+    does; an ICU collation would fold every script, and the embedded server has no ICU)."""
+    name = sql.Identifier(column)
+    if unique and table.column(column).collation == "nocase":
+        return sql.SQL('(lower({} COLLATE "C"))').format(name)
+    return name
+
+
+def nocase_key(table: Table, keys: list[str]) -> bool:
+    return any(table.column(k).collation == "nocase" for k in keys)
+
+
+def _create_index(
+    schema: str, table: Table, table_name: str, name: str, index: Index
+) -> sql.Composed:
     return sql.SQL("CREATE {}INDEX {} ON {}.{} USING {} ({})").format(
         sql.SQL("UNIQUE " if index.unique else ""),
         sql.Identifier(name),
@@ -300,7 +316,8 @@ def _create_index(schema: str, table_name: str, name: str, index: Index) -> sql.
         METHODS[index.method],
         sql.SQL(", ").join(
             sql.SQL("{} {}").format(
-                sql.Identifier(c), OPERATOR_CLASSES[index.opclass] if index.opclass else sql.SQL("")
+                key_part(table, c, index.unique),
+                OPERATOR_CLASSES[index.opclass] if index.opclass else sql.SQL(""),
             )
             for c in index.columns
         ),
@@ -339,9 +356,21 @@ def _build_keys(conn: Conn, table: Table, name: str, building: str | None = None
                     sql.SQL(", ").join(sql.Identifier(c) for c in keys),
                 )
             )
+        if keys and nocase_key(table, keys):
+            # The key as SQLite compares it: NOCASE letters without case, beside the key.
+            nocase = fit(f"{name}_nocase_key", MAX_NAME)
+            conn.execute(
+                sql.SQL("CREATE UNIQUE INDEX {} ON {} ({})").format(
+                    sql.Identifier(_loading(nocase) if building else nocase),
+                    target,
+                    sql.SQL(", ").join(key_part(table, c, True) for c in keys),
+                )
+            )
         for index in table.indexes:
             named = index_name(table, name, index)
-            conn.execute(_create_index(STAGING, on, _loading(named) if building else named, index))
+            conn.execute(
+                _create_index(STAGING, table, on, _loading(named) if building else named, index)
+            )
     except psycopg.errors.UniqueViolation as exc:
         constraint = str(exc.diag.constraint_name or "")
         columns = tuple(keys)

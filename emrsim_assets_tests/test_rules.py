@@ -115,3 +115,83 @@ def test_types_come_from_declarations_and_values_and_arrive_proven(
         assert spelled is not None and len(str(spelled[0])) == 32
         first = conn.execute("SELECT min(changed) FROM emrsim.runs").fetchone()
         assert first == (datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC),)
+
+
+class _People(DeclarativeBase):
+    pass
+
+
+class Person(_People):
+    """A unique e-mail that SQLite compares without case (COLLATE NOCASE), and a code compared
+    without trailing spaces (RTRIM), through SQLAlchemy's String(collation=...)."""
+
+    __tablename__ = "people"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(sa.String(collation="NOCASE"), unique=True)
+    code: Mapped[str] = mapped_column(sa.String(collation="RTRIM"))
+
+
+def test_a_unique_nocase_column_refuses_a_case_collision_on_both_sides(
+    tmp_path: Path, pg_url: str
+) -> None:
+    import shutil
+    import sqlite3
+
+    import pytest
+    import yaml
+
+    from emrsim_assets.errors import SourceError
+    from emrsim_assets.plan import parse_plan
+    from emrsim_assets.source import check_plan_matches_source, open_readonly
+
+    path = tmp_path / "people.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    _People.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all(
+            [
+                Person(id=1, email="ann@example.org", code="a"),
+                Person(id=2, email="Bo@X.org", code="b"),
+            ]
+        )
+        session.commit()
+    engine.dispose()
+
+    text = draft_plan(path)
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(text, encoding="utf-8")
+    plan = load_plan(plan_path)
+    assert plan.table("people").column("email").collation == "nocase"
+    assert plan.skipped("rtrim", kind="collation") is not None
+    result = Migration(plan, path, pg_url, tmp_path / "work").run_job()
+    assert result.success
+
+    # SQLite refuses a second ANN@EXAMPLE.ORG (on a copy: the source is never written).
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(path, copy)
+    lite = sqlite3.connect(copy)
+    with pytest.raises(sqlite3.IntegrityError):
+        lite.execute("INSERT INTO people (id, email, code) VALUES (3, 'ANN@EXAMPLE.ORG', 'c')")
+    lite.close()
+    # And so does PostgreSQL, in a transaction rolled back.
+    with psycopg.connect(pg_url) as conn:
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(
+                "INSERT INTO emrsim.people (id, email, code) VALUES (3, 'ANN@EXAMPLE.ORG', 'c')"
+            )
+        conn.rollback()
+        # Letters beyond ASCII differ in SQLite's NOCASE, and so they do here.
+        conn.execute("INSERT INTO emrsim.people (id, email, code) VALUES (4, 'ÄNN@x.org', 'd')")
+        conn.execute("INSERT INTO emrsim.people (id, email, code) VALUES (5, 'änn@x.org', 'e')")
+        conn.rollback()
+
+    # A plan that drops the NOCASE is refused, naming the column.
+    raw = yaml.safe_load(text)
+    for column in raw["tables"][0]["columns"]:
+        column.pop("collation", None)
+    reader = open_readonly(path)
+    try:
+        with pytest.raises(SourceError, match=r"collation NOCASE of people.email"):
+            check_plan_matches_source(reader, parse_plan(raw, plan_path), path)
+    finally:
+        reader.close()

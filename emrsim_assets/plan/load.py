@@ -157,6 +157,11 @@ def _parse_table(raw: Any, index: int) -> Table:
                 f"{where}: partition_by_month needs a NOT NULL timestamp column, "
                 f"and {partition_column!r} is not one."
             )
+    if partition_column and any(c.collation for c in columns if c.name in keys):
+        raise PlanError(
+            f"{where}: a NOCASE key is not kept on a table partitioned by month (its unique "
+            "index on lower() cannot span the months); do not partition this table."
+        )
     if partition_column and any(c.identity for c in columns):
         raise PlanError(
             f"{where}: identity keys are not kept on a table partitioned by month; turn the key "
@@ -256,6 +261,9 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
     if anomalies == "accept" and not KINDS[convert].time:
         raise PlanError(f"{where}: anomalies applies to timestamp and date columns.")
     any_class = bool(raw.get("any_class", False))
+    collation = raw.get("collation")
+    if collation is not None and convert != "text":
+        raise PlanError(f"{where}: collation {collation} applies to text columns.")
     if any_class and convert not in ("text", "blob"):
         raise PlanError(
             f"{where}: any_class applies to text and blob columns (a value of any storage class "
@@ -278,6 +286,7 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
         identity=identity,
         anomalies=anomalies,
         any_class=any_class,
+        collation=collation,
     )
 
 

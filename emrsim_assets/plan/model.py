@@ -74,6 +74,8 @@ class Column:
     identity: bool = False  # integer key kept as bigint: the app's inserts get the next id
     anomalies: str = "fail"  # timestamp/date outliers: fail the values_look_alike check, or accept
     any_class: bool = False  # text/blob: values of every storage class kept as their text/bytes
+    # SQLite's COLLATE NOCASE: keys and unique indexes compare ASCII letters without case.
+    collation: str | None = None
 
     @property
     def max_length(self) -> int | None:

@@ -37,6 +37,7 @@ class ColumnSpec(_Shape):
     identity: StrictBool = False
     anomalies: Literal["fail", "accept"] = "fail"
     any_class: StrictBool = False
+    collation: Literal["nocase"] | None = None
 
 
 class IndexSpec(_Shape):
