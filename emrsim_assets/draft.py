@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import sqlglot
 import yaml
 
 from emrsim_assets.errors import SourceError
@@ -24,6 +25,7 @@ from emrsim_assets.kinds import KINDS
 from emrsim_assets.plan.load import default_problem
 from emrsim_assets.plan.model import sqlite_fold
 from emrsim_assets.plan.names import MAX_NAME, MAX_TABLE_NAME, target_name
+from emrsim_assets.rules import checks_of
 from emrsim_assets.source import (
     app_collations,
     column_collations,
@@ -85,6 +87,7 @@ class _Table:
     indexes: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
     entry: dict[str, Any] = field(default_factory=dict)
+    ddl: str = ""
 
 
 def draft_plan(path: Path) -> str:
@@ -145,6 +148,7 @@ class _Drafter:
                 self._skip(name, "a shadow table of a virtual table: rebuilt from it, not app data")
             else:
                 self.tables.append(self._introspect(name, without_rowid))
+                self.tables[-1].ddl = ddl
         self.collations = column_collations(self.conn)
         rtrim = sorted({f"{t}.{c}" for (t, c), name in self.collations.items() if name == "rtrim"})
         if rtrim:
@@ -182,7 +186,35 @@ class _Drafter:
         for table in self.tables:
             self._infer_indexes(table, partitioned)
             self._keep_classes_in_keys(table)
+            self._infer_checks(table, partitioned)
         return self._render(partitioned, time.perf_counter() - started)
+
+    def _infer_checks(self, table: _Table, partitioned: _Table | None) -> None:
+        """The table's CHECK constraints, written for PostgreSQL by sqlglot; what does not
+        translate (or sits on the partitioned table) is listed under skip with why."""
+        if "check" not in table.ddl.lower():
+            return
+        names = {c.source: c.entry["name"] for c in table.columns}
+        try:
+            translated, refused = checks_of(table.ddl, names)
+        except sqlglot.errors.ParseError as exc:
+            translated, refused = [], [f"its CREATE TABLE is not read by sqlglot ({exc})"]
+        if table is partitioned:
+            refused += [f"CHECK ({s}): on the table partitioned by month" for s, _ in translated]
+            translated = []
+        taken: set[str] = set()
+        if translated:
+            table.entry["checks"] = [
+                {
+                    "name": target_name(f"{table.name}_check_{n}", taken, MAX_NAME),
+                    "postgres": postgres,
+                    "sqlite": sqlite,
+                }
+                for n, (sqlite, postgres) in enumerate(translated, start=1)
+            ]
+            table.notes.append(f"{len(translated)} CHECK constraint(s), translated by sqlglot")
+        for why in refused:
+            self._skip(f"{table.source}: {why.split('): ')[0]})", why, kind="check")
 
     def _keep_classes_in_keys(self, table: _Table) -> None:
         """Beside an any_class column in a key or unique index, its storage class: SQLite
@@ -647,6 +679,10 @@ class _Drafter:
             entry["indexes"] = table.entry["indexes"]
             lines.append("    indexes:")
             lines.extend(f"      - {_flow(ix)}" for ix in table.entry["indexes"])
+        if "checks" in table.entry:
+            entry["checks"] = table.entry["checks"]
+            lines.append("    checks:")
+            lines.extend(f"      - {_flow(check)}" for check in table.entry["checks"])
         return entry, lines
 
     def _first_month(self, table: _Table) -> date | None:

@@ -25,6 +25,7 @@ from emrsim_assets.errors import SourceError
 from emrsim_assets.kinds import kind_of
 from emrsim_assets.plan import Column, Plan, Table
 from emrsim_assets.plan.model import sqlite_fold
+from emrsim_assets.rules import check_texts
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,19 @@ def check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Path
             )
         elif collation == "rtrim" and plan.skipped("rtrim", kind="collation") is None:
             left.append(f"collation RTRIM of {table_name}.{column_name}")
+    # CHECK constraints: each kept by the plan (its sqlite text) or listed under skip.
+    for planned_table in plan.tables:
+        row = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+            (planned_table.source,),
+        ).fetchone()
+        kept = {rule.sqlite for rule in planned_table.checks}
+        left.extend(
+            f"CHECK ({text}) of {planned_table.source}"
+            for text in check_texts(str(row[0] or "") if row else "")
+            if text not in kept
+            and plan.skipped(f"{planned_table.source}: CHECK ({text})", kind="check") is None
+        )
     if left:
         raise SourceError(
             f"{source} holds data the plan neither migrates nor skips: {', '.join(left[:12])}"

@@ -32,6 +32,7 @@ from emrsim_assets.plan import Column, Index, Table
 from emrsim_assets.plan.model import TEXT_TYPE
 from emrsim_assets.plan.names import MAX_NAME, fit
 from emrsim_assets.progress import Progress, Report, log_progress
+from emrsim_assets.rules import composed
 
 log = logging.getLogger(__name__)
 
@@ -371,6 +372,7 @@ def _build_keys(conn: Conn, table: Table, name: str, building: str | None = None
             conn.execute(
                 _create_index(STAGING, table, on, _loading(named) if building else named, index)
             )
+        _add_checks(conn, table, target)
     except psycopg.errors.UniqueViolation as exc:
         constraint = str(exc.diag.constraint_name or "")
         columns = tuple(keys)
@@ -385,6 +387,36 @@ def _build_keys(conn: Conn, table: Table, name: str, building: str | None = None
             f"({exc.diag.message_detail}).",
             columns,
         ) from None
+
+
+def _add_checks(conn: Conn, table: Table, target: sql.Composable) -> None:
+    """The app's CHECK constraints, on the loaded rows: PostgreSQL validates every row as it adds
+    each one, so a row that breaks a rule stops the load, named by its key."""
+    columns = {c.name for c in table.columns}
+    for rule in table.checks:
+        expression = composed(rule.name, rule.postgres, columns)
+        try:
+            with conn.transaction():
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({})").format(
+                        target, sql.Identifier(rule.name), expression
+                    )
+                )
+        except psycopg.errors.CheckViolation:
+            keys = list(table.primary_key) or [c.name for c in table.columns[:2]]
+            rows = conn.execute(
+                sql.SQL("SELECT {} FROM {} WHERE NOT ({}) LIMIT 3").format(
+                    sql.SQL(", ").join(sql.Identifier(k) for k in keys), target, expression
+                )
+            ).fetchall()
+            shown = "; ".join(
+                ", ".join(f"{k}={v!r}" for k, v in zip(keys, row, strict=True)) for row in rows
+            )
+            raise ConversionError(
+                f"{table.name}: rows break the app's rule {rule.name} "
+                f"(CHECK ({rule.sqlite or rule.postgres})): {shown}. SQLite does not check a rule "
+                "added after the rows; fix them in the source, or list the rule under skip."
+            ) from None
 
 
 class KeyCollision(ConversionError):

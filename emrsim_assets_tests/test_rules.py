@@ -195,3 +195,86 @@ def test_a_unique_nocase_column_refuses_a_case_collision_on_both_sides(
             check_plan_matches_source(reader, parse_plan(raw, plan_path), path)
     finally:
         reader.close()
+
+
+def _django_like(path: Path) -> None:
+    """Django's SQLite DDL for a model with a PositiveIntegerField, a choices-like CHECK, a
+    named table constraint, and a CHECK that calls json_valid (which PostgreSQL has not)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE "shop_item" (
+            "id" integer NOT NULL PRIMARY KEY AUTOINCREMENT,
+            "stock" integer unsigned NOT NULL CHECK ("stock" >= 0),
+            "status" varchar(9) NOT NULL CHECK ("status" IN ('draft', 'live')),
+            "price" decimal NOT NULL,
+            "attrs" text NOT NULL CHECK ((JSON_VALID("attrs") OR "attrs" IS NULL)),
+            CONSTRAINT "price_positive" CHECK ("price" > 0 AND length("status") < 10)
+        );
+        INSERT INTO shop_item (stock, status, price, attrs) VALUES
+            (3, 'live', 9.5, '{}'), (0, 'draft', 1, '[]');
+        """
+    )
+    conn.close()
+
+
+def test_check_constraints_are_translated_kept_and_refuse_on_both_sides(
+    tmp_path: Path, pg_url: str
+) -> None:
+    import shutil
+    import sqlite3
+
+    import pytest
+
+    path = tmp_path / "django.sqlite3"
+    _django_like(path)
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(draft_plan(path), encoding="utf-8")
+    plan = load_plan(plan_path)
+    checks = {rule.sqlite: rule.postgres for rule in plan.table("shop_item").checks}
+    assert checks == {
+        '"stock" >= 0': '"stock" >= 0',
+        "\"status\" IN ('draft', 'live')": "\"status\" IN ('draft', 'live')",
+        '"price" > 0 AND LENGTH("status") < 10': '"price" > 0 AND LENGTH("status") < 10',
+    }
+    # json_valid is SQLite's: named under skip, with why.
+    [left] = [s for s in plan.skip if s.kind == "check"]
+    assert "JSON_VALID" in left.table and "not translated" in left.reason
+
+    assert Migration(plan, path, pg_url, tmp_path / "work").run_job().success
+    copy = tmp_path / "copy.sqlite3"
+    shutil.copyfile(path, copy)
+    lite = sqlite3.connect(copy)
+    with psycopg.connect(pg_url) as conn:
+        for bad in ("stock = -1", "status = 'gone'", "price = 0"):
+            with pytest.raises(sqlite3.IntegrityError):
+                lite.execute(f"UPDATE shop_item SET {bad} WHERE id = 1")  # noqa: S608
+            with pytest.raises(psycopg.errors.CheckViolation):
+                conn.execute(f"UPDATE emrsim.shop_item SET {bad} WHERE id = 1")  # noqa: S608
+            conn.rollback()
+    lite.close()
+
+
+def test_a_row_that_breaks_a_rule_stops_the_load_naming_it(tmp_path: Path, pg_url: str) -> None:
+    """SQLite checks a rule only as rows are written (and not at all with
+    ignore_check_constraints): a row against it is refused by the load, by its key."""
+    import sqlite3
+
+    from emrsim_assets_tests.harness import step_failures
+
+    path = tmp_path / "django.sqlite3"
+    _django_like(path)
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(draft_plan(path), encoding="utf-8")
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA ignore_check_constraints = ON")
+    conn.execute("UPDATE shop_item SET stock = -5 WHERE id = 2")
+    conn.commit()
+    conn.close()
+    result = Migration(load_plan(plan_path), path, pg_url, tmp_path / "work").run_job()
+    assert not result.success
+    said = " ".join(step_failures(result))
+    assert "shop_item: rows break the app's rule shop_item_check_" in said
+    assert '(CHECK ("stock" >= 0)): id=2' in said

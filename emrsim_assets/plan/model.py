@@ -18,7 +18,7 @@ TEXT_TYPE = re.compile(r"^(text|varchar\((\d+)\))$")
 ENFORCE = ("constraint", "report")
 EPOCH_UNITS = ("s", "ms", "us")
 # What a skip entry may name besides a table or column: behaviour and rules, not rows.
-SKIP_KINDS = ("table", "trigger", "collation")
+SKIP_KINDS = ("table", "trigger", "collation", "check")
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
@@ -93,6 +93,15 @@ class Index:
 
 
 @dataclass(frozen=True)
+class Rule:
+    """A CHECK constraint: the app's rule as SQLite has it, and as PostgreSQL takes it."""
+
+    name: str
+    postgres: str
+    sqlite: str = ""
+
+
+@dataclass(frozen=True)
 class Table:
     name: str  # the PostgreSQL table and the Dagster asset
     source: str  # the SQLite table, spelled as in the source
@@ -102,6 +111,7 @@ class Table:
     partition_by_month: str | None = None
     autovacuum: Mapping[str, int | float | bool] = field(default_factory=dict)
     max_quarantined_rows: int = 0  # cutover refuses while more rows than this are quarantined
+    checks: tuple[Rule, ...] = ()  # CHECK constraints, held by the staging table once loaded
 
     def column(self, name: str) -> Column:
         for column in self.columns:

@@ -48,6 +48,12 @@ class IndexSpec(_Shape):
     opclass: OpClass | None = None
 
 
+class CheckSpec(_Shape):
+    name: str
+    postgres: str = Field(min_length=1)
+    sqlite: str | None = None
+
+
 class TableSpec(_Shape):
     name: str
     source: str | None = None
@@ -57,12 +63,14 @@ class TableSpec(_Shape):
     partition_by_month: str | None = None
     autovacuum: dict[str, Any] = {}
     max_quarantined_rows: StrictInt = Field(default=0, ge=0)
+    checks: list[CheckSpec] = []
 
 
 class SkipSpec(_Shape):
     table: str | None = None
     trigger: str | None = None
     collation: str | None = None
+    check: str | None = None
     column: str | None = None
     reason: str | None = None
 
