@@ -21,7 +21,7 @@ from pathlib import Path
 from emrsim_assets import content, pipeline, postgres, snapshot
 from emrsim_assets.definitions import month_partitions
 from emrsim_assets.plan import load_plan
-from emrsim_assets.target import Conn
+from emrsim_assets.schemas import Conn
 
 
 def main() -> int:

@@ -34,9 +34,9 @@ from emrsim_assets import kinds, times
 from emrsim_assets.batch import ROWID
 from emrsim_assets.content import fingerprint
 from emrsim_assets.plan import Column, Plan, Table
+from emrsim_assets.schemas import MIGRATION, UNPARTITIONED, Conn
 from emrsim_assets.snapshot import Manifest
 from emrsim_assets.source import read_batches
-from emrsim_assets.target import MIGRATION, UNPARTITIONED, Conn
 
 ANOMALIES_SHOWN = 20
 DIGITS_OFF = 3

@@ -22,7 +22,7 @@ from psycopg import conninfo, sql
 
 from emrsim_assets.errors import TargetError
 from emrsim_assets.private import private_dir, private_file
-from emrsim_assets.target import LIVE, MIGRATION
+from emrsim_assets.schemas import LIVE, MIGRATION
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,10 @@ from emrsim_assets import kinds, legacy_ids, times
 from emrsim_assets.batch import ROWID, class_digit
 from emrsim_assets.deep import deep
 from emrsim_assets.plan import Column, Plan, Table
+from emrsim_assets.schemas import MIGRATION, STAGING, UNPARTITIONED, Conn
 from emrsim_assets.snapshot import Manifest
 from emrsim_assets.source import BATCH_BYTES, read_batches
-from emrsim_assets.target import MIGRATION, STAGING, UNPARTITIONED, Conn, next_month
+from emrsim_assets.times import next_month
 
 T = TypeVar("T")
 BUCKETS = 1024

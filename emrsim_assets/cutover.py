@@ -13,22 +13,18 @@ from emrsim_assets.errors import GateClosedError, TargetError
 from emrsim_assets.integrity import quarantined_rows
 from emrsim_assets.plan import Plan, Table
 from emrsim_assets.plan.names import MAX_NAME, fit
+from emrsim_assets.schemas import LIVE, MIGRATION, STAGING, UNPARTITIONED, Conn
 from emrsim_assets.snapshot import Manifest
 from emrsim_assets.target import (
-    LIVE,
-    MIGRATION,
-    STAGING,
-    UNPARTITIONED,
-    Conn,
     create_month_partition,
     ensure_migration_schema,
     loads,
-    next_month,
     partition_name,
     schema_exists,
     storage_parameters,
     table_exists,
 )
+from emrsim_assets.times import next_month
 
 BACKUP_PREFIX = "emrsim_backup_"
 

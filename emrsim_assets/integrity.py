@@ -9,12 +9,9 @@ from typing import Any
 from psycopg import sql
 
 from emrsim_assets.plan import Column, Plan, Table
+from emrsim_assets.schemas import MIGRATION, STAGING, UNPARTITIONED, Conn
 from emrsim_assets.snapshot import Manifest
 from emrsim_assets.target import (
-    MIGRATION,
-    STAGING,
-    UNPARTITIONED,
-    Conn,
     Load,
     loads,
     partition_name,

@@ -20,8 +20,9 @@ from emrsim_assets.errors import ConversionError
 from emrsim_assets.memory import release_free_memory
 from emrsim_assets.plan import Plan, Table
 from emrsim_assets.progress import Progress, Report, log_progress
+from emrsim_assets.schemas import Conn
 from emrsim_assets.snapshot import Manifest
-from emrsim_assets.target import Conn, LoadStats
+from emrsim_assets.target import LoadStats
 
 log = logging.getLogger(__name__)
 

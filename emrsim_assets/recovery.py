@@ -40,8 +40,8 @@ from emrsim_assets.embedded import (
 from emrsim_assets.errors import TargetError
 from emrsim_assets.postgres import APP_ROLE, superuser_url
 from emrsim_assets.private import private_dir
+from emrsim_assets.schemas import MIGRATION
 from emrsim_assets.settings import settings
-from emrsim_assets.target import MIGRATION
 
 ARCHIVE = "wal_archive"
 BASE_BACKUPS = "base_backups"

@@ -33,15 +33,11 @@ from emrsim_assets.plan.model import TEXT_TYPE
 from emrsim_assets.plan.names import MAX_NAME, fit
 from emrsim_assets.progress import Progress, Report, log_progress
 from emrsim_assets.rules import composed
+from emrsim_assets.schemas import MIGRATION, STAGING, UNPARTITIONED, Conn
+from emrsim_assets.times import next_month
 
 log = logging.getLogger(__name__)
 
-STAGING = "emrsim_staging"
-LIVE = "emrsim"
-MIGRATION = "emrsim_migration"
-UNPARTITIONED = ""  # the ledger's partition key for whole-table loads
-
-Conn = psycopg.Connection[tuple[object, ...]]
 
 _MIGRATION_DDL = [
     sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(MIGRATION)),
@@ -120,10 +116,6 @@ def ensure_migration_schema(conn: Conn) -> None:
 
 def partition_name(table: Table, month: date) -> str:
     return f"{table.name}_y{month.year:04d}m{month.month:02d}"
-
-
-def next_month(month: date) -> date:
-    return date(month.year + (month.month == 12), month.month % 12 + 1, 1)
 
 
 def _column_defs(table: Table, loading: bool = False) -> sql.Composed:

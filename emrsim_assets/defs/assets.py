@@ -15,9 +15,8 @@ from emrsim_assets.defs.gate import gate_problems
 from emrsim_assets.defs.resources import MigrationResource, as_failure
 from emrsim_assets.errors import GateClosedError, MigrationError
 from emrsim_assets.plan import Plan, Table
+from emrsim_assets.schemas import LIVE, STAGING
 from emrsim_assets.target import (
-    LIVE,
-    STAGING,
     LoadStats,
     ensure_migration_schema,
     ensure_staging_schema,

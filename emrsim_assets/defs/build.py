@@ -38,7 +38,7 @@ from emrsim_assets.postgres import work_dir as work_dir_of
 from emrsim_assets.private import keep_private
 from emrsim_assets.settings import settings
 from emrsim_assets.snapshot import data_months
-from emrsim_assets.target import next_month
+from emrsim_assets.times import next_month
 
 
 def month_partitions(

@@ -9,7 +9,7 @@ from emrsim_assets import anomalies, content, integrity
 from emrsim_assets.defs.resources import MigrationResource, as_failure
 from emrsim_assets.integrity import Verdict
 from emrsim_assets.plan import Column, Plan, Table
-from emrsim_assets.target import Conn
+from emrsim_assets.schemas import Conn
 
 Proof = Callable[[Conn, MigrationResource], Verdict]
 

@@ -9,7 +9,7 @@ from emrsim_assets import postgres
 from emrsim_assets.defs.dagster_internals import UnresolvedAssetJobDefinition
 from emrsim_assets.defs.resources import MigrationResource, as_failure
 from emrsim_assets.plan import Plan
-from emrsim_assets.target import next_month
+from emrsim_assets.times import next_month
 
 MIGRATE = "migrate"
 

@@ -15,9 +15,9 @@ from emrsim_assets import postgres
 from emrsim_assets.defs.runs import record_worker
 from emrsim_assets.errors import MigrationError, connection_lost
 from emrsim_assets.private import private_work_dir
+from emrsim_assets.schemas import Conn
 from emrsim_assets.settings import DEFAULT_WORK_DIR
 from emrsim_assets.snapshot import Manifest, load_manifest
-from emrsim_assets.target import Conn
 
 _POOLED: set[int] = set()
 
