@@ -165,7 +165,7 @@ def _add_foreign_keys(conn: Conn, plan: Plan, table: Table) -> int:
     enforced = [c for c in table.foreign_keys if c.enforce == "constraint"]
     for column in enforced:
         parent = plan.table(str(column.references))
-        key = parent.key_column
+        key = plan.referenced(column)
         assert key is not None  # validated by the plan
         conn.execute(
             sql.SQL(

@@ -420,6 +420,9 @@ class _Drafter:
         for column in table.columns:
             fk = declared.get((column.source,))
             parent = self._table(fk["table"]) if fk else self._named_parent(column, table)
+            unique_target: _Column | None = None
+            if parent is None and not fk:
+                parent, unique_target = self._unique_parent(column, table)
             if parent is None:
                 if fk:
                     column.notes.append(
@@ -427,7 +430,14 @@ class _Drafter:
                     )
                 continue
             key = _single_key(parent)
-            if key is None or (fk and fk["to"][0] not in (None, key.source)):
+            if fk and fk["to"][0] not in (None, key.source if key else None):
+                # A declared reference to a unique column that is not the key.
+                unique_target = _unique_column(parent, str(fk["to"][0]))
+            if unique_target is not None:
+                key = unique_target
+            if key is None or (
+                fk and unique_target is None and fk["to"][0] not in (None, key.source)
+            ):
                 if fk:
                     column.notes.append(
                         f"references {fk['table']}({fk['to'][0]}), which is not its one-column "
@@ -453,9 +463,17 @@ class _Drafter:
                 else:
                     column.entry.pop(copied, None)
             column.entry["references"] = parent.name
+            if unique_target is not None:
+                column.entry["references_column"] = key.entry["name"]
             if fk and fk["on_delete"] not in ("", "no action"):
                 column.entry["on_delete"] = fk["on_delete"]
-            how = "declared" if fk else "inferred from its name and values"
+            how = (
+                "declared"
+                if fk
+                else f"its values all sit in {parent.name}.{key.entry['name']}, a unique column"
+                if unique_target is not None
+                else "inferred from its name and values"
+            )
             if orphans or not fk:
                 column.entry["enforce"] = "report"
                 column.notes.append(
@@ -465,6 +483,29 @@ class _Drafter:
                 )
             else:
                 column.notes.append(f"a reference to {parent.name} ({how}), every value resolves")
+
+    def _unique_parent(
+        self, column: _Column, table: _Table
+    ) -> tuple[_Table | None, _Column | None]:
+        """Another table's unique one-column key or index whose name ends this column's (the
+        app's sessions.sps_scenario_id -> scenarios.scenario_id), of the same kind, that every
+        value of the column finds (checked on the file)."""
+        if column.pk or column.entry.get("convert") not in ("text", "integer"):
+            return None, None
+        name = column.source.lower()
+        for parent in self.tables:
+            if parent is table:
+                continue
+            for unique in _unique_columns(parent):
+                target = unique.source.lower()
+                if len(name) <= len(target) or not name.endswith(target) or len(target) < 4:
+                    continue
+                if unique.entry.get("convert") != column.entry["convert"]:
+                    continue
+                orphans, total = self._orphans(table, column, parent, unique)
+                if total and not orphans:
+                    return parent, unique
+        return None, None
 
     def _named_parent(self, column: _Column, table: _Table) -> _Table | None:
         match = re.match(r"^(.*?)_?id$", column.source, re.IGNORECASE)
@@ -736,6 +777,26 @@ def _class_of(value: Any) -> str:
     if isinstance(value, bytes):
         return "blob"
     return "text"
+
+
+def _unique_columns(table: _Table) -> list[_Column]:
+    """The table's columns that are unique alone: its one-column key, or a one-column unique
+    index that is not partial."""
+    by_source = {c.source: c for c in table.columns}
+    found = [
+        by_source[str(ix["columns"][0])]
+        for ix in table.indexes
+        if ix["unique"]
+        and not ix["partial"]
+        and len(ix["columns"]) == 1
+        and ix["columns"][0] in by_source
+    ]
+    key = _single_key(table)
+    return [*([key] if key else []), *[c for c in found if c is not key]]
+
+
+def _unique_column(table: _Table, source: str) -> _Column | None:
+    return next((c for c in _unique_columns(table) if c.source == source), None)
 
 
 def _single_key(table: _Table) -> _Column | None:

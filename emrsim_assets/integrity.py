@@ -124,8 +124,8 @@ def foreign_key_resolves(conn: Conn, plan: Plan, table: Table, column: Column) -
         return Verdict(
             False, f"{parent.name} (referenced by {table.name}.{column.name}) is not loaded."
         )
-    key = parent.key_column
-    assert key is not None  # the plan validates that a reference points at a one-column key
+    key = plan.referenced(column)
+    assert key is not None  # the plan validates that a reference points at a unique column
     orphans = sql.SQL(
         "FROM {}.{} c WHERE c.{} IS NOT NULL AND NOT EXISTS "
         "(SELECT 1 FROM {}.{} p WHERE p.{} = c.{})"

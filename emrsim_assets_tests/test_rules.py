@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import psycopg
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -278,3 +279,66 @@ def test_a_row_that_breaks_a_rule_stops_the_load_naming_it(tmp_path: Path, pg_ur
     said = " ".join(step_failures(result))
     assert "shop_item: rows break the app's rule shop_item_check_" in said
     assert '(CHECK ("stock" >= 0)): id=2' in said
+
+
+def _unique_references(path: Path) -> None:
+    """Dagster's run storage: run_tags.run_id references runs.run_id, a unique column that is not
+    the key, ON DELETE CASCADE; and the app's sessions.sps_scenario_id, which references
+    scenarios.scenario_id with nothing declared, every value resolving."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id VARCHAR(255) UNIQUE);
+        CREATE TABLE run_tags (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id VARCHAR(255) REFERENCES runs (run_id) ON DELETE CASCADE,
+            key TEXT
+        );
+        CREATE TABLE scenarios (id INTEGER PRIMARY KEY, scenario_id TEXT NOT NULL UNIQUE);
+        CREATE TABLE sessions (id TEXT PRIMARY KEY, sps_scenario_id TEXT);
+        """
+    )
+    conn.executemany("INSERT INTO runs (run_id) VALUES (?)", [(f"r{i:04d}",) for i in range(20)])
+    conn.executemany(
+        "INSERT INTO run_tags (run_id, key) VALUES (?, ?)",
+        [(f"r{i % 20:04d}", "k") for i in range(50)],
+    )
+    conn.executemany(
+        "INSERT INTO scenarios VALUES (?, ?)", [(i, f"sc-{i:03d}") for i in range(1, 6)]
+    )
+    conn.executemany(
+        "INSERT INTO sessions VALUES (?, ?)", [(f"s{i}", f"sc-{1 + i % 5:03d}") for i in range(30)]
+    )
+    conn.commit()
+    conn.close()
+
+
+def test_references_to_a_unique_column_that_is_not_the_key_are_kept_with_their_actions(
+    tmp_path: Path, pg_url: str
+) -> None:
+    path = tmp_path / "runs.db"
+    _unique_references(path)
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(draft_plan(path), encoding="utf-8")
+    plan = load_plan(plan_path)
+    tag = plan.table("run_tags").column("run_id")
+    assert (tag.references, tag.references_column, tag.on_delete) == ("runs", "run_id", "cascade")
+    assert tag.enforce == "constraint"
+    session = plan.table("sessions").column("sps_scenario_id")
+    assert (session.references, session.references_column) == ("scenarios", "scenario_id")
+    assert any(ix.columns == ("sps_scenario_id",) for ix in plan.table("sessions").indexes)
+
+    result = Migration(plan, path, pg_url, tmp_path / "work").run_job()
+    failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    assert result.success and not failed, failed
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("DELETE FROM emrsim.runs WHERE run_id = 'r0003'")
+        left = conn.execute(
+            "SELECT count(*) FROM emrsim.run_tags WHERE run_id = 'r0003'"
+        ).fetchone()
+        assert left == (0,)  # ON DELETE CASCADE, as in SQLite
+        conn.rollback()
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute("INSERT INTO emrsim.run_tags (run_id, key) VALUES ('nope', 'k')")

@@ -303,6 +303,9 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
         anomalies=anomalies,
         any_class=any_class,
         collation=collation,
+        references_column=None
+        if raw.get("references_column") is None
+        else _target_name(raw["references_column"], f"{where}.references_column", MAX_NAME),
     )
 
 
@@ -360,11 +363,22 @@ def _check_references(plan: Plan) -> None:
                     f"{where} references {column.references!r}, which is not in the plan."
                 )
             parent = plan.table(str(column.references))
-            key = parent.key_column
+            key = plan.referenced(column)
             if key is None:
                 raise PlanError(
                     f"{where} references {parent.name!r}, which has no single-column primary key "
                     "to point at."
+                    if column.references_column is None
+                    else f"{where} references {parent.name}.{column.references_column}, which "
+                    "is not one of its columns."
+                )
+            unique = parent.primary_key == (key.name,) or any(
+                ix.unique and ix.columns == (key.name,) for ix in parent.indexes
+            )
+            if not unique:
+                raise PlanError(
+                    f"{where} references {parent.name}.{key.name}, which is not unique: give "
+                    f"{parent.name} a unique index on it, or point at its key."
                 )
             if (key.convert == "legacy_id") != (column.convert == "ref"):
                 raise PlanError(

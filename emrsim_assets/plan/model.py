@@ -66,6 +66,8 @@ class Column:
     pg_type: str
     nullable: bool = True
     references: str | None = None  # a plan table, by its target name
+    # The referenced column when it is not the table's key (a unique column of it).
+    references_column: str | None = None
     on_delete: str = "no action"
     enforce: str = "constraint"  # constraint: a PostgreSQL FK; report: a check counts orphans
     epoch: str | None = None  # s, ms or us for numeric timestamps
@@ -184,6 +186,13 @@ class Plan:
     @property
     def partitioned_table(self) -> Table | None:
         return next((t for t in self.tables if t.partition_by_month), None)
+
+    def referenced(self, column: Column) -> Column | None:
+        """The column a reference points at: the parent's key, or the unique column it names."""
+        parent = self.table(str(column.references))
+        if column.references_column is None:
+            return parent.key_column
+        return next((c for c in parent.columns if c.name == column.references_column), None)
 
     def load_order(self) -> tuple[Table, ...]:
         """Parents before children, so FK checks see their parents loaded."""

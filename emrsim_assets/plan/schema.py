@@ -29,6 +29,7 @@ class ColumnSpec(_Shape):
     type: str | None = None
     nullable: StrictBool | None = None
     references: str | None = None
+    references_column: str | None = None
     on_delete: Literal["cascade", "set null", "restrict", "no action"] = "no action"
     enforce: Literal["constraint", "report"] = "constraint"
     epoch: Literal["s", "ms", "us"] | None = None
