@@ -35,6 +35,11 @@ from emrsim_assets.source import (
     row_locator,
 )
 
+# Only a large table with a key is partitioned by month. A month is a table of its own: its DDL,
+# indexes, ANALYZE and attach cost a few hundred milliseconds each, its unique indexes must carry
+# the month, and references into it cannot be enforced. Below a million rows a whole-table
+# reload takes seconds and the months buy nothing but that cost.
+PARTITION_MIN_ROWS = 1_000_000
 SAMPLE_ROWS = 2_000  # from each end and the middle of a table: what a format is inferred from
 EXACT_ROWS = 100_000  # up to this many rows, formats are inferred from the first rows
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -542,7 +547,14 @@ class _Drafter:
             return None
         _, _, table, column = max(candidates, key=lambda c: (c[0], c[1]))
         why_not = None
-        if column.classes.get("null"):
+        if table.rows < PARTITION_MIN_ROWS:
+            why_not = (
+                f"it has {table.rows:,} rows, fewer than {PARTITION_MIN_ROWS:,}: a whole-table "
+                "reload takes seconds, and months would only add their cost"
+            )
+        elif not table.entry.get("primary_key"):
+            why_not = "it has no key: no row to name in a month, and no key to prove unique"
+        elif column.classes.get("null"):
             why_not = (
                 f"{column.source} has {column.classes['null']:,} NULLs, and a month needs a time"
             )

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from emrsim_assets.draft import draft_plan
-from emrsim_assets.plan import load_plan
+from emrsim_assets.plan import Plan, load_plan
 from emrsim_assets_tests.conftest import Migration
 
 
@@ -342,3 +342,47 @@ def test_references_to_a_unique_column_that_is_not_the_key_are_kept_with_their_a
         conn.rollback()
         with pytest.raises(psycopg.errors.ForeignKeyViolation):
             conn.execute("INSERT INTO emrsim.run_tags (run_id, key) VALUES ('nope', 'k')")
+
+
+def test_only_a_large_keyed_table_is_drafted_by_month_and_a_keyless_one_still_loads_if_planned(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The draft partitions no small or keyless table (it says why); a person may still plan a
+    keyless table by month, and it loads and proves equal."""
+    import sqlite3
+
+    import yaml
+
+    from emrsim_assets.draft import PARTITION_MIN_ROWS
+    from emrsim_assets_tests.oracle import source_rows, target_rows
+
+    path = tmp_path / "audit.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE audit_log (at TEXT NOT NULL, what TEXT)")
+    conn.executemany(
+        "INSERT INTO audit_log VALUES (?, ?)",
+        [(f"2024-{1 + i % 3:02d}-1{i % 9} 10:00:00", f"e{i % 4}") for i in range(300)],
+    )
+    conn.commit()
+    conn.close()
+    text = draft_plan(path)
+    assert load_plan_text(text, tmp_path).partitioned_table is None
+    assert f"fewer than {PARTITION_MIN_ROWS:,}" in text
+    raw = yaml.safe_load(text)
+    raw["tables"][0]["partition_by_month"] = "at"
+    raw["partition_start"] = "2024-01-01"
+    plan_path = tmp_path / "by_month.yaml"
+    plan_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    plan = load_plan(plan_path)
+    assert plan.partitioned_table is not None and not plan.partitioned_table.primary_key
+    result = Migration(plan, path, pg_url, tmp_path / "work").run_job()
+    assert result.success
+    with psycopg.connect(pg_url) as conn:
+        table = plan.table("audit_log")
+        assert target_rows(conn, table) == source_rows(path, table)
+
+
+def load_plan_text(text: str, tmp_path: Path) -> Plan:
+    path = tmp_path / "drafted.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load_plan(path)
