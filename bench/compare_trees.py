@@ -15,16 +15,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psycopg
 from psycopg import conninfo, sql
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+from run import run_timed  # noqa: E402  (bench/run.py: one way to time a process)
 
 
 def run(tree: Path | None, sqlite: Path, admin_url: str, database: str) -> tuple[float, float]:
@@ -43,21 +43,12 @@ def run(tree: Path | None, sqlite: Path, admin_url: str, database: str) -> tuple
         Path(env["DAGSTER_HOME"]).mkdir()
         if tree is not None:
             env["PYTHONPATH"] = str(tree)
-        started = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "emrsim_assets.cli", "migrate", "--sqlite", str(sqlite)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        seconds, peak, output = run_timed(
+            [sys.executable, "-m", "emrsim_assets.cli", "migrate", "--sqlite", str(sqlite)], env
         )
-        assert proc.stdout is not None
-        output = proc.stdout.read()
-        _, _, usage = os.wait4(proc.pid, 0)  # this run's own peak, not every child's
-        seconds = time.perf_counter() - started
     if "cutover: done" not in output:
         raise RuntimeError(output[-3000:])
-    return seconds, usage.ru_maxrss / 1024  # KiB on Linux
+    return seconds, peak
 
 
 def main() -> int:

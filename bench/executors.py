@@ -12,10 +12,8 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psycopg
@@ -25,6 +23,8 @@ from emrsim_assets.defs.build import month_partitions
 from emrsim_assets.plan import load_plan
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+from run import run_timed  # noqa: E402  (bench/run.py: one way to time a process)
 
 
 def run(executor: str, sqlite: Path, admin_url: str, months: list[str]) -> tuple[float, float]:
@@ -49,8 +49,7 @@ def run(executor: str, sqlite: Path, admin_url: str, months: list[str]) -> tuple
             "dagster/asset_partition_range_start": months[0],
             "dagster/asset_partition_range_end": months[-1],
         }
-        started = time.perf_counter()
-        proc = subprocess.Popen(
+        seconds, peak, _ = run_timed(
             [
                 str(REPO / ".venv" / "bin" / "dagster"),
                 "job",
@@ -62,19 +61,10 @@ def run(executor: str, sqlite: Path, admin_url: str, months: list[str]) -> tuple
                 "--tags",
                 json.dumps(tags),
             ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            env,
         )
-        assert proc.stdout is not None
-        output = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(output[-3000:])
     # Peak of the largest process: the run's own (threads) or of one step's (multiprocess).
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, peak
 
 
 def main() -> int:

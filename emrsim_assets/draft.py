@@ -888,28 +888,25 @@ def _infer_convert(column: _Column) -> tuple[str, dict[str, Any], str]:
     )
 
 
+# What a declared type promises, in SQLite's order of reading it (its affinity rules, then the
+# types apps declare): the first words found decide.
+_DECLARED = (
+    (("BOOL",), "boolean"),
+    (("DATETIME", "TIMESTAMP"), "timestamp"),
+    (("DATE",), "date"),
+    (("JSON",), "json"),
+    (("UUID", "GUID"), "uuid"),
+    (("INT",), "integer"),
+    (("REAL", "FLOA", "DOUB"), "real"),
+    (("BLOB",), "blob"),
+    (("NUM", "DEC"), "numeric"),
+)
+
+
 def _from_declared(declared: str) -> str:
     """The kind a declared type promises, for a column with no value to contradict it (an empty
     table's, an all-NULL column's): BOOLEAN, DATE, DATETIME/TIMESTAMP, JSON and UUID too."""
-    if "BOOL" in declared:
-        return "boolean"
-    if "DATETIME" in declared or "TIMESTAMP" in declared:
-        return "timestamp"
-    if "DATE" in declared:
-        return "date"
-    if "JSON" in declared:
-        return "json"
-    if "UUID" in declared or "GUID" in declared:
-        return "uuid"
-    if "INT" in declared:
-        return "integer"
-    if any(k in declared for k in ("REAL", "FLOA", "DOUB")):
-        return "real"
-    if "BLOB" in declared:
-        return "blob"
-    if "NUM" in declared or "DEC" in declared:
-        return "numeric"
-    return "text"
+    return next((kind for words, kind in _DECLARED if any(w in declared for w in words)), "text")
 
 
 def _integer_kind(column: _Column, declared: str, saw: str) -> tuple[str, dict[str, Any], str]:
