@@ -386,3 +386,25 @@ def load_plan_text(text: str, tmp_path: Path) -> Plan:
     path = tmp_path / "drafted.yaml"
     path.write_text(text, encoding="utf-8")
     return load_plan(path)
+
+
+def test_an_empty_tables_time_defaults_are_kept(tmp_path: Path) -> None:
+    """Dagster's event index on a fresh instance: no row yet, DATETIME columns that default to
+    the moment of the insert (CURRENT_TIMESTAMP, and Django's strftime form)."""
+    import sqlite3
+
+    path = tmp_path / "index.db"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE event_logs (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "timestamp DATETIME DEFAULT CURRENT_TIMESTAMP, "
+        "created DATETIME NOT NULL DEFAULT (STRFTIME('%Y-%m-%d %H:%M:%f', 'NOW')), "
+        "dagster_event_type TEXT)"
+    )
+    conn.commit()
+    conn.close()
+    plan = load_plan_text(draft_plan(path), tmp_path)
+    table = plan.table("event_logs")
+    assert table.column("timestamp").convert == "timestamp"
+    assert table.column("timestamp").default == "now()"
+    assert table.column("created").default == "now()"
