@@ -1008,11 +1008,23 @@ def _valid(values: Iterable[str], parse: Any) -> bool:
 
 
 def _is_json(value: str) -> bool:
+    """JSON as jsonb takes it: Python's NaN and Infinity are no JSON, and neither is a lone
+    surrogate or \u0000."""
     try:
-        json.loads(value)
+        json.loads(value, parse_constant=_no_constant)
     except ValueError:
         return False
-    return True
+    if "\\u0000" in value:
+        return False
+    unpaired = re.sub(_SURROGATE_PAIR, "", value.replace("\\\\", ""))
+    return not re.search(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}", unpaired)
+
+
+_SURROGATE_PAIR = r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _has_duplicate_keys(value: str) -> bool:
