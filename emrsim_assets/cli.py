@@ -10,7 +10,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from psycopg import conninfo
 
 from emrsim_assets import postgres
 from emrsim_assets.errors import MigrationError, SourceError, TargetError, connection_lost
+from emrsim_assets.plan.model import Skip
 from emrsim_assets.private import keep_private, private_dir, private_work_dir, write_private
 from emrsim_assets.progress import terminal_bars
 
@@ -152,7 +153,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     # Built here, from this call's plan and source (emrsim_assets.definitions builds its own from
     # the environment when imported: not needed here). The job carries every month as its
     # partition range.
-    defs = build_defs(load_plan(plan_path))
+    plan = load_plan(plan_path)
+    defs = build_defs(plan)
     from emrsim_assets.defs.loggers import cli_logging, log_dir
 
     job = defs.resolve_job_def(args.job)
@@ -191,7 +193,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             "restarted or went away). Nothing half-done is kept: once it is back, run again."
         ) from None
     seconds = time.perf_counter() - started
-    return _report(result, seconds, home, needs_cutover=args.job == "migrate")
+    return _report(result, seconds, home, needs_cutover=args.job == "migrate", left=plan.skip)
 
 
 @contextmanager
@@ -227,7 +229,9 @@ def _chain(exc: BaseException | None) -> Iterator[BaseException]:
         exc = exc.__cause__ or exc.__context__
 
 
-def _report(result: Any, seconds: float, home: Path, needs_cutover: bool) -> int:
+def _report(
+    result: Any, seconds: float, home: Path, needs_cutover: bool, left: Sequence[Skip] = ()
+) -> int:
     rows: dict[str, int] = {}
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization
@@ -262,6 +266,7 @@ def _report(result: Any, seconds: float, home: Path, needs_cutover: bool) -> int
             print(f"  step {event.step_key} failed: {message}")
     if needs_cutover and cut:
         print("  cutover: done, schema emrsim is live")
+        print(_left_behind(left))
         print(_how_to_connect())
         return 0
     if not needs_cutover and not failed and result.success:
@@ -269,6 +274,20 @@ def _report(result: Any, seconds: float, home: Path, needs_cutover: bool) -> int
         return 0
     print("  cutover: NOT done" if needs_cutover else "  dry run: problems above")
     return 1
+
+
+def _left_behind(skips: Sequence[Skip], shown: int = 8) -> str:
+    """What the app does not get in PostgreSQL, as the plan says (nothing is dropped without a
+    word): each skip with the start of its reason."""
+    if not skips:
+        return "  left behind: nothing (the plan skips nothing)"
+    lines = [f"  left behind, as the plan says ({len(skips)}):"]
+    for skip in skips[:shown]:
+        reason = skip.reason if len(skip.reason) <= 90 else skip.reason[:87] + "..."
+        lines.append(f"    {skip.label}: {reason}")
+    if len(skips) > shown:
+        lines.append(f"    and {len(skips) - shown} more: see the plan's skip list")
+    return "\n".join(lines)
 
 
 def _how_to_connect() -> str:

@@ -278,6 +278,8 @@ def test_draft_a_plan_for_the_app_schema_and_migrate_with_it(tmp_path: Path, pg_
     assert migrated.returncode == 0, out[-3000:]
     assert "cutover: done" in out and "turns" in out
     assert "WARNED turns:fk_session_id_resolves" in out
+    # What the app does not get is said at the end, as the plan says it.
+    assert "left behind" in out
 
 
 def test_without_a_plan_the_ui_definitions_show_the_users_own_tables(tmp_path: Path) -> None:
