@@ -551,9 +551,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     args = parser().parse_args(argv)
     keep_private()
-    if postgres.work_dir().is_dir():
-        private_work_dir(postgres.work_dir())
     try:
+        # The settings are checked here first: a bad one is a sentence, not a traceback.
+        if postgres.work_dir().is_dir():
+            private_work_dir(postgres.work_dir())
         return int(args.func(args))
     except MigrationError as exc:
         print(f"emrsim-migrate: {exc}", file=sys.stderr)

@@ -350,3 +350,15 @@ def test_a_setting_that_is_no_whole_number_is_one_sentence_naming_it(value: str)
         Settings.from_env({"EMRSIM_WORKERS": value})
     assert Settings.from_env({"EMRSIM_WORKERS": "5"}).workers == 5
     assert Settings.from_env({}).work_dir.name == ".emrsim"
+
+
+def test_a_bad_setting_given_to_the_cli_is_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from emrsim_assets import cli
+
+    monkeypatch.setenv("EMRSIM_WORKERS", "lots")
+    code = cli.main(["stop"])
+    out = capsys.readouterr()
+    assert code == 2
+    assert "EMRSIM_WORKERS='lots' must be a whole number" in _one_sentence(out.out + out.err)
