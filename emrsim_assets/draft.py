@@ -20,8 +20,9 @@ from typing import Any
 import sqlglot
 import yaml
 
+from emrsim_assets.deep import deep
 from emrsim_assets.errors import SourceError
-from emrsim_assets.kinds import KINDS
+from emrsim_assets.kinds import KINDS, jsonb_accepts
 from emrsim_assets.plan.load import default_problem
 from emrsim_assets.plan.model import sqlite_fold
 from emrsim_assets.plan.names import MAX_NAME, MAX_TABLE_NAME, target_name
@@ -964,14 +965,14 @@ def _text_kind(column: _Column, declared: str, saw: str) -> tuple[str, dict[str,
         for unit, (lo, hi) in _EPOCH_RANGES.items():
             if lo <= min(numbers) and max(numbers) <= hi:
                 return "timestamp", {"epoch": unit}, saw + f"; {sampled} are epoch {unit} text"
-    if values and "JSON" in declared and all(_is_json(v) for v in values):
+    if values and "JSON" in declared and all(jsonb_accepts(v) for v in values):
         # Declared JSON: scalars and null are JSON too (a text column of "1" is not).
         duplicates = sum(_has_duplicate_keys(v) for v in values)
         if not duplicates:
             return "json", {}, saw + f"; declared JSON, and {sampled} parse as JSON"
     if values and all(v.lstrip()[:1] in ("{", "[") for v in values):
         duplicates = sum(_has_duplicate_keys(v) for v in values)
-        invalid = sum(not _is_json(v) for v in values)
+        invalid = sum(not jsonb_accepts(v) for v in values)
         if not invalid and not duplicates:
             return "json", {}, saw + f"; {sampled} are JSON objects or arrays"
         saw += f"; looks like JSON, but {invalid} invalid and {duplicates} with duplicate keys (jsonb would drop one): kept as text"
@@ -1007,26 +1008,6 @@ def _valid(values: Iterable[str], parse: Any) -> bool:
     return True
 
 
-def _is_json(value: str) -> bool:
-    """JSON as jsonb takes it: Python's NaN and Infinity are no JSON, and neither is a lone
-    surrogate or \u0000."""
-    try:
-        json.loads(value, parse_constant=_no_constant)
-    except ValueError:
-        return False
-    if "\\u0000" in value:
-        return False
-    unpaired = re.sub(_SURROGATE_PAIR, "", value.replace("\\\\", ""))
-    return not re.search(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}", unpaired)
-
-
-_SURROGATE_PAIR = r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _has_duplicate_keys(value: str) -> bool:
     found = False
 
@@ -1036,8 +1017,14 @@ def _has_duplicate_keys(value: str) -> bool:
         found = found or len(keys) != len(set(keys))
         return dict(items)
 
+    def parse() -> object:
+        return json.loads(value, object_pairs_hook=pairs)
+
     try:
-        json.loads(value, object_pairs_hook=pairs)
+        try:
+            parse()
+        except RecursionError:
+            deep(parse)  # nested deeper than Python recurses by default; jsonb takes it
     except ValueError:
         return False
     return found

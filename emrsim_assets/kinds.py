@@ -125,6 +125,26 @@ def lone_surrogate(text: pl.Expr) -> pl.Expr:
     return text.str.contains(_SURROGATE) & unpaired.str.contains(_SURROGATE)
 
 
+def jsonb_accepts(text: str) -> bool:
+    """Whether PostgreSQL's jsonb takes `text`: JSON without NaN or Infinity, \\u0000 or a lone
+    surrogate, nested as deep as it may be."""
+    if "\\u0000" in text or _lone_surrogate_text(text):
+        return False
+    try:
+        json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        return _deep_json_ok(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _lone_surrogate_text(text: str) -> bool:
+    """lone_surrogate, for one Python string."""
+    unpaired = re.sub(_PAIR, "", text.replace("\\\\", ""))
+    return re.search(_SURROGATE, unpaired) is not None
+
+
 def _deep_json_ok(text: str | None) -> bool:
     if text is None or "\\u0000" in text:
         return False
@@ -310,13 +330,7 @@ def _is_hex_uuid(value: object) -> bool:
 
 
 def _is_json(value: object) -> bool:
-    if not isinstance(value, str) or "\\u0000" in value:
-        return False
-    try:
-        json.loads(value)
-    except ValueError:
-        return False
-    return True
+    return isinstance(value, str) and jsonb_accepts(value)
 
 
 _DATE_TEXT = r"^\d{4}-\d{2}-\d{2}$"

@@ -159,6 +159,8 @@ def test_the_embedded_server_migrates_as_a_role_that_owns_its_database_and_is_no
         ("integer", 2**63),
         ("boolean", 1),
         ("json", "{not json"),
+        ("json", "NaN"),  # Python's json reads it; jsonb does not
+        ("json", '"\\ud800"'),  # a lone surrogate
         ("uuid", "ABC"),
         ("real", float("nan")),
         ("text", "a\x00b"),
@@ -172,6 +174,19 @@ def test_a_default_that_does_not_fit_its_column_is_refused_when_the_plan_loads(
     raw["tables"][0]["columns"][1].update(convert=convert, default=default)
     with pytest.raises(PlanError, match=r"\(x\): default .* (is not|cannot|is longer)"):
         parse_plan(raw, tmp_path / "plan.yaml")
+
+
+def test_a_draft_reads_json_nested_deeper_than_python_recurses_as_json(tmp_path: Path) -> None:
+    path = tmp_path / "deep.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, doc TEXT)")
+    conn.executemany(
+        "INSERT INTO t VALUES (?, ?)", [(1, "[" * 5000 + "]" * 5000), (2, '{"a": [1]}')]
+    )
+    conn.commit()
+    conn.close()
+    raw = yaml.safe_load(draft_plan(path))
+    assert {c["name"]: c["convert"] for c in raw["tables"][0]["columns"]}["doc"] == "json"
 
 
 def test_sqlite_defaults_postgresql_cannot_take_as_written_are_translated_or_named(
