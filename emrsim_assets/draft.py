@@ -21,12 +21,12 @@ import sqlglot
 import yaml
 
 from emrsim_assets.deep import deep
-from emrsim_assets.errors import SourceError
+from emrsim_assets.errors import PlanError, SourceError
 from emrsim_assets.kinds import KINDS, jsonb_accepts
 from emrsim_assets.plan.load import default_problem
 from emrsim_assets.plan.model import sqlite_fold
 from emrsim_assets.plan.names import MAX_NAME, MAX_TABLE_NAME, target_name
-from emrsim_assets.rules import checks_of
+from emrsim_assets.rules import checks_of, index_of
 from emrsim_assets.source import (
     app_collations,
     column_collations,
@@ -202,7 +202,13 @@ class _Drafter:
             return
         names = {c.source: c.entry["name"] for c in table.columns}
         try:
-            translated, refused = checks_of(table.ddl, names)
+            translated, refused = checks_of(
+                table.ddl,
+                names,
+                frozenset(
+                    c.entry["name"] for c in table.columns if c.entry.get("convert") == "boolean"
+                ),
+            )
         except sqlglot.errors.ParseError as exc:
             translated, refused = [], [f"its CREATE TABLE is not read by sqlglot ({exc})"]
         if table is partitioned:
@@ -229,7 +235,7 @@ class _Drafter:
         keys: list[list[str]] = []
         if table.entry.get("primary_key"):
             keys.append(table.entry["primary_key"])
-        keys += [ix["columns"] for ix in table.entry.get("indexes", []) if ix.get("unique")]
+        keys += [ix.get("columns", []) for ix in table.entry.get("indexes", []) if ix.get("unique")]
         mixed = [
             c
             for c in table.columns
@@ -618,15 +624,24 @@ class _Drafter:
         for index in table.indexes:
             if index["origin"] == "pk" and "primary_key" in table.entry:
                 continue
+            expressions: list[str] = []
+            predicate: str | None = None
             if index["partial"] or None in index["columns"]:
-                table.notes.append(
-                    f"index {index['name']} is partial or on an expression: not drafted "
-                    "(write it by hand in PostgreSQL if the app needs it)"
+                translated = self._translate_index(table, index, partitioned)
+                if translated is None:
+                    continue
+                columns, expressions, predicate = translated
+            elif any(c not in by_source for c in index["columns"]):
+                missing = [c for c in index["columns"] if c not in by_source]
+                self._skip(
+                    index["name"],
+                    f"an index on {table.source} over {', '.join(missing)}, which the plan "
+                    "does not migrate",
+                    kind="index",
                 )
                 continue
-            if any(c not in by_source for c in index["columns"]):
-                continue
-            columns = [by_source[c].entry["name"] for c in index["columns"]]
+            else:
+                columns = [by_source[c].entry["name"] for c in index["columns"]]
             if table is partitioned and index["unique"]:
                 partition = table.entry["partition_by_month"]
                 if partition not in columns:
@@ -634,18 +649,23 @@ class _Drafter:
             name = index["name"]
             if name.startswith("sqlite_autoindex_"):
                 name = f"{table.name}_{'_'.join(columns)}_key"
-            entry: dict[str, Any] = {
-                "name": target_name(name, self.index_names, MAX_NAME),
-                "columns": columns,
-            }
+            entry: dict[str, Any] = {"name": target_name(name, self.index_names, MAX_NAME)}
+            if columns:
+                entry["columns"] = columns
+            if expressions:
+                entry["expressions"] = expressions
+            if predicate is not None:
+                entry["where"] = predicate
             if index["unique"]:
                 entry["unique"] = True
+            if index["origin"] == "c":
+                entry["source"] = index["name"]
             entries.append(entry)
         # A reference column the app looks rows up by (a session's turns) gets an index where
         # nothing leads with it: SQLite's app may scan, PostgreSQL's planner then need not.
         # Found by the workload: a session's turns took 19 ms on both sides without one.
         key = table.entry.get("primary_key")
-        leading = {e["columns"][0] for e in entries} | (
+        leading = {e["columns"][0] for e in entries if "columns" in e} | (
             {key if isinstance(key, str) else key[0]} if key else set()
         )
         for column in table.columns:
@@ -664,6 +684,37 @@ class _Drafter:
                 )
         if entries:
             table.entry["indexes"] = entries
+
+    def _translate_index(
+        self, table: _Table, index: dict[str, Any], partitioned: _Table | None
+    ) -> tuple[list[str], list[str], str | None] | None:
+        """A partial or expression index written for PostgreSQL by sqlglot, or None with the
+        index listed under skip, saying why."""
+        row = self.conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (index["name"],)
+        ).fetchone()
+        ddl = str(row[0] or "") if row else ""
+        names = {c.source: c.entry["name"] for c in table.columns}
+        booleans = frozenset(
+            c.entry["name"] for c in table.columns if c.entry.get("convert") == "boolean"
+        )
+        try:
+            if table is partitioned and index["unique"]:
+                raise PlanError(
+                    "a unique index on expressions or with a WHERE cannot span the months of "
+                    "the table partitioned by month"
+                )
+            translated = index_of(ddl, names, booleans)
+        except PlanError as exc:
+            self._skip(
+                index["name"],
+                f"an index on {table.source} that is not carried over: {exc}. "
+                f"Its SQLite SQL: {_one_line(ddl)}",
+                kind="index",
+            )
+            return None
+        table.notes.append(f"index {index['name']}: partial or on expressions, by sqlglot")
+        return translated
 
     # -- the YAML, with what was seen beside each choice -------------------------------------------
     def _render(self, partitioned: _Table | None, seconds: float) -> str:

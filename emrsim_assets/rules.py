@@ -52,10 +52,13 @@ _NODES = (
 )
 
 
-def checks_of(ddl: str, columns: Mapping[str, str]) -> tuple[list[tuple[str, str]], list[str]]:
+def checks_of(
+    ddl: str, columns: Mapping[str, str], booleans: frozenset[str] = frozenset()
+) -> tuple[list[tuple[str, str]], list[str]]:
     """The CHECK constraints of a CREATE TABLE: (SQLite text, PostgreSQL text) for each one that
     translates, with the source column names renamed by `columns` (source -> target); and the
-    SQLite text of each one that does not, with why."""
+    SQLite text of each one that does not, with why. `booleans`: target columns PostgreSQL
+    holds as boolean, which a rule reads as SQLite stores them (0 and 1)."""
     tree = sqlglot.parse_one(ddl, read="sqlite")
     translated: list[tuple[str, str]] = []
     refused: list[str] = []
@@ -63,10 +66,38 @@ def checks_of(ddl: str, columns: Mapping[str, str]) -> tuple[list[tuple[str, str
         rule = found.this
         source = rule.sql("sqlite")
         try:
-            translated.append((source, postgres_rule(rule, columns)))
+            translated.append((source, postgres_rule(rule, columns, booleans)))
         except PlanError as exc:
             refused.append(f"CHECK ({source}): {exc}")
     return translated, refused
+
+
+def index_of(
+    ddl: str, columns: Mapping[str, str], booleans: frozenset[str] = frozenset()
+) -> tuple[list[str], list[str], str | None]:
+    """A CREATE INDEX read by sqlglot and written for PostgreSQL: its plain column keys (renamed
+    by `columns`), its expression keys and its partial-index predicate, each checked as a rule
+    is. A key's order (DESC) and a COLLATE are not carried: PostgreSQL's btree reads both ways,
+    and a collation in a key is refused by name."""
+    try:
+        tree = sqlglot.parse_one(ddl, read="sqlite")
+    except sqlglot.errors.ParseError as exc:
+        raise PlanError(f"sqlglot does not read it ({exc})") from None
+    params = tree.this.args.get("params") if isinstance(tree.this, exp.Index) else None
+    if params is None:
+        raise PlanError("it is not a CREATE INDEX sqlglot reads")
+    folded = {_fold(k): v for k, v in columns.items()}
+    plain: list[str] = []
+    expressions: list[str] = []
+    for ordered in params.args.get("columns") or []:
+        key = ordered.this if isinstance(ordered, exp.Ordered) else ordered
+        if isinstance(key, exp.Column) and not key.table and _fold(key.name) in folded:
+            plain.append(folded[_fold(key.name)])
+        else:
+            expressions.append(postgres_rule(key, columns, booleans))
+    where = params.args.get("where")
+    predicate = postgres_rule(where.this, columns, booleans) if where is not None else None
+    return plain, expressions, predicate
 
 
 def check_texts(ddl: str) -> list[str]:
@@ -79,9 +110,12 @@ def check_texts(ddl: str) -> list[str]:
     return [found.this.sql("sqlite") for found in tree.find_all(exp.CheckColumnConstraint)]
 
 
-def postgres_rule(rule: exp.Expr, columns: Mapping[str, str]) -> str:
+def postgres_rule(
+    rule: exp.Expr, columns: Mapping[str, str], booleans: frozenset[str] = frozenset()
+) -> str:
     """`rule` written for PostgreSQL, its columns renamed by `columns` (keys compare as SQLite
-    compares names), after checking every node."""
+    compares names), after checking every node. A column in `booleans` is read as an integer,
+    as SQLite holds it: `deleted = 0` means in PostgreSQL what it meant in SQLite."""
     folded = {_fold(k): v for k, v in columns.items()}
     rule = rule.copy()
     for node in list(rule.walk()):
@@ -90,6 +124,8 @@ def postgres_rule(rule: exp.Expr, columns: Mapping[str, str]) -> str:
             if target is None or node.table:
                 raise PlanError(f"it names {node.sql('sqlite')}, which is no column of its table")
             node.set("this", exp.to_identifier(target, quoted=True))
+            if target in booleans:
+                node.replace(exp.cast(node.copy(), exp.DataType.build("int")))
         elif isinstance(node, exp.Func) and not isinstance(node, exp.Binary | exp.Unary):
             if type(node).__name__ not in _FUNCTIONS:
                 raise PlanError(f"it calls {node.sql('sqlite')}, which is not translated here")

@@ -301,19 +301,27 @@ def nocase_key(table: Table, keys: list[str]) -> bool:
 def _create_index(
     schema: str, table: Table, table_name: str, name: str, index: Index
 ) -> sql.Composed:
-    return sql.SQL("CREATE {}INDEX {} ON {}.{} USING {} ({})").format(
+    columns = {c.name for c in table.columns}
+    opclass = OPERATOR_CLASSES[index.opclass] if index.opclass else sql.SQL("")
+    keys = [
+        sql.SQL("{} {}").format(key_part(table, c, index.unique), opclass) for c in index.columns
+    ] + [
+        sql.SQL("({}) {}").format(composed(f"index {index.name}", e, columns), opclass)
+        for e in index.expressions
+    ]
+    predicate = (
+        sql.SQL(" WHERE {}").format(composed(f"index {index.name}", index.where, columns))
+        if index.where is not None
+        else sql.SQL("")
+    )
+    return sql.SQL("CREATE {}INDEX {} ON {}.{} USING {} ({}){}").format(
         sql.SQL("UNIQUE " if index.unique else ""),
         sql.Identifier(name),
         sql.Identifier(schema),
         sql.Identifier(table_name),
         METHODS[index.method],
-        sql.SQL(", ").join(
-            sql.SQL("{} {}").format(
-                key_part(table, c, index.unique),
-                OPERATOR_CLASSES[index.opclass] if index.opclass else sql.SQL(""),
-            )
-            for c in index.columns
-        ),
+        sql.SQL(", ").join(keys),
+        predicate,
     )
 
 

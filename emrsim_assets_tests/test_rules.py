@@ -408,3 +408,75 @@ def test_an_empty_tables_time_defaults_are_kept(tmp_path: Path) -> None:
     assert table.column("timestamp").convert == "timestamp"
     assert table.column("timestamp").default == "now()"
     assert table.column("created").default == "now()"
+
+
+class _Accounts(DeclarativeBase):
+    pass
+
+
+class Account(_Accounts):
+    """Unique only among live rows (a partial index), unique without case (an index on an
+    expression), and an index sqlglot cannot write for PostgreSQL, through SQLAlchemy."""
+
+    __tablename__ = "accounts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(sa.String(80))
+    handle: Mapped[str] = mapped_column(sa.String(40))
+    deleted: Mapped[bool] = mapped_column(sa.Boolean)
+    __table_args__ = (
+        sa.Index("uq_live_email", "email", unique=True, sqlite_where=sa.text("deleted = 0")),
+        sa.Index("uq_handle_lower", sa.text("lower(handle)"), unique=True),
+        sa.Index("ix_handle_tail", sa.text("substr(handle, -2, 2) COLLATE NOCASE")),
+    )
+
+
+def test_partial_and_expression_unique_indexes_refuse_the_same_rows_on_both_sides(
+    tmp_path: Path, pg_url: str
+) -> None:
+    import shutil
+    import sqlite3
+
+    path = tmp_path / "accounts.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    _Accounts.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all(
+            [
+                Account(id=1, email="a@x.org", handle="Ann", deleted=False),
+                Account(id=2, email="a@x.org", handle="ann2", deleted=True),
+                Account(id=3, email="b@x.org", handle="Bob", deleted=False),
+            ]
+        )
+        session.commit()
+    engine.dispose()
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(draft_plan(path), encoding="utf-8")
+    plan = load_plan(plan_path)
+    indexes = {ix.name: ix for ix in plan.table("accounts").indexes}
+    live = indexes["uq_live_email"]
+    assert live.unique and live.columns == ("email",) and live.where == 'CAST("deleted" AS INT) = 0'
+    lowered = indexes["uq_handle_lower"]
+    assert lowered.unique and lowered.expressions == ('LOWER("handle")',)
+    [left] = [s for s in plan.skip if s.kind == "index"]
+    assert left.table == "ix_handle_tail" and "COLLATE" in left.reason
+
+    result = Migration(plan, path, pg_url, tmp_path / "work").run_job()
+    assert result.success
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(path, copy)
+    lite = sqlite3.connect(copy)
+    insert = "INSERT INTO {}accounts (id, email, handle, deleted) VALUES ({}, '{}', '{}', {})"
+    with psycopg.connect(pg_url) as conn:
+        refused = [(4, "a@x.org", "zed", 0), (6, "c@x.org", "ANN", 0)]
+        accepted = [(5, "a@x.org", "zed2", 1)]
+        for row in refused:
+            with pytest.raises(sqlite3.IntegrityError):
+                lite.execute(insert.format("", *row))
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                conn.execute(insert.format("emrsim.", *row[:3], bool(row[3])))
+            conn.rollback()
+        for row in accepted:
+            lite.execute(insert.format("", *row))
+            conn.execute(insert.format("emrsim.", *row[:3], bool(row[3])))
+        conn.rollback()
+    lite.close()

@@ -90,7 +90,9 @@ def parse_plan(raw: dict[str, Any], path: Path) -> Plan:
 def _parse_skip(raw: Any, index: int) -> Skip:
     where = f"plan.skip[{index}]"
     kind = next((k for k in SKIP_KINDS[1:] if k in raw), "table")
-    allowed = {"table", "column", "reason"} if kind == "table" else {kind, "reason"}
+    allowed = {kind, "column", "reason"} if kind in ("table", "default") else {kind, "reason"}
+    if kind == "default" and raw.get("column") is None:
+        raise PlanError(f"{where}: a default's skip names its table and its column.")
     _only_keys(raw, allowed, where)
     name = _source_name(raw.get(kind), f"{where}.{kind}")
     column = raw.get("column")
@@ -174,6 +176,12 @@ def _parse_table(raw: Any, index: int) -> Table:
         for i, ix in enumerate(raw.get("indexes") or [])
     )
     for ix in indexes:
+        if partition_column and ix.unique and not ix.plain:
+            raise PlanError(
+                f"{where} index {ix.name!r}: a unique index on expressions or with a where is "
+                "not kept on a table partitioned by month (PostgreSQL cannot check it across "
+                "the months); list it under skip, or do not partition this table."
+            )
         if partition_column and ix.unique and partition_column not in ix.columns:
             raise PlanError(
                 f"{where} index {ix.name!r}: PostgreSQL cannot keep a unique index on a table "
@@ -329,9 +337,18 @@ def default_problem(default: Any, convert: str, pg_type: str) -> str | None:
 
 
 def _parse_index(raw: Any, where: str, columns: list[str]) -> Index:
-    cols = raw["columns"]
+    cols = raw.get("columns") or []
     if any(c not in columns for c in cols):
         raise PlanError(f"{where}: columns {cols!r} must be a list of the table's columns.")
+    expressions = tuple(
+        checked(str(e), set(columns), f"{where} expression {i}")
+        for i, e in enumerate(raw.get("expressions") or [])
+    )
+    if not cols and not expressions:
+        raise PlanError(f"{where}: give it columns, expressions or both.")
+    predicate = raw.get("where")
+    if predicate is not None:
+        predicate = checked(str(predicate), set(columns), f"{where} where")
     method = str(raw.get("method", "btree"))
     opclass = raw.get("opclass")
     if opclass in ("gin_trgm_ops", "jsonb_ops", "jsonb_path_ops") and method != "gin":
@@ -342,6 +359,9 @@ def _parse_index(raw: Any, where: str, columns: list[str]) -> Index:
         unique=bool(raw.get("unique", False)),
         method=method,
         opclass=opclass,
+        expressions=expressions,
+        where=predicate,
+        source=None if raw.get("source") is None else str(raw["source"]),
     )
 
 
@@ -373,7 +393,7 @@ def _check_references(plan: Plan) -> None:
                     "is not one of its columns."
                 )
             unique = parent.primary_key == (key.name,) or any(
-                ix.unique and ix.columns == (key.name,) for ix in parent.indexes
+                ix.unique and ix.plain and ix.columns == (key.name,) for ix in parent.indexes
             )
             if not unique:
                 raise PlanError(

@@ -18,7 +18,7 @@ TEXT_TYPE = re.compile(r"^(text|varchar\((\d+)\))$")
 ENFORCE = ("constraint", "report")
 EPOCH_UNITS = ("s", "ms", "us")
 # What a skip entry may name besides a table or column: behaviour and rules, not rows.
-SKIP_KINDS = ("table", "trigger", "collation", "check")
+SKIP_KINDS = ("table", "trigger", "collation", "check", "index", "default", "reference")
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
@@ -92,6 +92,16 @@ class Index:
     unique: bool = False
     method: str = "btree"
     opclass: str | None = None
+    # Keys after the columns, and a partial index's predicate: PostgreSQL expressions over the
+    # table's columns, checked by rules.checked when the plan loads and again where used.
+    expressions: tuple[str, ...] = ()
+    where: str | None = None
+    source: str | None = None  # the SQLite index it carries, as the source spells it
+
+    @property
+    def plain(self) -> bool:
+        """Keys that are columns only, over every row: what a reference may point at."""
+        return not self.expressions and self.where is None
 
 
 @dataclass(frozen=True)
@@ -160,6 +170,8 @@ class Skip:
 
     @property
     def label(self) -> str:
+        if self.kind == "default":
+            return f"default of {self.table}.{self.column}"
         if self.kind != "table":
             return f"{self.kind} {self.table}"
         return f"{self.table}.{self.column}" if self.column else self.table

@@ -43,10 +43,13 @@ class ColumnSpec(_Shape):
 
 class IndexSpec(_Shape):
     name: str
-    columns: list[str] = Field(min_length=1)
+    columns: list[str] = []
+    expressions: list[str] = []
+    where: str | None = None
     unique: StrictBool = False
     method: Literal["btree", "gin"] = "btree"
     opclass: OpClass | None = None
+    source: str | None = None
 
 
 class CheckSpec(_Shape):
@@ -72,6 +75,9 @@ class SkipSpec(_Shape):
     trigger: str | None = None
     collation: str | None = None
     check: str | None = None
+    index: str | None = None
+    default: str | None = None
+    reference: str | None = None
     column: str | None = None
     reason: str | None = None
 
