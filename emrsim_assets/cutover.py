@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 from psycopg import sql
 
+from emrsim_assets import views
 from emrsim_assets.errors import GateClosedError, TargetError
 from emrsim_assets.integrity import quarantined_rows
-from emrsim_assets.plan import Plan, Table
+from emrsim_assets.plan import Plan, Reference, Table
 from emrsim_assets.plan.names import MAX_NAME, fit
 from emrsim_assets.schemas import LIVE, MIGRATION, STAGING, UNPARTITIONED, Conn
 from emrsim_assets.snapshot import Manifest
+from emrsim_assets.source import open_readonly
 from emrsim_assets.target import (
     create_month_partition,
     ensure_migration_schema,
@@ -41,6 +44,7 @@ class CutoverResult:
     indexes: int
     backups: dict[str, int]  # kept backup schema -> bytes
     pruned: list[str]
+    views: list[views.Proof] = field(default_factory=list)
 
 
 def _schema_bytes(conn: Conn, schema: str) -> int:
@@ -127,6 +131,7 @@ def cutover(
                 for month in (this_month, next_month(this_month)):
                     create_month_partition(conn, table, month)
             _set_autovacuum(conn, table)
+        proofs = _recreate_views(conn, plan, manifest)
         backup = None
         if schema_exists(conn, LIVE):
             backup = f"{BACKUP_PREFIX}{stamp}"
@@ -157,32 +162,100 @@ def cutover(
             )
     conn.commit()
     return CutoverResult(
-        backup, counts, time.perf_counter() - started, foreign_keys, indexes, backups, pruned
+        backup,
+        counts,
+        time.perf_counter() - started,
+        foreign_keys,
+        indexes,
+        backups,
+        pruned,
+        proofs,
     )
 
 
+def _recreate_views(conn: Conn, plan: Plan, manifest: Manifest) -> list[views.Proof]:
+    """The plan's views, created over staging and proven against SQLite's on the snapshot: the
+    same number of rows and the same digest of their values. A view that differs refuses the
+    cutover, named (the transaction rolls back: nothing is published)."""
+    if not plan.views:
+        return []
+    proofs = []
+    lite = open_readonly(Path(manifest.snapshot_path))
+    try:
+        for view in plan.views:
+            views.create(conn, STAGING, plan, view)
+            proof = views.prove(conn, STAGING, lite, view)
+            if not proof.equal:
+                raise GateClosedError(
+                    f"Cutover refused: view {view.name} gives {proof.postgres_rows:,} rows in "
+                    f"PostgreSQL and {proof.rows:,} in SQLite's {view.source}"
+                    + ("" if proof.rows != proof.postgres_rows else ", with other values")
+                    + "; fix its postgres SELECT in the plan, or list it under skip."
+                )
+            proofs.append(proof)
+    finally:
+        lite.close()
+    return proofs
+
+
 def _add_foreign_keys(conn: Conn, plan: Plan, table: Table) -> int:
-    enforced = [c for c in table.foreign_keys if c.enforce == "constraint"]
-    for column in enforced:
-        parent = plan.table(str(column.references))
+    """The plan's enforced references as PostgreSQL's foreign keys, with their actions and
+    deferral: one-column ones (on the column) and those over several columns (the table's)."""
+    added = 0
+    for column in table.foreign_keys:
+        if column.enforce != "constraint":
+            continue
         key = plan.referenced(column)
         assert key is not None  # validated by the plan
-        conn.execute(
-            sql.SQL(
-                "ALTER TABLE {}.{} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {}.{} ({}) "
-                "ON DELETE {}"
-            ).format(
-                sql.Identifier(STAGING),
-                sql.Identifier(table.name),
-                sql.Identifier(fit(f"{table.name}_{column.name}_fkey", MAX_NAME)),
-                sql.Identifier(column.name),
-                sql.Identifier(STAGING),
-                sql.Identifier(parent.name),
-                sql.Identifier(key.name),
-                sql.SQL(column.on_delete.upper()),  # validated
-            )
+        _add_foreign_key(
+            conn,
+            table,
+            Reference(
+                name=fit(f"{table.name}_{column.name}_fkey", MAX_NAME),
+                columns=(column.name,),
+                references=str(column.references),
+                referenced_columns=(key.name,),
+                on_delete=column.on_delete,
+                on_update=column.on_update,
+                deferred=column.deferred,
+            ),
         )
-    return len(enforced)
+        added += 1
+    for reference in table.references:
+        if reference.enforce == "constraint":
+            _add_foreign_key(conn, table, reference)
+            added += 1
+    return added
+
+
+def _add_foreign_key(conn: Conn, table: Table, reference: Reference) -> None:
+    conn.execute(
+        sql.SQL(
+            "ALTER TABLE {}.{} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {}.{} ({}) "
+            "ON DELETE {} ON UPDATE {}{}"
+        ).format(
+            sql.Identifier(STAGING),
+            sql.Identifier(table.name),
+            sql.Identifier(reference.name),
+            sql.SQL(", ").join(sql.Identifier(c) for c in reference.columns),
+            sql.Identifier(STAGING),
+            sql.Identifier(reference.references),
+            sql.SQL(", ").join(sql.Identifier(c) for c in reference.referenced_columns),
+            ACTIONS[reference.on_delete],
+            ACTIONS[reference.on_update],
+            sql.SQL(" DEFERRABLE INITIALLY DEFERRED" if reference.deferred else ""),
+        )
+    )
+
+
+# The referential actions a plan may name, as SQL: the plan's text never reaches it.
+ACTIONS = {
+    "no action": sql.SQL("NO ACTION"),
+    "restrict": sql.SQL("RESTRICT"),
+    "cascade": sql.SQL("CASCADE"),
+    "set null": sql.SQL("SET NULL"),
+    "set default": sql.SQL("SET DEFAULT"),
+}
 
 
 def _restart_identities(conn: Conn, table: Table) -> None:

@@ -26,7 +26,7 @@ from emrsim_assets.kinds import KINDS, jsonb_accepts
 from emrsim_assets.plan.load import default_problem
 from emrsim_assets.plan.model import sqlite_fold
 from emrsim_assets.plan.names import MAX_NAME, MAX_TABLE_NAME, target_name
-from emrsim_assets.rules import checks_of, index_of
+from emrsim_assets.rules import checks_of, deferred_references, index_of, view_query
 from emrsim_assets.source import (
     app_collations,
     column_collations,
@@ -116,6 +116,8 @@ class _Drafter:
         self.path = path
         self.tables: list[_Table] = []
         self.skips: list[dict[str, Any]] = []
+        self.view_sql: list[tuple[str, str]] = []  # (name, CREATE VIEW) of each view
+        self.views: list[dict[str, Any]] = []
         self.table_names: set[str] = set()
         self.index_names: set[str] = set()
         self.partition_column: _Column | None = None
@@ -142,9 +144,7 @@ class _Drafter:
                     kind="trigger",
                 )
             elif kind == "view":
-                self._skip(
-                    name, f"a view: it holds no rows of its own. Its SQLite SQL: {_one_line(ddl)}"
-                )
+                self.view_sql.append((name, ddl))
             elif table_kind == "virtual":
                 self._skip(
                     name,
@@ -193,6 +193,9 @@ class _Drafter:
             self._infer_indexes(table, partitioned)
             self._keep_classes_in_keys(table)
             self._infer_checks(table, partitioned)
+        for table in self.tables:
+            self._infer_composite_references(table, partitioned)
+        self._infer_views()
         return self._render(partitioned, time.perf_counter() - started)
 
     def _infer_checks(self, table: _Table, partitioned: _Table | None) -> None:
@@ -288,6 +291,7 @@ class _Drafter:
                 "table": str(parts[0][2]),
                 "from": [str(p[3]) for p in parts],
                 "to": [p[4] for p in parts],
+                "on_update": str(parts[0][5]).lower(),
                 "on_delete": str(parts[0][6]).lower(),
             }
             for parts in fks.values()
@@ -389,6 +393,8 @@ class _Drafter:
             default, default_note = _infer_default(column.default, convert, pg_type)
             if default is not None:
                 entry["default"] = default
+            elif default_note:
+                self._skip(table.source, default_note, column.source, kind="default")
             column.entry = entry
             column.notes.insert(0, saw)
             if default_note:
@@ -477,8 +483,12 @@ class _Drafter:
             column.entry["references"] = parent.name
             if unique_target is not None:
                 column.entry["references_column"] = key.entry["name"]
-            if fk and fk["on_delete"] not in ("", "no action"):
-                column.entry["on_delete"] = fk["on_delete"]
+            if fk:
+                for action in ("on_delete", "on_update"):
+                    if fk[action] not in ("", "no action"):
+                        column.entry[action] = fk[action]
+                if (sqlite_fold(column.source),) in deferred_references(table.ddl):
+                    column.entry["deferred"] = True
             how = (
                 "declared"
                 if fk
@@ -495,6 +505,117 @@ class _Drafter:
                 )
             else:
                 column.notes.append(f"a reference to {parent.name} ({how}), every value resolves")
+
+    def _infer_composite_references(self, table: _Table, partitioned: _Table | None) -> None:
+        """Declared foreign keys over several columns: kept as the table's `references`, each
+        with its actions, its deferral and its orphans counted on the file; one the plan cannot
+        keep is listed under skip with why."""
+        deferred = deferred_references(table.ddl)
+        for fk in table.foreign_keys:
+            if len(fk["from"]) < 2:
+                continue
+            label = f"{table.source}({', '.join(fk['from'])})"
+            try:
+                entry = self._composite(table, fk, partitioned)
+            except PlanError as exc:
+                self._skip(
+                    label, f"a reference to {fk['table']} not carried over: {exc}", kind="reference"
+                )
+                continue
+            if tuple(sqlite_fold(c) for c in fk["from"]) in deferred:
+                entry["deferred"] = True
+            table.entry.setdefault("references", []).append(entry)
+
+    def _composite(
+        self, table: _Table, fk: dict[str, Any], partitioned: _Table | None
+    ) -> dict[str, Any]:
+        parent = self._table(fk["table"])
+        if parent is None:
+            raise PlanError(f"{fk['table']} is not a table here")
+        keys = sorted((c for c in parent.columns if c.pk), key=lambda c: c.pk)
+        to = fk["to"] if None not in fk["to"] else [c.source for c in keys]
+        mine = [next((c for c in table.columns if c.source == f), None) for f in fk["from"]]
+        theirs = [next((c for c in parent.columns if c.source == t), None) for t in to]
+        if None in mine or None in theirs or len(to) != len(mine):
+            raise PlanError("a column of it is not migrated")
+        own = [c for c in mine if c is not None]
+        targets = [c for c in theirs if c is not None]
+        if any(a.entry["convert"] != b.entry["convert"] for a, b in zip(own, targets, strict=True)):
+            raise PlanError("its columns convert otherwise than the ones they point at")
+        wanted = {c.entry["name"] for c in targets}
+        key = parent.entry.get("primary_key")
+        unique = set([key] if isinstance(key, str) else key or []) == wanted or any(
+            ix.get("unique")
+            and "columns" in ix
+            and "where" not in ix
+            and "expressions" not in ix
+            and set(ix["columns"]) == wanted
+            for ix in parent.entry.get("indexes", [])
+        )
+        if not unique:
+            raise PlanError(f"({', '.join(to)}) is not a unique key of {parent.source} here")
+        row = self.conn.execute(
+            f"SELECT count(*), sum(NOT EXISTS (SELECT 1 FROM {quote_name(parent.source)} p "  # noqa: S608
+            "WHERE "
+            + " AND ".join(
+                f"p.{quote_name(b.source)} = c.{quote_name(a.source)}"
+                for a, b in zip(own, targets, strict=True)
+            )
+            + f")) FROM {quote_name(table.source)} c WHERE "
+            + " AND ".join(f"c.{quote_name(a.source)} IS NOT NULL" for a in own)
+        ).fetchone()
+        orphans, total = int(row[1] or 0), int(row[0] or 0)
+        names = [c.entry["name"] for c in own]
+        entry: dict[str, Any] = {
+            "name": target_name(f"{table.name}_{'_'.join(names)}_fkey", self.index_names, MAX_NAME),
+            "columns": names,
+            "references": parent.name,
+            "referenced_columns": [c.entry["name"] for c in targets],
+        }
+        for action in ("on_delete", "on_update"):
+            if fk[action] not in ("", "no action"):
+                entry[action] = fk[action]
+        if orphans or parent is partitioned:
+            entry["enforce"] = "report"
+            table.notes.append(
+                f"reference ({', '.join(names)}) -> {parent.name}: {orphans:,} of {total:,} rows "
+                "point at no row there; reported, not enforced"
+                if orphans
+                else f"reference ({', '.join(names)}) -> {parent.name}, partitioned by month: "
+                "reported, not enforced"
+            )
+        else:
+            table.notes.append(
+                f"reference ({', '.join(names)}) -> {parent.name}: every one of {total:,} resolves"
+            )
+        return entry
+
+    def _infer_views(self) -> None:
+        """Each view's SELECT written for PostgreSQL by sqlglot over the drafted tables, to be
+        created at cutover and proven there; one it cannot write is listed under skip."""
+        tables = [
+            _Drafted(
+                t.name,
+                t.source,
+                [_Drafted(c.entry["name"], c.source, [], c.entry["convert"]) for c in t.columns],
+            )
+            for t in self.tables
+        ]
+        taken = {t.name for t in self.tables}
+        for name, ddl in self.view_sql:
+            try:
+                body = view_query(ddl, tables)
+            except PlanError as exc:
+                self._skip(
+                    name,
+                    f"a view not recreated: {exc}. Its SQLite SQL: {_one_line(ddl)}",
+                )
+                continue
+            entry: dict[str, Any] = {"name": target_name(name, taken, MAX_TABLE_NAME)}
+            if entry["name"] != name:
+                entry["source"] = name
+            entry["postgres"] = body
+            self.views.append(entry)
 
     def _unique_parent(
         self, column: _Column, table: _Table
@@ -745,6 +866,10 @@ class _Drafter:
             entry, table_lines = self._render_table(table)
             document["tables"].append(entry)
             lines.extend(table_lines)
+        if self.views:
+            document["views"] = self.views
+            lines.append("views:  # recreated at cutover, and proven to give SQLite's rows")
+            lines.extend(f"  - {_flow(view)}" for view in self.views)
         if self.skips:
             document["skip"] = self.skips
             lines.append("skip:")
@@ -788,6 +913,10 @@ class _Drafter:
             entry["checks"] = table.entry["checks"]
             lines.append("    checks:")
             lines.extend(f"      - {_flow(check)}" for check in table.entry["checks"])
+        if "references" in table.entry:
+            entry["references"] = table.entry["references"]
+            lines.append("    references:")
+            lines.extend(f"      - {_flow(ref)}" for ref in table.entry["references"])
         return entry, lines
 
     def _first_month(self, table: _Table) -> date | None:
@@ -1127,6 +1256,16 @@ def _infer_default(raw: str | None, convert: str, pg_type: str) -> tuple[Any, st
     if problem:
         return None, f"default {raw} not kept: it {problem}"
     return literal, ""
+
+
+@dataclass(frozen=True)
+class _Drafted:
+    """A drafted table or column as a view's translation reads it (rules.TableLike)."""
+
+    name: str
+    source: str
+    columns: list[_Drafted]
+    convert: str = ""
 
 
 class _OneLineDumper(yaml.SafeDumper):

@@ -9,17 +9,40 @@ is refused by name, and the draft lists such a rule under skip instead.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import sqlglot
 from psycopg import sql
 from sqlglot import exp
+from sqlglot.optimizer.qualify import qualify
 
 from emrsim_assets.errors import PlanError
 
+
+class ColumnLike(Protocol):
+    """What a view's translation reads of a column: the plan's Column, or a drafted one."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def convert(self) -> str: ...
+
+
+class TableLike(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def columns(self) -> Sequence[ColumnLike]: ...
+
+
 # The functions a CHECK may call (SQLite's, as sqlglot names them after reading; PostgreSQL
 # has each): anything else stops the rule, named.
-_FUNCTIONS = {
+FUNCTIONS = {
     "Length",
     "Lower",
     "Upper",
@@ -34,7 +57,7 @@ _FUNCTIONS = {
     "TryCast",
 }
 # The other nodes a rule may hold: columns, literals, operators, conditions.
-_NODES = (
+NODES = (
     exp.Column,
     exp.Identifier,
     exp.Literal,
@@ -49,6 +72,27 @@ _NODES = (
     exp.Case,
     exp.If,
     exp.DataType,
+)
+
+AGGREGATES = {"Count", "Sum", "Avg", "Min", "Max"}
+QUERY_NODES = (
+    exp.Select,
+    exp.From,
+    exp.Join,
+    exp.Where,
+    exp.Group,
+    exp.Having,
+    exp.Order,
+    exp.Ordered,
+    exp.Limit,
+    exp.Offset,
+    exp.Alias,
+    exp.TableAlias,
+    exp.Table,
+    exp.Star,
+    exp.Subquery,
+    exp.Union,
+    exp.Distinct,
 )
 
 
@@ -100,6 +144,29 @@ def index_of(
     return plain, expressions, predicate
 
 
+def deferred_references(ddl: str) -> set[tuple[str, ...]]:
+    """The referencing columns (folded) of each foreign key a CREATE TABLE declares DEFERRABLE
+    INITIALLY DEFERRED: checked when the transaction commits, not at each statement (Django
+    declares every reference so, and inserts a child before its parent)."""
+    try:
+        tree = sqlglot.parse_one(ddl, read="sqlite")
+    except sqlglot.errors.ParseError:
+        return set()
+    found: set[tuple[str, ...]] = set()
+    for reference in tree.find_all(exp.Reference):
+        options = " ".join(str(o).upper() for o in reference.args.get("options") or [])
+        if "INITIALLY DEFERRED" not in options:
+            continue
+        owner = reference.parent
+        if isinstance(owner, exp.ForeignKey):
+            found.add(tuple(_fold(e.name) for e in owner.expressions))
+        else:
+            column = reference.find_ancestor(exp.ColumnDef)
+            if column is not None:
+                found.add((_fold(column.name),))
+    return found
+
+
 def check_texts(ddl: str) -> list[str]:
     """Each CHECK constraint of a CREATE TABLE, as sqlglot writes it back in SQLite's dialect
     (the form a plan's `sqlite:` and a check skip name it by)."""
@@ -127,9 +194,9 @@ def postgres_rule(
             if target in booleans:
                 node.replace(exp.cast(node.copy(), exp.DataType.build("int")))
         elif isinstance(node, exp.Func) and not isinstance(node, exp.Binary | exp.Unary):
-            if type(node).__name__ not in _FUNCTIONS:
+            if type(node).__name__ not in FUNCTIONS:
                 raise PlanError(f"it calls {node.sql('sqlite')}, which is not translated here")
-        elif not isinstance(node, _NODES):
+        elif not isinstance(node, NODES):
             raise PlanError(f"it holds {type(node).__name__}, which a CHECK here may not")
     return rule.sql("postgres")
 
@@ -159,3 +226,70 @@ def composed(name: str, postgres: str, columns: set[str]) -> sql.Composable:
 
 def _fold(name: str) -> str:
     return name.translate(str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz"))
+
+
+def view_query(select_sql: str, tables: Sequence[TableLike], dialect: str = "sqlite") -> str:
+    """A view's SELECT, read in `dialect`, with the plan's tables and columns for the source's
+    (names compare without case), written for PostgreSQL after checking every node. Refused
+    with one sentence (PlanError) naming what stops it."""
+    try:
+        tree = sqlglot.parse_one(select_sql, read=dialect)
+    except sqlglot.errors.ParseError as exc:
+        raise PlanError(f"sqlglot does not read it ({str(exc).splitlines()[0]})") from None
+    if isinstance(tree, exp.Create):
+        tree = tree.expression
+    if not isinstance(tree, exp.Query):
+        raise PlanError("it is not a SELECT")
+    by_name: dict[str, TableLike] = {}
+    for planned in tables:
+        by_name[planned.source.lower()] = planned
+        by_name[planned.name.lower()] = planned
+    schema: dict[str, object] = {}
+    for found in tree.find_all(exp.Table):
+        read = by_name.get(found.name.lower())
+        if read is None or found.args.get("db"):
+            raise PlanError(f"it reads {found.sql(dialect)}, which is not a table of the plan")
+        schema[found.name] = {
+            (c.name if dialect == "postgres" else c.source): "text" for c in read.columns
+        }
+    try:
+        tree = qualify(tree, schema=schema, dialect=dialect, validate_qualify_columns=True)
+    except sqlglot.errors.OptimizeError as exc:
+        raise PlanError(f"sqlglot cannot resolve its columns ({exc})") from None
+    aliases: dict[str, TableLike] = {}
+    for found in tree.find_all(exp.Table):
+        read = by_name[found.name.lower()]
+        alias = found.alias_or_name
+        if aliases.setdefault(alias, read) is not read:
+            raise PlanError(f"it names two tables {alias}")
+        found.set("this", exp.to_identifier(read.name, quoted=True))
+    for node in list(tree.walk()):
+        if isinstance(node, exp.Column):
+            owner = aliases.get(node.table)
+            if owner is None:
+                continue  # a column of a subquery, by its alias
+            column = next(
+                (
+                    c
+                    for c in owner.columns
+                    if node.name.lower() in (c.source.lower(), c.name.lower())
+                    and c.convert != "storage_class"
+                ),
+                None,
+            )
+            if column is None:
+                raise PlanError(f"it reads {node.sql(dialect)}, which the plan does not migrate")
+            node.set("this", exp.to_identifier(column.name, quoted=True))
+            if (
+                dialect == "sqlite"
+                and column.convert == "boolean"
+                and not isinstance(node.parent, exp.Alias | exp.Select)
+            ):
+                # Compared or computed with, it is read as SQLite holds it (0 and 1).
+                node.replace(exp.cast(node.copy(), exp.DataType.build("int")))
+        elif isinstance(node, exp.Func) and not isinstance(node, exp.Binary | exp.Unary):
+            if type(node).__name__ not in FUNCTIONS | AGGREGATES:
+                raise PlanError(f"it calls {node.sql(dialect)}, which is not translated here")
+        elif not isinstance(node, NODES + QUERY_NODES):
+            raise PlanError(f"it holds {type(node).__name__}, which a view here may not")
+    return tree.sql("postgres")

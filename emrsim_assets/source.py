@@ -170,9 +170,15 @@ def check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Path
     planned = {
         sqlite_fold(t.source): {sqlite_fold(c.source) for c in t.columns} for t in plan.tables
     }
+    views = {sqlite_fold(v.source) for v in plan.views}
+    for view in plan.views:
+        if objects.get(sqlite_fold(view.source), ("", "", []))[1] != "view":
+            raise SourceError(
+                f"The plan recreates view {view.source!r}, but {source} has no such view."
+            )
     left: list[str] = []
     for key, (name, kind, columns) in objects.items():
-        if plan.skipped(name) is not None:
+        if plan.skipped(name) is not None or (kind == "view" and key in views):
             continue
         if key not in planned:
             left.append(f"{kind} {name!r}")

@@ -77,7 +77,7 @@ def test_every_table_has_blocking_count_content_and_fk_checks(defs: dg.Definitio
         "app_workload:postgres_meets_or_exceeds_sqlite",
         *(
             f"{table}:{check}"
-            for check in ("content_matches_source", "values_look_alike")
+            for check in ("content_matches_source", "values_look_alike", "schema_matches_source")
             for table in (
                 "users",
                 "patients",

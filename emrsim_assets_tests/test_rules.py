@@ -7,15 +7,17 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import sqlalchemy as sa
+from psycopg import sql
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from emrsim_assets.draft import draft_plan
 from emrsim_assets.plan import Plan, load_plan
-from emrsim_assets_tests.conftest import Migration
+from emrsim_assets_tests.conftest import Migration, failure_sentence
 
 
 class _Base(DeclarativeBase):
@@ -480,3 +482,250 @@ def test_partial_and_expression_unique_indexes_refuse_the_same_rows_on_both_side
             conn.execute(insert.format("emrsim.", *row[:3], bool(row[3])))
         conn.rollback()
     lite.close()
+
+
+def _schema_verdict(result: Any, table: str) -> Any:
+    [evaluation] = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "schema_matches_source" and e.asset_key.to_user_string() == table
+    ]
+    return evaluation
+
+
+def test_schema_matches_source_counts_every_object_and_names_what_a_plan_loses(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The drafted plan carries every object of a SQLAlchemy schema (or skips it with a reason),
+    as PostgreSQL's catalog shows; a plan edited to lose a NOT NULL, a default and a partial
+    unique index fails the check, naming each one, and cutover does not happen."""
+    import yaml
+
+    from emrsim_assets.plan import parse_plan
+
+    path = tmp_path / "accounts.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    _Accounts.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE accounts ADD COLUMN plan TEXT NOT NULL DEFAULT 'free'"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO accounts VALUES (1, 'a@x.org', 'Ann', 0, 'pro'), (2, 'b', 'B', 1, 'free')"
+            )
+        )
+    engine.dispose()
+    text = draft_plan(path)
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(text, encoding="utf-8")
+    result = Migration(load_plan(plan_path), path, pg_url, tmp_path / "good").run_job()
+    assert result.success
+    verdict = _schema_verdict(result, "accounts")
+    assert verdict.passed, verdict.description
+    numbers = {k: v.value for k, v in verdict.metadata.items()}
+    # 5 columns, 5 NOT NULLs (SQLAlchemy declares every Mapped[...] NOT NULL), 1 default, the
+    # key, 3 indexes: 15 objects; the index with a COLLATE in its key is skipped with a reason.
+    assert numbers["source_objects"] == 15
+    assert numbers["in_postgresql"] == 14 and numbers["skipped_by_plan"] == 1
+    assert numbers["missing"] == 0
+
+    raw = yaml.safe_load(text)
+    [table] = raw["tables"]
+    for column in table["columns"]:
+        if column["name"] == "handle":
+            column["nullable"] = True
+        column.pop("default", None)
+    table["indexes"] = [ix for ix in table["indexes"] if ix["name"] != "uq_live_email"]
+    lossy = parse_plan(raw, plan_path)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for (schema,) in conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'emrsim%'"
+        ).fetchall():
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    result = Migration(lossy, path, pg_url, tmp_path / "lossy").run_job()
+    assert not result.success
+    verdict = _schema_verdict(result, "accounts")
+    assert not verdict.passed
+    assert "NOT NULL of accounts.handle" in verdict.description
+    assert "DEFAULT 'free' of accounts.plan" in verdict.description
+    assert "UNIQUE index uq_live_email on accounts: not in the plan" in verdict.description
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT to_regclass('emrsim.accounts')").fetchone() == (None,)
+
+
+class _Clinics(DeclarativeBase):
+    pass
+
+
+class Room(_Clinics):
+    __tablename__ = "room"
+    clinic_id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(sa.String(8), primary_key=True)
+
+
+class Visit(_Clinics):
+    """A composite reference with its ON DELETE CASCADE, as SQLAlchemy writes it."""
+
+    __tablename__ = "visit"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    clinic_id: Mapped[int] = mapped_column()
+    room_code: Mapped[str] = mapped_column(sa.String(8))
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["clinic_id", "room_code"], ["room.clinic_id", "room.code"], ondelete="CASCADE"
+        ),
+    )
+
+
+def test_composite_and_deferred_references_are_kept_with_their_actions_on_both_sides(
+    tmp_path: Path, pg_url: str
+) -> None:
+    import shutil
+    import sqlite3
+
+    path = tmp_path / "clinic.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    _Clinics.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([Room(clinic_id=1, code="A"), Room(clinic_id=1, code="B")])
+        session.add_all(
+            [Visit(id=1, clinic_id=1, room_code="A"), Visit(id=2, clinic_id=1, room_code="B")]
+        )
+        session.commit()
+    engine.dispose()
+    # Django's form: every reference DEFERRABLE INITIALLY DEFERRED, checked at commit.
+    lite = sqlite3.connect(path)
+    lite.executescript(
+        """
+        CREATE TABLE "note" ("id" integer NOT NULL PRIMARY KEY AUTOINCREMENT,
+            "visit_id" bigint NOT NULL REFERENCES "visit" ("id") DEFERRABLE INITIALLY DEFERRED);
+        INSERT INTO note (visit_id) VALUES (1), (2);
+        """
+    )
+    lite.close()
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(draft_plan(path), encoding="utf-8")
+    plan = load_plan(plan_path)
+    [reference] = plan.table("visit").references
+    assert (reference.columns, reference.references) == (("clinic_id", "room_code"), "room")
+    assert reference.referenced_columns == ("clinic_id", "code")
+    assert reference.on_delete == "cascade" and reference.enforce == "constraint"
+    assert plan.table("note").column("visit_id").deferred
+
+    result = Migration(plan, path, pg_url, tmp_path / "work").run_job()
+    failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    assert result.success and not failed, failed
+    checks = {e.check_name for e in result.get_asset_check_evaluations()}
+    assert f"fk_{reference.name}_resolves" in checks
+
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(path, copy)
+    lite = sqlite3.connect(copy, isolation_level=None)
+    lite.execute("PRAGMA foreign_keys = ON")
+    with psycopg.connect(pg_url) as conn:
+        # A visit to a room that does not exist: refused on both sides.
+        with pytest.raises(sqlite3.IntegrityError):
+            lite.execute("INSERT INTO visit VALUES (9, 1, 'Z')")
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute("INSERT INTO emrsim.visit VALUES (9, 1, 'Z')")
+        conn.rollback()
+        # Deleting a room deletes its visits (and their notes wait for the commit) on both.
+        lite.execute("BEGIN")
+        lite.execute("DELETE FROM note WHERE visit_id = 1")
+        lite.execute("DELETE FROM room WHERE code = 'A'")
+        assert lite.execute("SELECT count(*) FROM visit").fetchone() == (1,)
+        lite.execute("ROLLBACK")
+        conn.execute("DELETE FROM emrsim.note WHERE visit_id = 1")
+        conn.execute("DELETE FROM emrsim.room WHERE code = 'A'")
+        assert conn.execute("SELECT count(*) FROM emrsim.visit").fetchone() == (1,)
+        conn.rollback()
+        # A note written before its visit, in one transaction: deferred to the commit on both.
+        lite.execute("BEGIN")
+        lite.execute("INSERT INTO note (id, visit_id) VALUES (7, 5)")
+        lite.execute("INSERT INTO visit VALUES (5, 1, 'B')")
+        lite.execute("COMMIT")
+        conn.execute("INSERT INTO emrsim.note (id, visit_id) VALUES (7, 5)")
+        conn.execute("INSERT INTO emrsim.visit VALUES (5, 1, 'B')")
+        conn.commit()
+        # And refused at the commit when the parent never comes.
+        lite.execute("BEGIN")
+        lite.execute("INSERT INTO note (id, visit_id) VALUES (8, 6)")
+        with pytest.raises(sqlite3.IntegrityError):
+            lite.execute("COMMIT")
+        lite.execute("ROLLBACK")
+        conn.execute("INSERT INTO emrsim.note (id, visit_id) VALUES (8, 6)")
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.commit()
+    lite.close()
+
+
+def _shop_by_sqlite_utils(path: Path) -> None:
+    import sqlite_utils
+
+    db = sqlite_utils.Database(path)
+    db["Users"].insert_all(
+        [
+            {
+                "Id": i,
+                "Email": f"u{i}@x.org",
+                "Active": i % 3 != 0,
+                "Joined": f"2024-0{1 + i % 9}-02",
+            }
+            for i in range(1, 31)
+        ],
+        pk="Id",
+    )
+    db["orders"].insert_all(
+        [{"id": i, "user_id": 1 + i % 30, "total": i * 1.25} for i in range(1, 201)],
+        pk="id",
+        foreign_keys=[("user_id", "Users", "Id")],
+    )
+    db.create_view("active_users", "SELECT Id, Email FROM Users WHERE Active = 1")
+    db.create_view(
+        "spend",
+        "SELECT u.Email, count(*) AS n, sum(o.total) AS total, max(u.Joined) AS joined "
+        "FROM Users u JOIN orders o ON o.user_id = u.Id GROUP BY u.Email",
+    )
+    db.create_view("recent", "SELECT * FROM Users WHERE date(Joined) > '2024-03-01'")
+    db.close()
+
+
+def test_views_are_recreated_and_proven_to_give_sqlites_rows(tmp_path: Path, pg_url: str) -> None:
+    import sqlite3
+
+    import yaml
+
+    from emrsim_assets.plan import parse_plan
+
+    path = tmp_path / "shop.db"
+    _shop_by_sqlite_utils(path)
+    text = draft_plan(path)
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(text, encoding="utf-8")
+    plan = load_plan(plan_path)
+    assert [v.name for v in plan.views] == ["active_users", "spend"]
+    [left] = [s for s in plan.skip if s.table == "recent"]
+    assert "DATE" in left.reason and "not recreated" in left.reason
+
+    result = Migration(plan, path, pg_url, tmp_path / "work").run_job()
+    assert result.success
+    [cutover] = [
+        m for m in result.get_asset_materialization_events() if m.asset_key.path == ["cutover"]
+    ]
+    proven = cutover.materialization.metadata["views"].value
+    assert proven["active_users"]["rows"] == 20 and proven["spend"]["rows"] == 30
+    lite = sqlite3.connect(path)
+    with psycopg.connect(pg_url) as conn:
+        pg = conn.execute("SELECT * FROM emrsim.spend ORDER BY 1").fetchall()
+        sq = lite.execute("SELECT * FROM spend ORDER BY 1").fetchall()
+        assert [(e, n, float(t)) for e, n, t, _ in pg] == [(e, n, t) for e, n, t, _ in sq]
+    lite.close()
+
+    # A view whose PostgreSQL SELECT was edited to give other rows stops the cutover, named.
+    raw = yaml.safe_load(text)
+    raw["views"][0]["postgres"] = raw["views"][0]["postgres"].replace("= 1", "= 0")
+    edited = parse_plan(raw, plan_path)
+    result = Migration(edited, path, pg_url, tmp_path / "edited").run_job()
+    assert not result.success
+    assert "view active_users gives 10 rows in PostgreSQL and 20 in SQLite" in failure_sentence(
+        result
+    )

@@ -207,6 +207,16 @@ def build_cutover_asset(
                 "backups_dropped": dg.MetadataValue.json(result.pruned),
                 "foreign_keys": result.foreign_keys,
                 "indexes": result.indexes,
+                "views": dg.MetadataValue.json(
+                    {
+                        v.view: {
+                            "rows": v.rows,
+                            "columns_by_value": v.by_value,
+                            "columns_by_presence": v.by_presence,
+                        }
+                        for v in result.views
+                    }
+                ),
                 "seconds": round(result.seconds, 3),
             }
         )

@@ -2,14 +2,16 @@
 
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import dagster as dg
 
-from emrsim_assets import anomalies, content, integrity
+from emrsim_assets import anomalies, content, integrity, schema_match
 from emrsim_assets.defs.resources import MigrationResource, as_failure
 from emrsim_assets.integrity import Verdict
-from emrsim_assets.plan import Column, Plan, Table
+from emrsim_assets.plan import Column, Plan, Reference, Table
 from emrsim_assets.schemas import Conn
+from emrsim_assets.source import open_readonly
 
 Proof = Callable[[Conn, MigrationResource], Verdict]
 
@@ -80,6 +82,17 @@ def build_checks(
             ),
             [table.name, "source_snapshot"],
         )
+        add(
+            _check(
+                table,
+                "schema_matches_source",
+                "Every schema object of the SQLite table (column, NOT NULL, DEFAULT, key, index, "
+                "reference, CHECK, collation, trigger) has its counterpart in PostgreSQL's "
+                "catalog, or a skip in the plan with its reason.",
+                partial(_schema, plan, table),
+            ),
+            [table.name, "source_snapshot"],
+        )
         if anomalies.time_columns(table):
             add(
                 _check(
@@ -98,6 +111,25 @@ def build_checks(
                 _fk_check(plan, table, column),
                 [table.name, str(column.references)],
                 gate=column.enforce == "constraint",
+            )
+        for reference in table.references:
+            enforced = reference.enforce == "constraint"
+            add(
+                _check(
+                    table,
+                    f"fk_{reference.name}_resolves",
+                    f"Every {table.name} ({', '.join(reference.columns)}) with no NULL points at "
+                    f"an existing {reference.references} row"
+                    + ("." if enforced else " (reported, not enforced)."),
+                    partial(_reference, plan, table, reference),
+                    blocking=enforced,
+                    severity=dg.AssetCheckSeverity.ERROR
+                    if enforced
+                    else dg.AssetCheckSeverity.WARN,
+                    reads=(reference.references,) if reference.references != table.name else (),
+                ),
+                [table.name, reference.references],
+                gate=enforced,
             )
         if table.partition_by_month and table.primary_key:
             add(
@@ -170,6 +202,20 @@ def _foreign_key(
     plan: Plan, table: Table, column: Column, conn: Conn, migration: MigrationResource
 ) -> Verdict:
     return integrity.foreign_key_resolves(conn, plan, table, column)
+
+
+def _schema(plan: Plan, table: Table, conn: Conn, migration: MigrationResource) -> Verdict:
+    lite = open_readonly(Path(migration.manifest().snapshot_path))
+    try:
+        return schema_match.schema_matches_source(conn, lite, plan, table)
+    finally:
+        lite.close()
+
+
+def _reference(
+    plan: Plan, table: Table, reference: Reference, conn: Conn, migration: MigrationResource
+) -> Verdict:
+    return integrity.reference_resolves(conn, plan, table, reference)
 
 
 def _content(

@@ -21,9 +21,11 @@ from emrsim_assets.plan.model import (
     Column,
     Index,
     Plan,
+    Reference,
     Rule,
     Skip,
     Table,
+    View,
 )
 from emrsim_assets.plan.names import (
     MAX_NAME,
@@ -32,7 +34,7 @@ from emrsim_assets.plan.names import (
     RESERVED,
     TARGET_NAME,
 )
-from emrsim_assets.rules import checked
+from emrsim_assets.rules import checked, view_query
 
 _INDEX_METHODS = ("btree", "gin")
 
@@ -75,16 +77,32 @@ def parse_plan(raw: dict[str, Any], path: Path) -> Plan:
     tables = tuple(_parse_table(t, i) for i, t in enumerate(tables_raw))
     skip_raw = raw.get("skip") or []
     skips = tuple(_parse_skip(s, i) for i, s in enumerate(skip_raw))
+    views = tuple(_parse_view(v, i, tables) for i, v in enumerate(raw.get("views") or []))
     plan = Plan(
         tables=tables,
         source_timezone=timezone,
         partition_start=start,
         path=path,
         skip=skips,
+        views=views,
     )
     _check_references(plan)
     plan.load_order()
     return plan
+
+
+def _parse_view(raw: Any, index: int, tables: tuple[Table, ...]) -> View:
+    name = _target_name(raw.get("name"), f"plan.views[{index}].name", MAX_TABLE_NAME)
+    where = f"plan view {name!r}"
+    if any(t.name == name for t in tables):
+        raise PlanError(f"{where}: a table of the plan has that name.")
+    try:
+        body = view_query(str(raw["postgres"]), tables, dialect="postgres")
+    except PlanError as exc:
+        raise PlanError(f"{where}: its postgres SELECT is not kept: {exc}.") from None
+    return View(
+        name=name, source=_source_name(raw.get("source", name), f"{where}.source"), postgres=body
+    )
 
 
 def _parse_skip(raw: Any, index: int) -> Skip:
@@ -202,6 +220,10 @@ def _parse_table(raw: Any, index: int) -> Table:
             f"{where}: checks on a table partitioned by month are not kept yet; list them under "
             "skip, or do not partition this table."
         )
+    references = tuple(
+        _parse_reference(r, f"{where} reference {i}", names)
+        for i, r in enumerate(raw.get("references") or [])
+    )
     allowed = int(raw.get("max_quarantined_rows", 0))
     return Table(
         name=name,
@@ -213,6 +235,29 @@ def _parse_table(raw: Any, index: int) -> Table:
         autovacuum=autovacuum,
         max_quarantined_rows=allowed,
         checks=rules,
+        references=references,
+    )
+
+
+def _parse_reference(raw: Any, where: str, columns: list[str]) -> Reference:
+    name = _target_name(raw.get("name"), f"{where}.name", MAX_NAME)
+    own = tuple(str(c) for c in raw["columns"])
+    theirs = tuple(str(c) for c in raw["referenced_columns"])
+    if any(c not in columns for c in own) or len(set(own)) != len(own):
+        raise PlanError(f"{where} ({name}): columns {list(own)} must be distinct columns of it.")
+    if len(theirs) != len(own):
+        raise PlanError(
+            f"{where} ({name}): {len(own)} columns point at {len(theirs)} referenced columns."
+        )
+    return Reference(
+        name=name,
+        columns=own,
+        references=_target_name(raw.get("references"), f"{where}.references", MAX_TABLE_NAME),
+        referenced_columns=theirs,
+        on_delete=str(raw.get("on_delete", "no action")),
+        on_update=str(raw.get("on_update", "no action")),
+        deferred=bool(raw.get("deferred", False)),
+        enforce=str(raw.get("enforce", "constraint")),
     )
 
 
@@ -262,6 +307,7 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
     if convert == "ref" and references is None:
         raise PlanError(f"{where}: convert ref needs 'references' (the table it points at).")
     on_delete = str(raw.get("on_delete", "no action"))
+    on_update = str(raw.get("on_update", "no action"))
     enforce = str(raw.get("enforce", "constraint"))
     epoch = raw.get("epoch")
     if epoch is not None and convert != "timestamp":
@@ -303,6 +349,8 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
         if references is None
         else _target_name(references, f"{where}.references", MAX_TABLE_NAME),
         on_delete=on_delete,
+        on_update=on_update,
+        deferred=bool(raw.get("deferred", False)),
         enforce=enforce,
         epoch=epoch,
         on_invalid=on_invalid,
@@ -416,6 +464,8 @@ def _check_references(plan: Plan) -> None:
                     "PostgreSQL cannot enforce that key, so set enforce: report (a check "
                     "counts orphans)."
                 )
+        for ref in table.references:
+            _check_composite(plan, table, ref)
     for skip in plan.skip:
         if skip.kind != "table":
             continue
@@ -424,6 +474,39 @@ def _check_references(plan: Plan) -> None:
             raise PlanError(f"plan.skip names table {skip.table!r}, which the plan also migrates.")
         if planned is not None and any(c.source == skip.column for c in planned.columns):
             raise PlanError(f"plan.skip names column {skip.label!r}, which the plan also migrates.")
+
+
+def _check_composite(plan: Plan, table: Table, ref: Reference) -> None:
+    where = f"plan table {table.name!r} reference {ref.name!r}"
+    if ref.references not in plan.table_names:
+        raise PlanError(f"{where} points at {ref.references!r}, which is not in the plan.")
+    parent = plan.table(ref.references)
+    names = {c.name for c in parent.columns}
+    if any(c not in names for c in ref.referenced_columns):
+        raise PlanError(
+            f"{where}: referenced_columns {list(ref.referenced_columns)} must be columns of "
+            f"{parent.name}."
+        )
+    wanted = set(ref.referenced_columns)
+    unique = set(parent.primary_key) == wanted or any(
+        ix.unique and ix.plain and set(ix.columns) == wanted for ix in parent.indexes
+    )
+    if not unique:
+        raise PlanError(
+            f"{where}: {parent.name} ({', '.join(ref.referenced_columns)}) is not its primary "
+            "key or a unique index of it; a reference points at a unique key."
+        )
+    for own, theirs in zip(ref.columns, ref.referenced_columns, strict=True):
+        mine, key = table.column(own), parent.column(theirs)
+        if _type_family(mine.pg_type) != _type_family(key.pg_type):
+            raise PlanError(
+                f"{where}: {own} is {mine.pg_type}, but {parent.name}.{theirs} is {key.pg_type}."
+            )
+    if parent.partition_by_month and ref.enforce == "constraint":
+        raise PlanError(
+            f"{where} points at {parent.name!r}, which is partitioned by month: set enforce: "
+            "report (a check counts orphans)."
+        )
 
 
 def _type_family(pg_type: str) -> str:

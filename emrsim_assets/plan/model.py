@@ -69,6 +69,8 @@ class Column:
     # The referenced column when it is not the table's key (a unique column of it).
     references_column: str | None = None
     on_delete: str = "no action"
+    on_update: str = "no action"
+    deferred: bool = False  # DEFERRABLE INITIALLY DEFERRED: checked at commit (Django's)
     enforce: str = "constraint"  # constraint: a PostgreSQL FK; report: a check counts orphans
     epoch: str | None = None  # s, ms or us for numeric timestamps
     on_invalid: str = "fail"
@@ -105,6 +107,21 @@ class Index:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A foreign key over several columns: (a, b) -> parent (x, y), matched as SQL's MATCH
+    SIMPLE matches it (a row with a NULL in any of them points at nothing)."""
+
+    name: str
+    columns: tuple[str, ...]
+    references: str  # a plan table, by its target name
+    referenced_columns: tuple[str, ...]
+    on_delete: str = "no action"
+    on_update: str = "no action"
+    deferred: bool = False
+    enforce: str = "constraint"
+
+
+@dataclass(frozen=True)
 class Rule:
     """A CHECK constraint: the app's rule as SQLite has it, and as PostgreSQL takes it."""
 
@@ -124,6 +141,7 @@ class Table:
     autovacuum: Mapping[str, int | float | bool] = field(default_factory=dict)
     max_quarantined_rows: int = 0  # cutover refuses while more rows than this are quarantined
     checks: tuple[Rule, ...] = ()  # CHECK constraints, held by the staging table once loaded
+    references: tuple[Reference, ...] = ()  # foreign keys over several columns
 
     def column(self, name: str) -> Column:
         for column in self.columns:
@@ -137,7 +155,8 @@ class Table:
 
     @property
     def parents(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(c.references for c in self.foreign_keys if c.references))
+        named = [c.references for c in self.foreign_keys if c.references]
+        return tuple(dict.fromkeys([*named, *(r.references for r in self.references)]))
 
     @property
     def key_column(self) -> Column | None:
@@ -152,6 +171,16 @@ class Table:
     @property
     def quarantines(self) -> bool:
         return any(c.on_invalid == "quarantine" for c in self.columns)
+
+
+@dataclass(frozen=True)
+class View:
+    """A SQLite view recreated in PostgreSQL: its SELECT over the plan's tables, as sqlglot
+    wrote it for PostgreSQL (checked when the plan loads and again where it is used)."""
+
+    name: str  # the PostgreSQL view
+    source: str  # the SQLite view, spelled as in the source
+    postgres: str
 
 
 @dataclass(frozen=True)
@@ -184,6 +213,7 @@ class Plan:
     partition_start: date
     path: Path
     skip: tuple[Skip, ...] = ()
+    views: tuple[View, ...] = ()
 
     def table(self, name: str) -> Table:
         for table in self.tables:

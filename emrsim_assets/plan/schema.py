@@ -16,6 +16,7 @@ from emrsim_assets.plan.model import OPCLASSES
 
 Convert = Literal[NAMES]  # type: ignore[valid-type]
 OpClass = Literal[OPCLASSES]  # type: ignore[valid-type]
+Action = Literal["cascade", "set null", "set default", "restrict", "no action"]
 
 
 class _Shape(BaseModel):
@@ -30,7 +31,9 @@ class ColumnSpec(_Shape):
     nullable: StrictBool | None = None
     references: str | None = None
     references_column: str | None = None
-    on_delete: Literal["cascade", "set null", "restrict", "no action"] = "no action"
+    on_delete: Action = "no action"
+    on_update: Action = "no action"
+    deferred: StrictBool = False
     enforce: Literal["constraint", "report"] = "constraint"
     epoch: Literal["s", "ms", "us"] | None = None
     on_invalid: Literal["fail", "quarantine"] = "fail"
@@ -52,6 +55,17 @@ class IndexSpec(_Shape):
     source: str | None = None
 
 
+class ReferenceSpec(_Shape):
+    name: str
+    columns: list[str] = Field(min_length=2)
+    references: str
+    referenced_columns: list[str] = Field(min_length=2)
+    on_delete: Action = "no action"
+    on_update: Action = "no action"
+    deferred: StrictBool = False
+    enforce: Literal["constraint", "report"] = "constraint"
+
+
 class CheckSpec(_Shape):
     name: str
     postgres: str = Field(min_length=1)
@@ -68,6 +82,7 @@ class TableSpec(_Shape):
     autovacuum: dict[str, Any] = {}
     max_quarantined_rows: StrictInt = Field(default=0, ge=0)
     checks: list[CheckSpec] = []
+    references: list[ReferenceSpec] = []
 
 
 class SkipSpec(_Shape):
@@ -82,6 +97,12 @@ class SkipSpec(_Shape):
     reason: str | None = None
 
 
+class ViewSpec(_Shape):
+    name: str
+    source: str | None = None
+    postgres: str = Field(min_length=1)
+
+
 class PlanSpec(_Shape):
     version: Literal[1]
     source_timezone: str = "UTC"
@@ -89,6 +110,7 @@ class PlanSpec(_Shape):
     messages_partition_start: date | None = None  # partition_start's first name
     tables: list[TableSpec] = Field(min_length=1)
     skip: list[SkipSpec] = []
+    views: list[ViewSpec] = []
 
 
 def validate(raw: Any) -> PlanSpec:
@@ -133,15 +155,24 @@ def _where(raw: Any, loc: tuple[Any, ...]) -> str:
     while index < len(loc):
         part = loc[index]
         following = loc[index + 1] if index + 1 < len(loc) else None
-        if part in ("tables", "columns", "indexes", "skip") and isinstance(following, int):
+        if part in ("tables", "columns", "indexes", "references", "skip", "views") and isinstance(
+            following, int
+        ):
             items = node.get(part) if isinstance(node, dict) else None
             item = items[following] if isinstance(items, list) and following < len(items) else {}
             name = item.get("name") if isinstance(item, dict) else None
-            noun = {"tables": "table", "columns": "column", "indexes": "index", "skip": "skip"}
+            noun = {
+                "tables": "table",
+                "columns": "column",
+                "indexes": "index",
+                "references": "reference",
+                "skip": "skip",
+                "views": "view",
+            }
             if part == "tables":
                 said = f"plan table {name!r}" if name else f"plan.tables[{following}]"
-            elif part == "skip":
-                said = f"plan.skip[{following}]"
+            elif part in ("skip", "views"):
+                said = f"plan.{part}[{following}]"
             else:
                 said += f" {noun[part]} {following}" + (f" ({name})" if name else "")
             node = item
@@ -159,6 +190,8 @@ def _model_at(loc: tuple[Any, ...]) -> type[_Shape]:
         "tables": TableSpec,
         "columns": ColumnSpec,
         "indexes": IndexSpec,
+        "references": ReferenceSpec,
         "skip": SkipSpec,
+        "views": ViewSpec,
     }
     return models.get(last, PlanSpec)
