@@ -175,9 +175,8 @@ class _Drafter:
                 kind="collation",
             )
         if not self.tables:
-            others = (
-                f", only {len(self.skips)} views, triggers or virtual tables" if self.skips else ""
-            )
+            found = len(self.skips) + len(self.view_sql)
+            others = f", only {found} views, triggers or virtual tables" if found else ""
             raise SourceError(
                 f"SQLite file {self.path} has no tables to migrate{others}: is it the app's "
                 "database (EMRSIM_SQLITE_PATH, or --sqlite)?"

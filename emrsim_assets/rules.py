@@ -191,7 +191,7 @@ def postgres_rule(
             if target is None or node.table:
                 raise PlanError(f"it names {node.sql('sqlite')}, which is no column of its table")
             node.set("this", exp.to_identifier(target, quoted=True))
-            if target in booleans:
+            if target in booleans and _compared(node):
                 node.replace(exp.cast(node.copy(), exp.DataType.build("int")))
         elif isinstance(node, exp.Func) and not isinstance(node, exp.Binary | exp.Unary):
             if type(node).__name__ not in FUNCTIONS:
@@ -199,6 +199,18 @@ def postgres_rule(
         elif not isinstance(node, NODES):
             raise PlanError(f"it holds {type(node).__name__}, which a CHECK here may not")
     return rule.sql("postgres")
+
+
+def _compared(node: exp.Expr) -> bool:
+    """Whether a column is compared or computed with (`deleted = 0`, `flag + 1`, `IN (0, 1)`),
+    where PostgreSQL's boolean must read as SQLite's 0 and 1; alone (`WHERE "active"`, a
+    projection, NOT) it stays a boolean."""
+    parent = node.parent
+    if isinstance(parent, exp.Paren):
+        parent = parent.parent
+    return isinstance(parent, exp.Binary | exp.In | exp.Between) and not isinstance(
+        parent, exp.Connector
+    )
 
 
 def checked(text: str, columns: set[str], where: str) -> str:
@@ -280,11 +292,7 @@ def view_query(select_sql: str, tables: Sequence[TableLike], dialect: str = "sql
             if column is None:
                 raise PlanError(f"it reads {node.sql(dialect)}, which the plan does not migrate")
             node.set("this", exp.to_identifier(column.name, quoted=True))
-            if (
-                dialect == "sqlite"
-                and column.convert == "boolean"
-                and not isinstance(node.parent, exp.Alias | exp.Select)
-            ):
+            if dialect == "sqlite" and column.convert == "boolean" and _compared(node):
                 # Compared or computed with, it is read as SQLite holds it (0 and 1).
                 node.replace(exp.cast(node.copy(), exp.DataType.build("int")))
         elif isinstance(node, exp.Func) and not isinstance(node, exp.Binary | exp.Unary):

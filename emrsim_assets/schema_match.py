@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from emrsim_assets import probes
 from emrsim_assets.integrity import Verdict
 from emrsim_assets.plan import Column, Plan, Table
 from emrsim_assets.plan.model import sqlite_fold
@@ -58,7 +59,14 @@ def schema_matches_source(
     if not table_exists(conn, STAGING, table.name):
         return Verdict(False, f"{table.name} is not loaded in {STAGING}.")
     ledger = compare(lite, plan, table, _catalog(conn, table))
+    tried, not_probed = probes.probe(conn, lite, table)
+    ledger.missing.extend(p.label for p in tried if not p.agrees)
     metadata: dict[str, Any] = {
+        "probes": len(tried),
+        "probes_refused_on_both_sides": sum(p.sqlite_refused and p.postgres_refused for p in tried),
+        "probes_that_differ": sum(not p.agrees for p in tried),
+        "probe_results": [p.label for p in tried][:SHOWN],
+        "not_probed": not_probed[:SHOWN],
         "source_objects": ledger.objects,
         "in_postgresql": len(ledger.carried),
         "references_reported_not_enforced": len(ledger.reported),
@@ -75,16 +83,16 @@ def schema_matches_source(
         return Verdict(
             False,
             f"{len(ledger.missing)} of the {ledger.objects} schema objects of SQLite table "
-            f"{table.source} have no counterpart in PostgreSQL and no skip in the plan: "
-            + "; ".join(ledger.missing[:5])
-            + ".",
+            f"{table.source} have no counterpart in PostgreSQL and no skip in the plan, or behave "
+            "otherwise there: " + "; ".join(ledger.missing[:5]) + ".",
             metadata,
         )
     return Verdict(
         True,
         f"All {ledger.objects} schema objects of SQLite table {table.source} are in PostgreSQL "
         f"({len(ledger.carried)}), held by the plan as reported references "
-        f"({len(ledger.reported)}) or skipped by it with a reason ({len(ledger.skipped)}).",
+        f"({len(ledger.reported)}) or skipped by it with a reason ({len(ledger.skipped)}); "
+        f"{len(tried)} writes that break a rule were refused alike by SQLite and PostgreSQL.",
         metadata,
     )
 
@@ -185,7 +193,9 @@ def _month(table: Table) -> set[str]:
 def _indexes(
     lite: sqlite3.Connection, plan: Plan, table: Table, pg: _Catalog
 ) -> Iterator[tuple[str, str]]:
-    by_source = {sqlite_fold(c.source): c.name for c in table.columns}
+    by_source = {
+        sqlite_fold(c.source): c.name for c in table.columns if c.convert != "storage_class"
+    }
     for _, name, unique, origin, partial in lite.execute(
         "SELECT * FROM pragma_index_list(?)", (table.source,)
     ):
@@ -200,6 +210,12 @@ def _indexes(
         index = next((ix for ix in table.indexes if ix.source == name), None)
         if index is None and not partial and None not in columns:
             wanted = set(columns)
+            keys = {sqlite_fold(str(n)) for (n,) in info}
+            companions = {
+                c.name
+                for c in table.columns
+                if c.convert == "storage_class" and sqlite_fold(c.source) in keys
+            }
             index = next(
                 (
                     ix
@@ -207,7 +223,7 @@ def _indexes(
                     if ix.plain
                     and ix.unique == bool(unique)
                     and wanted <= set(ix.columns)
-                    and set(ix.columns) - wanted <= _month(table)
+                    and set(ix.columns) - wanted <= _month(table) | companions
                 ),
                 None,
             )

@@ -65,7 +65,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
             f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
         )
         for name in app_collations(conn):
-            conn.create_collation(name, _stand_in)
+            conn.create_collation(name, stand_in)
     except sqlite3.DatabaseError as exc:
         raise SourceError(f"Cannot open SQLite file {path}: {exc}.") from None
     return conn
@@ -115,7 +115,7 @@ def column_collations(conn: sqlite3.Connection) -> dict[tuple[str, str], str]:
     return found
 
 
-def _stand_in(left: str, right: str) -> int:
+def stand_in(left: str, right: str) -> int:
     """What an app's own collation is read with here: Unicode case-insensitive, as the custom
     collations apps declare mostly are (Anki's unicase). Only our reads use it: a table is
     scanned in its stored order, and the plan says what PostgreSQL compares with."""

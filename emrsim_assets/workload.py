@@ -28,13 +28,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
+import sqlglot
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlglot import exp
 
 from emrsim_assets import indexes, legacy_ids, recovery
 from emrsim_assets.errors import PlanError, WorkloadError
 from emrsim_assets.indexes import IndexReview
+from emrsim_assets.plan import Plan, Table
+from emrsim_assets.plan.model import sqlite_fold
 from emrsim_assets.private import private_dir, private_file, write_private
+from emrsim_assets.schemas import LIVE, MIGRATION
 from emrsim_assets.settings import settings
 
 DRAWS = 25  # parameter draws per query, for answers and latency
@@ -50,9 +55,18 @@ class _Spec(BaseModel):
 class Query(_Spec):
     name: str = Field(min_length=1)
     sqlite: str = Field(min_length=1)  # with :name parameters
-    postgres: str = Field(min_length=1)  # with %(name)s parameters
+    # With %(name)s parameters; without it, sqlglot writes it from `sqlite` (see to_postgres).
+    postgres: str | None = Field(default=None, min_length=1)
     weight: int = Field(default=1, ge=1)  # its share of the mix
     write: bool = False  # run in a transaction that is rolled back on both sides
+    transpiled: bool = False  # its postgres form was written by sqlglot, not by a person
+
+    @property
+    def statement(self) -> str:
+        """The PostgreSQL form (every loaded workload has one: load_workload writes it)."""
+        if self.postgres is None:
+            raise PlanError(f"query {self.name} has no postgres form")
+        return self.postgres
 
 
 class Param(_Spec):
@@ -100,9 +114,97 @@ def workload_path(bundled_plan: bool) -> Path:
     return default_workload_path()
 
 
-def load_workload(path: Path) -> Workload:
+def load_workload(path: Path, plan: Plan | None = None) -> Workload:
     """The workload file, checked against its declaration; an error is one sentence naming the
-    query or parameter and the key."""
+    query or parameter and the key. A query with no `postgres` form gets the one sqlglot writes
+    from its SQLite SQL for `plan`'s tables (and the proof then shows it gives the same rows)."""
+    workload = _read_workload(path)
+    missing = [q.name for q in workload.queries if q.postgres is None]
+    if not missing:
+        return workload
+    if plan is None:
+        raise PlanError(f"{path}: queries {missing} need their postgres form.")
+    queries = []
+    for query in workload.queries:
+        if query.postgres is None:
+            try:
+                written = to_postgres(query.sqlite, plan)
+            except PlanError as exc:
+                raise PlanError(
+                    f"{path}: query {query.name}: sqlglot cannot write it for PostgreSQL ({exc}); "
+                    "write its postgres form by hand."
+                ) from None
+            query = query.model_copy(update={"postgres": written, "transpiled": True})
+        queries.append(query)
+    return workload.model_copy(update={"queries": tuple(queries)})
+
+
+def to_postgres(sqlite_sql: str, plan: Plan, schema: str = LIVE) -> str:
+    """The app's SQLite query as PostgreSQL runs it on the migrated tables, written by sqlglot:
+    tables in `schema` under the plan's names, columns under theirs, :name parameters as
+    %(name)s, LIKE as ILIKE (SQLite's LIKE ignores ASCII case), NULLs ordered first as SQLite
+    orders them, and a key the plan turned into a uuid read back as its integer."""
+    try:
+        tree = sqlglot.parse_one(sqlite_sql, read="sqlite")
+    except sqlglot.errors.ParseError as exc:
+        raise PlanError(str(exc).splitlines()[0]) from None
+    tables = {sqlite_fold(table.source): table for table in plan.tables}
+    aliases: dict[str, Table] = {}  # each name a column may be qualified by
+    bare: set[str] = set()  # qualifiers that are a table's own name (renamed with it)
+    for found in tree.find_all(exp.Table):
+        table = tables.get(sqlite_fold(found.name))
+        if table is None:
+            raise PlanError(f"it reads {found.name}, which is not a table of the plan")
+        aliases[sqlite_fold(found.alias_or_name)] = table
+        if not found.alias:
+            bare.add(sqlite_fold(found.name))
+        found.set("this", exp.to_identifier(table.name, quoted=True))
+        found.set("db", exp.to_identifier(schema, quoted=True))
+    for node in list(tree.find_all(exp.Column)):
+        qualifier = sqlite_fold(node.table) if node.table else None
+        owners = [aliases[qualifier]] if qualifier in aliases else list(aliases.values())
+        distinct = {id(t): t for t in owners}.values()
+        found_columns = [
+            c
+            for t in distinct
+            for c in t.columns
+            if sqlite_fold(c.source) == sqlite_fold(node.name) and c.convert != "storage_class"
+        ]
+        if not found_columns:
+            continue  # an alias of the query's own
+        if len(found_columns) > 1:
+            raise PlanError(f"its column {node.name} is in several of its tables: qualify it")
+        column = found_columns[0]
+        node.set("this", exp.to_identifier(column.name, quoted=True))
+        if qualifier in bare:
+            node.set("table", exp.to_identifier(aliases[qualifier].name, quoted=True))
+        if column.convert in ("legacy_id", "ref") and isinstance(node.parent, exp.Select):
+            node.replace(exp.Anonymous(this=f"{MIGRATION}.legacy_id", expressions=[node.copy()]))
+    for insert in tree.find_all(exp.Insert):
+        target = insert.this
+        if isinstance(target, exp.Schema) and isinstance(target.this, exp.Table):
+            table = next(t for t in plan.tables if t.name == target.this.name)
+            for identifier in target.expressions:
+                written = next(
+                    (
+                        c
+                        for c in table.columns
+                        if sqlite_fold(c.source) == sqlite_fold(identifier.name)
+                    ),
+                    None,
+                )
+                if written is None:
+                    raise PlanError(f"it writes {identifier.name}, which {table.name} has not")
+                identifier.replace(exp.to_identifier(written.name, quoted=True))
+    for like in list(tree.find_all(exp.Like)):
+        like.replace(exp.ILike(this=like.this, expression=like.expression))
+    for literal in tree.find_all(exp.Literal):
+        if literal.is_string:
+            literal.set("this", literal.this.replace("%", "%%"))
+    return tree.sql("postgres")
+
+
+def _read_workload(path: Path) -> Workload:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -117,7 +219,9 @@ def load_workload(path: Path) -> Workload:
             and len(loc) >= 2
             and error["type"] in ("missing", "string_too_short")
         ):
-            raise PlanError(f"{path}: queries[{loc[1]}] needs name, sqlite and postgres.") from None
+            raise PlanError(
+                f"{path}: queries[{loc[1]}] needs name and sqlite (postgres too, where sqlglot cannot write it)."
+            ) from None
         where = ".".join(str(part) for part in loc) or "the file"
         raise PlanError(
             f"{path}: {where}: {error['msg'].lower().removeprefix('value error, ')}."
@@ -281,10 +385,12 @@ class WorkloadProof:
         return {name: {"seconds": s, "bytes": b} for name, (s, b) in self.lag.items()}
 
 
-def prove(path: Path, snapshot: Path, work: Path, url: str, schema: str) -> WorkloadProof:
+def prove(
+    path: Path, snapshot: Path, work: Path, url: str, schema: str, plan: Plan | None = None
+) -> WorkloadProof:
     """The workload at `path` on a copy of the snapshot and on `schema`, read on the replica
     too when one runs; the slowest statements reviewed; the report saved (private)."""
-    workload = load_workload(path)
+    workload = load_workload(path, plan)
     dbname = str(psycopg.conninfo.conninfo_to_dict(url).get("dbname") or "postgres")
     replica = recovery.running_replica(work, dbname)
     if replica is not None:
@@ -404,8 +510,14 @@ def run_workload(
                         pg_ms, pg_rows = _postgres_once(pg, query, _for_postgres(workload, params))
                     except psycopg.Error as exc:
                         message = exc.diag.message_primary or str(exc).splitlines()[0]
+                        said = (
+                            f" (its PostgreSQL form, written by sqlglot: {query.statement}; "
+                            "write a postgres form for it by hand)"
+                            if query.transpiled
+                            else ""
+                        )
                         raise WorkloadError(
-                            f"Workload query {query.name} failed on PostgreSQL: {message}."
+                            f"Workload query {query.name} failed on PostgreSQL: {message}{said}."
                         ) from None
                     result.sqlite_ms.append(lite_ms)
                     result.postgres_ms.append(pg_ms)
@@ -466,9 +578,9 @@ def _postgres_once(
 ) -> tuple[float, list[tuple[Any, ...]]]:
     try:
         if query.write:
-            ms, rows = _timed(lambda: [(pg.execute(query.postgres, params).rowcount,)])
+            ms, rows = _timed(lambda: [(pg.execute(query.statement, params).rowcount,)])
         else:
-            ms, rows = _timed(lambda: pg.execute(query.postgres, params).fetchall())
+            ms, rows = _timed(lambda: pg.execute(query.statement, params).fetchall())
     finally:
         pg.rollback()
     return ms, rows

@@ -729,3 +729,91 @@ def test_views_are_recreated_and_proven_to_give_sqlites_rows(tmp_path: Path, pg_
     assert "view active_users gives 10 rows in PostgreSQL and 20 in SQLite" in failure_sentence(
         result
     )
+
+
+def test_a_django_apps_rules_arrive_and_refuse_the_same_writes_on_both_sides(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Django's ORM: a CHECK, a partial unique constraint on a boolean (`WHERE "active"`), a
+    unique constraint on Lower(email), a UUIDField, db_default=Now(), a DEFERRABLE INITIALLY
+    DEFERRED reference and a DESC index. Every object is carried or skipped with its reason
+    (json_valid), and a write each rule refuses is refused by SQLite and PostgreSQL alike."""
+    import shutil
+    import sqlite3
+    import subprocess
+    import sys
+
+    path = tmp_path / "hospital.sqlite3"
+    script = Path(__file__).with_name("django_app.py")
+    subprocess.run([sys.executable, str(script), str(path)], check=True)
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(draft_plan(path), encoding="utf-8")
+    plan = load_plan(plan_path)
+    clinic = plan.table("hospital_clinic")
+    assert clinic.column("code").convert == "uuid_hex"
+    assert clinic.column("opened").default == "now()"
+    assert plan.table("hospital_patient").column("clinic_id").deferred
+    assert [s.kind for s in plan.skip] == ["check"]  # json_valid: SQLite's own
+
+    result = Migration(plan, path, pg_url, tmp_path / "work").run_job()
+    failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    assert result.success and not failed, failed
+    proven = {
+        e.asset_key.to_user_string(): e.metadata["source_objects"].value
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "schema_matches_source"
+    }
+    assert proven == {"hospital_clinic": 21, "hospital_patient": 15}
+    # Behaviour probes: each NOT NULL, plain UNIQUE and one-column CHECK broken by a write that
+    # both sides refuse (SQLite on a scratch copy, PostgreSQL in a rolled-back transaction).
+    [probed] = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "schema_matches_source" and e.asset_key.path == ["hospital_clinic"]
+    ]
+    results = probed.metadata["probe_results"].value
+    assert probed.metadata["probes"].value == len(results) == 10
+    assert probed.metadata["probes_that_differ"].value == 0
+    beds = "CHECK hospital_clinic_check_1: beds set to 1000000000"
+    assert f"{beds}: SQLite refused, PostgreSQL refused" in results, "\n".join(results)
+    assert any(r.startswith("NOT NULL of hospital_clinic.email") for r in results)
+    assert any(r.startswith("UNIQUE sqlite_autoindex_hospital_clinic_1") for r in results)
+
+    copy = tmp_path / "copy.sqlite3"
+    shutil.copyfile(path, copy)
+    lite = sqlite3.connect(copy)
+    columns = "(name, email, active, code, beds)"
+    refused = [
+        ("'Clinic 1'", "'new@x.org'", 1, "'a' || hex(randomblob(15))", 5),  # live name taken
+        ("'Other'", "'C1@X.ORG'", 1, "'b' || hex(randomblob(15))", 5),  # email, any case
+        ("'Other'", "'o@x.org'", 1, "'c' || hex(randomblob(15))", 501),  # CHECK
+    ]
+    with psycopg.connect(pg_url) as conn:
+        for name, email, active, _, beds in refused:
+            with pytest.raises(sqlite3.IntegrityError):
+                lite.execute(
+                    f"INSERT INTO hospital_clinic {columns} "  # noqa: S608
+                    f"VALUES ({name}, {email}, {active}, lower(hex(randomblob(16))), {beds})"
+                )
+            with pytest.raises(psycopg.errors.IntegrityError):
+                conn.execute(
+                    f"INSERT INTO emrsim.hospital_clinic {columns} "  # noqa: S608
+                    f"VALUES ({name}, {email}, {bool(active)}, gen_random_uuid(), {beds})"
+                )
+            conn.rollback()
+        # A closed clinic may share a live one's name, on both sides; its opening time is the
+        # insert's moment on both.
+        lite.execute(
+            f"INSERT INTO hospital_clinic {columns} "  # noqa: S608
+            "VALUES ('Clinic 1', 'z@x.org', 0, lower(hex(randomblob(16))), 1)"
+        )
+        conn.execute(
+            f"INSERT INTO emrsim.hospital_clinic {columns} "  # noqa: S608
+            "VALUES ('Clinic 1', 'z@x.org', false, gen_random_uuid(), 1)"
+        )
+        opened = conn.execute(
+            "SELECT now() - opened FROM emrsim.hospital_clinic WHERE email = 'z@x.org'"
+        ).fetchone()
+        assert opened is not None and opened[0].total_seconds() == 0
+        conn.rollback()
+    lite.close()

@@ -70,8 +70,14 @@ def test_names_from_the_file_reach_the_draft_only_as_data(tmp_path: Path) -> Non
     assert [c.source for c in table.columns] == ["id", "x", "col\nx"]
     # Every name arrives whole, as a value, where the draft puts one.
     skipped = {s.table for s in plan.skip}
-    assert {f"v_{n}" for n in BREAKOUTS} <= skipped
+    # Views are recreated (their SQLite names kept as `source`), partial indexes translated
+    # (their SQLite names kept as `source`), triggers listed under skip.
+    assert {f"v_{n}" for n in BREAKOUTS} <= {v.source for v in plan.views}
+    assert set(BREAKOUTS) <= {ix.source for ix in table.indexes}
     assert {f"tr_{n}" for n in BREAKOUTS} <= skipped
+    # What sqlglot wrote for PostgreSQL holds the table's columns only, quoted: no name from
+    # the file became SQL of its own.
+    assert all(v.postgres == 'SELECT "t"."x" AS "x" FROM "t" AS "t"' for v in plan.views)
     # A comment is one line, whatever the name holds.
     for line in text.splitlines():
         if line.lstrip().startswith("#"):

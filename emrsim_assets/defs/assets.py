@@ -234,7 +234,7 @@ def _require_live(migration: MigrationResource, why: str) -> None:
             raise GateClosedError(f"No live schema yet: {why} (run migrate first).")
 
 
-def build_workload_asset(bundled_plan: bool) -> dg.AssetsDefinition:
+def build_workload_asset(plan: Plan, bundled_plan: bool) -> dg.AssetsDefinition:
     """After cutover: the app's queries on the snapshot and on the live schema (workload.py)."""
 
     @dg.asset(
@@ -273,6 +273,7 @@ def build_workload_asset(bundled_plan: bool) -> dg.AssetsDefinition:
                 Path(migration.work_dir).resolve(),
                 migration.url(),
                 LIVE,
+                plan,
             )
         context.log.info(f"Workload report: {proof.saved}")
         report = proof.report
@@ -476,7 +477,7 @@ def build_base_backup_asset() -> dg.AssetsDefinition:
 HEALTH = "live_database_is_healthy"
 
 
-def build_health_check(bundled_plan: bool) -> dg.AssetChecksDefinition:
+def build_health_check(plan: Plan, bundled_plan: bool) -> dg.AssetChecksDefinition:
     """The live database, every 5 minutes under make dev (health_every_5_minutes)."""
 
     @dg.asset_check(
@@ -490,7 +491,7 @@ def build_health_check(bundled_plan: bool) -> dg.AssetChecksDefinition:
         context: dg.AssetCheckExecutionContext, migration: MigrationResource
     ) -> dg.AssetCheckResult:
         with as_failure():
-            plan_workload = workload.load_workload(workload.workload_path(bundled_plan))
+            plan_workload = workload.load_workload(workload.workload_path(bundled_plan), plan)
             query = next(q for q in plan_workload.queries if not q.write)
             params = workload.draw_one(plan_workload, Path(migration.manifest().snapshot_path))
             baseline = None
@@ -498,7 +499,7 @@ def build_health_check(bundled_plan: bool) -> dg.AssetChecksDefinition:
             if event is not None and event.asset_materialization is not None:
                 value = event.asset_materialization.metadata.get("key_query_p95_ms")
                 baseline = float(value.value) if value is not None else None
-            found = core_health.health(migration.url(), query.postgres, params, baseline)
+            found = core_health.health(migration.url(), query.statement, params, baseline)
         return dg.AssetCheckResult(
             passed=not found.problems,
             severity=dg.AssetCheckSeverity.ERROR,

@@ -83,14 +83,14 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
         build_snapshot_asset(plan, months),
         *(build_table_asset(plan, table, months) for table in plan.load_order()),
         build_cutover_asset(plan, gated),
-        build_workload_asset(bundled_plan=plan == load_plan(default_plan_path())),
+        build_workload_asset(plan, bundled_plan=plan == load_plan(default_plan_path())),
         build_backup_asset(),
         build_base_backup_asset(),
     ]
     bundled = plan == load_plan(default_plan_path())
     return dg.Definitions(
         assets=assets,
-        asset_checks=[*checks, build_health_check(bundled)],
+        asset_checks=[*checks, build_health_check(plan, bundled)],
         jobs=[
             *build_migration_jobs(months),
             prove_after_cutover,
