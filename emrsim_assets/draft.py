@@ -118,6 +118,8 @@ class _Drafter:
         self.skips: list[dict[str, Any]] = []
         self.view_sql: list[tuple[str, str]] = []  # (name, CREATE VIEW) of each view
         self.views: list[dict[str, Any]] = []
+        # FTS table -> (the table whose rows it indexes, its columns): a search column there.
+        self.searches: dict[str, tuple[str, list[str]]] = {}
         self.table_names: set[str] = set()
         self.index_names: set[str] = set()
         self.partition_column: _Column | None = None
@@ -134,17 +136,23 @@ class _Drafter:
             "WHERE type IN ('table', 'view', 'trigger') AND name NOT LIKE 'sqlite\\_%' "
             "ESCAPE '\\' ORDER BY name"
         ).fetchall()
+        triggers = []
         for name, kind, ddl, on in objects:
             table_kind, without_rowid = kinds.get(name, ("table", False))
+            module = _module(ddl) if table_kind == "virtual" else ""
             if kind == "trigger":
-                self._skip(
-                    name,
-                    f"a trigger on {on}: PostgreSQL does not run SQLite's triggers; if the app "
-                    f"relies on it, write it again in PL/pgSQL. Its SQLite SQL: {_one_line(ddl)}",
-                    kind="trigger",
-                )
+                triggers.append((name, ddl, on))
             elif kind == "view":
                 self.view_sql.append((name, ddl))
+            elif module in ("fts3", "fts4", "fts5"):
+                self._full_text(name, ddl)
+            elif module in ("rtree", "rtree_i32"):
+                self.tables.append(self._introspect(name, False))
+                self.tables[-1].ddl = ddl
+                self.tables[-1].notes.append(
+                    "an R*Tree virtual table: its rows arrive as a plain table; its range "
+                    "index does not (index the bounds in PostgreSQL, or use PostGIS)"
+                )
             elif table_kind == "virtual":
                 self._skip(
                     name,
@@ -155,6 +163,20 @@ class _Drafter:
             else:
                 self.tables.append(self._introspect(name, without_rowid))
                 self.tables[-1].ddl = ddl
+        for name, ddl, on in triggers:
+            searched = next(
+                (f for f in self.searches if re.search(rf"\b{re.escape(f)}\b", ddl, re.I)), None
+            )
+            self._skip(
+                name,
+                f"a trigger on {on} that keeps the full-text table {searched} in step: not "
+                "needed in PostgreSQL, where the search column is computed from the row. Its "
+                f"SQLite SQL: {_one_line(ddl)}"
+                if searched
+                else f"a trigger on {on}: PostgreSQL does not run SQLite's triggers; if the app "
+                f"relies on it, write it again in PL/pgSQL. Its SQLite SQL: {_one_line(ddl)}",
+                kind="trigger",
+            )
         self.collations = column_collations(self.conn)
         rtrim = sorted({f"{t}.{c}" for (t, c), name in self.collations.items() if name == "rtrim"})
         if rtrim:
@@ -194,6 +216,7 @@ class _Drafter:
             self._infer_checks(table, partitioned)
         for table in self.tables:
             self._infer_composite_references(table, partitioned)
+        self._infer_searches(partitioned)
         self._infer_views()
         return self._render(partitioned, time.perf_counter() - started)
 
@@ -272,6 +295,8 @@ class _Drafter:
         ]
         planned = []
         for column in columns:
+            if column.hidden == 1:
+                continue  # a virtual table's own hidden column (FTS5's rank): not data
             if column.hidden in (2, 3):
                 self._skip(
                     source,
@@ -588,6 +613,55 @@ class _Drafter:
                 f"reference ({', '.join(names)}) -> {parent.name}: every one of {total:,} resolves"
             )
         return entry
+
+    def _full_text(self, name: str, ddl: str) -> None:
+        """An FTS3/4/5 table: its text arrives as a table (its own, or the one it indexes with
+        content=), and its search as a tsvector column there; a contentless one is skipped."""
+        columns = [
+            str(r[1])
+            for r in self.conn.execute("SELECT * FROM pragma_table_xinfo(?)", (name,))
+            if not r[6]
+        ]
+        content = re.search(r"\bcontent\s*=\s*(['\"]?)([^'\",)]*)\1", ddl, re.I)
+        if content is not None and not content.group(2):
+            self._skip(
+                name,
+                "a contentless full-text table: it holds an index of text kept elsewhere, not "
+                f"the text; search that text in PostgreSQL with a tsvector. {_one_line(ddl)}",
+            )
+            return
+        if content is not None:
+            self.searches[name] = (content.group(2), columns)
+            self._skip(
+                name,
+                f"a full-text table over {content.group(2)} (content=): its rows are "
+                f"{content.group(2)}'s, and its search is {content.group(2)}'s search column",
+            )
+            return
+        self.tables.append(self._introspect(name, False))
+        self.tables[-1].ddl = ddl
+        self.searches[name] = (name, columns)
+
+    def _infer_searches(self, partitioned: _Table | None) -> None:
+        for fts, (holder, columns) in self.searches.items():
+            table = self._table(holder)
+            if table is None or table is partitioned:
+                continue
+            by_source = {sqlite_fold(c.source): c for c in table.columns}
+            found = [by_source.get(sqlite_fold(c)) for c in columns]
+            if None in found or any(c.entry["convert"] != "text" for c in found if c):
+                table.notes.append(f"full-text table {fts}: its columns are not all text here")
+                continue
+            table.entry["search"] = {
+                "columns": [c.entry["name"] for c in found if c],
+                "config": "simple",
+                "source": fts,
+            }
+            table.notes.append(
+                f"full-text search of {fts} kept as the tsvector column search (GIN-indexed); "
+                f"the app's `{fts} MATCH ?` becomes "
+                "`search @@ websearch_to_tsquery('simple', %s)`"
+            )
 
     def _infer_views(self) -> None:
         """Each view's SELECT written for PostgreSQL by sqlglot over the drafted tables, to be
@@ -912,6 +986,9 @@ class _Drafter:
             entry["checks"] = table.entry["checks"]
             lines.append("    checks:")
             lines.extend(f"      - {_flow(check)}" for check in table.entry["checks"])
+        if "search" in table.entry:
+            entry["search"] = table.entry["search"]
+            lines.append(f"    search: {_flow(table.entry['search'])}")
         if "references" in table.entry:
             entry["references"] = table.entry["references"]
             lines.append("    references:")
@@ -1300,6 +1377,12 @@ def _comment(text: str) -> str:
     return "# " + "".join(
         c if c.isprintable() else c.encode("unicode_escape").decode() for c in text
     )
+
+
+def _module(ddl: str) -> str:
+    """The module of a CREATE VIRTUAL TABLE (fts5, rtree, ...), lower case."""
+    found = re.search(r"\bUSING\s+(\w+)", ddl, re.I)
+    return found.group(1).lower() if found else ""
 
 
 def _one_line(ddl: str) -> str:

@@ -64,6 +64,11 @@ class _Undo(Exception):
 
 def probe(conn: Conn, lite: sqlite3.Connection, table: Table) -> tuple[list[Probe], list[str]]:
     """The probes of `table`, and the rules not probed with why."""
+    module = lite.execute(
+        "SELECT type FROM pragma_table_list WHERE schema = 'main' AND name = ?", (table.source,)
+    ).fetchone()
+    if module and module[0] == "virtual":
+        return [], [f"{table.source}: a virtual table, with no rules of its own"]
     scratch, rows = _scratch(lite, table)
     try:
         if not rows:

@@ -111,7 +111,9 @@ def _outcomes(
     planned = {sqlite_fold(c.source): c for c in table.columns if c.convert != "storage_class"}
     xinfo = lite.execute("SELECT * FROM pragma_table_xinfo(?)", (source,)).fetchall()
     keys: list[tuple[int, Column | None, str]] = []
-    for _, name, _, notnull, default, pk, _ in xinfo:
+    for _, name, _, notnull, default, pk, hidden in xinfo:
+        if hidden == 1:
+            continue  # a virtual table's own hidden column (FTS5's rank)
         column = planned.get(sqlite_fold(str(name)))
         label = f"{source}.{name}"
         if pk:

@@ -139,7 +139,8 @@ def source_objects(conn: sqlite3.Connection) -> list[tuple[str, str, list[str]]]
         columns = []
         if kind != "trigger":
             listed = conn.execute("SELECT * FROM pragma_table_xinfo(?)", (name,))
-            columns = [str(row[1]) for row in listed]
+            # A virtual table's hidden columns (FTS5's rank) are its module's, not data.
+            columns = [str(row[1]) for row in listed if row[6] != 1]
         objects.append((str(name), str(kind), columns))
     return objects
 

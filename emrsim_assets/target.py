@@ -133,6 +133,16 @@ def _column_defs(table: Table, loading: bool = False) -> sql.Composed:
         if default is not None:
             parts.append(sql.SQL("DEFAULT {}").format(default))
         defs.append(sql.SQL(" ").join(parts))
+    if table.search is not None:
+        # The search SQLite's FTS table gave: computed by PostgreSQL from the row, never loaded.
+        document = sql.SQL(" || ' ' || ").join(
+            sql.SQL("coalesce({}, '')").format(sql.Identifier(c)) for c in table.search.columns
+        )
+        defs.append(
+            sql.SQL(
+                "{} tsvector GENERATED ALWAYS AS (to_tsvector({}::regconfig, {})) STORED"
+            ).format(sql.Identifier(table.search.name), sql.Literal(table.search.config), document)
+        )
     return sql.SQL(", ").join(defs)
 
 
@@ -230,7 +240,13 @@ def ensure_staging_schema(conn: Conn) -> None:
 
 def plan_fingerprint(table: Table) -> str:
     """Identifies the plan's definition of a table: months loaded under another one can't attach."""
-    shape = (table.columns, table.primary_key, table.indexes, table.partition_by_month)
+    shape = (
+        table.columns,
+        table.primary_key,
+        table.indexes,
+        table.partition_by_month,
+        table.search,
+    )
     return "emrsim-plan:" + hashlib.sha256(repr(shape).encode()).hexdigest()[:16]
 
 
@@ -371,6 +387,15 @@ def _build_keys(conn: Conn, table: Table, name: str, building: str | None = None
             named = index_name(table, name, index)
             conn.execute(
                 _create_index(STAGING, table, on, _loading(named) if building else named, index)
+            )
+        if table.search is not None:
+            searched = fit(f"{name}_{table.search.name}", MAX_NAME)
+            conn.execute(
+                sql.SQL("CREATE INDEX {} ON {} USING gin ({})").format(
+                    sql.Identifier(_loading(searched) if building else searched),
+                    target,
+                    sql.Identifier(table.search.name),
+                )
             )
         _add_checks(conn, table, target)
     except psycopg.errors.UniqueViolation as exc:

@@ -817,3 +817,90 @@ def test_a_django_apps_rules_arrive_and_refuse_the_same_writes_on_both_sides(
         assert opened is not None and opened[0].total_seconds() == 0
         conn.rollback()
     lite.close()
+
+
+def _searchable(path: Path) -> None:
+    """A standalone FTS5 table written by peewee, and an external-content one (with its sync
+    triggers) that sqlite-utils puts over a plain table."""
+    import sqlite_utils
+    from peewee import SqliteDatabase
+    from playhouse.sqlite_ext import FTS5Model, SearchField
+
+    db = SqliteDatabase(str(path))
+
+    class Note(FTS5Model):  # type: ignore[misc]
+        title = SearchField()
+        body = SearchField()
+
+        class Meta:
+            database = db
+
+    db.create_tables([Note])
+    words = ["chest pain", "fever", "shortness of breath", "chest tightness", "rash"]
+    Note.insert_many(
+        [{"title": f"case {i}", "body": f"{words[i % 5]} for {i} days"} for i in range(40)]
+    ).execute()
+    db.close()
+    utils = sqlite_utils.Database(path)
+    utils["articles"].insert_all(
+        [{"id": i, "title": f"On {words[i % 5]}", "body": f"Text {i}"} for i in range(25)],
+        pk="id",
+    )
+    utils["articles"].enable_fts(["title", "body"], create_triggers=True)
+    utils.close()
+
+
+def test_full_text_search_arrives_as_a_tsvector_that_finds_the_same_rows(
+    tmp_path: Path, pg_url: str
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "search.db"
+    _searchable(path)
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(draft_plan(path), encoding="utf-8")
+    plan = load_plan(plan_path)
+    note, articles = plan.table("note"), plan.table("articles")
+    assert note.search is not None and note.search.columns == ("title", "body")
+    assert articles.search is not None and articles.search.source == "articles_fts"
+    skipped = {s.table: s.reason for s in plan.skip}
+    assert "its search is articles's search column" in skipped["articles_fts"]
+    sync = [s for s in plan.skip if s.kind == "trigger"]
+    assert sync and all("not needed in PostgreSQL" in s.reason for s in sync)
+
+    result = Migration(plan, path, pg_url, tmp_path / "work").run_job()
+    failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    assert result.success and not failed, failed
+    lite = sqlite3.connect(path)
+    with psycopg.connect(pg_url) as conn:
+        for term in ("chest", "fever", "breath"):
+            sqlite_notes = lite.execute(
+                "SELECT count(*) FROM note WHERE note MATCH ?", (term,)
+            ).fetchone()
+            pg_notes = conn.execute(
+                "SELECT count(*) FROM emrsim.note WHERE search @@ "
+                "websearch_to_tsquery('simple', %s)",
+                (term,),
+            ).fetchone()
+            assert sqlite_notes == pg_notes and pg_notes is not None and pg_notes[0] > 0
+            sqlite_articles = lite.execute(
+                "SELECT count(*) FROM articles_fts WHERE articles_fts MATCH ?", (term,)
+            ).fetchone()
+            pg_articles = conn.execute(
+                "SELECT count(*) FROM emrsim.articles WHERE search @@ "
+                "websearch_to_tsquery('simple', %s)",
+                (term,),
+            ).fetchone()
+            assert sqlite_articles == pg_articles
+        # A new row is searchable at once: the tsvector is computed by PostgreSQL.
+        conn.execute("INSERT INTO emrsim.articles (id, title, body) VALUES (99, 'Sepsis', 'x')")
+        found = conn.execute(
+            "SELECT id FROM emrsim.articles WHERE search @@ websearch_to_tsquery('simple', 'sepsis')"
+        ).fetchall()
+        assert found == [(99,)]
+        conn.rollback()
+        plan_uses_gin = conn.execute(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'emrsim' AND indexdef LIKE '%gin%'"
+        ).fetchone()
+        assert plan_uses_gin == (2,)
+    lite.close()

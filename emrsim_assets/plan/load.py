@@ -23,6 +23,7 @@ from emrsim_assets.plan.model import (
     Plan,
     Reference,
     Rule,
+    Search,
     Skip,
     Table,
     View,
@@ -224,6 +225,7 @@ def _parse_table(raw: Any, index: int) -> Table:
         _parse_reference(r, f"{where} reference {i}", names)
         for i, r in enumerate(raw.get("references") or [])
     )
+    search = _parse_search(raw.get("search"), where, columns, partition_column)
     allowed = int(raw.get("max_quarantined_rows", 0))
     return Table(
         name=name,
@@ -236,7 +238,26 @@ def _parse_table(raw: Any, index: int) -> Table:
         max_quarantined_rows=allowed,
         checks=rules,
         references=references,
+        search=search,
     )
+
+
+def _parse_search(
+    raw: Any, where: str, columns: tuple[Column, ...], partitioned: str | None
+) -> Search | None:
+    if raw is None:
+        return None
+    name = _target_name(raw.get("name", "search"), f"{where} search.name", MAX_NAME)
+    kinds = {c.name: c.convert for c in columns}
+    if name in kinds:
+        raise PlanError(f"{where}: search column {name!r} is also a column of the table.")
+    chosen = tuple(str(c) for c in raw["columns"])
+    wrong = [c for c in chosen if kinds.get(c) != "text"]
+    if wrong:
+        raise PlanError(f"{where}: search reads text columns of the table, and {wrong} are not.")
+    if partitioned:
+        raise PlanError(f"{where}: search is not kept on a table partitioned by month.")
+    return Search(name, chosen, str(raw.get("config", "simple")), raw.get("source"))
 
 
 def _parse_reference(raw: Any, where: str, columns: list[str]) -> Reference:

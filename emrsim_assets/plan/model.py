@@ -122,6 +122,17 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class Search:
+    """Full-text search kept from SQLite's FTS4/FTS5: a tsvector column PostgreSQL computes from
+    the text columns (GENERATED ALWAYS ... STORED), with a GIN index."""
+
+    name: str  # the tsvector column
+    columns: tuple[str, ...]
+    config: str = "simple"  # a text search configuration: simple (no stemming), english, ...
+    source: str | None = None  # the SQLite FTS table it replaces
+
+
+@dataclass(frozen=True)
 class Rule:
     """A CHECK constraint: the app's rule as SQLite has it, and as PostgreSQL takes it."""
 
@@ -142,6 +153,7 @@ class Table:
     max_quarantined_rows: int = 0  # cutover refuses while more rows than this are quarantined
     checks: tuple[Rule, ...] = ()  # CHECK constraints, held by the staging table once loaded
     references: tuple[Reference, ...] = ()  # foreign keys over several columns
+    search: Search | None = None  # full-text search of its FTS table, as a tsvector column
 
     def column(self, name: str) -> Column:
         for column in self.columns:

@@ -66,6 +66,15 @@ class ReferenceSpec(_Shape):
     enforce: Literal["constraint", "report"] = "constraint"
 
 
+class SearchSpec(_Shape):
+    name: str = "search"
+    columns: list[str] = Field(min_length=1)
+    config: Literal[
+        "simple", "english", "french", "german", "spanish", "italian", "portuguese", "dutch"
+    ] = "simple"
+    source: str | None = None
+
+
 class CheckSpec(_Shape):
     name: str
     postgres: str = Field(min_length=1)
@@ -83,6 +92,7 @@ class TableSpec(_Shape):
     max_quarantined_rows: StrictInt = Field(default=0, ge=0)
     checks: list[CheckSpec] = []
     references: list[ReferenceSpec] = []
+    search: SearchSpec | None = None
 
 
 class SkipSpec(_Shape):
