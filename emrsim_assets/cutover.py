@@ -10,7 +10,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-from emrsim_assets import views
+from emrsim_assets import triggers, views
 from emrsim_assets.errors import GateClosedError, TargetError
 from emrsim_assets.integrity import quarantined_rows
 from emrsim_assets.plan import Plan, Reference, Table
@@ -45,6 +45,7 @@ class CutoverResult:
     backups: dict[str, int]  # kept backup schema -> bytes
     pruned: list[str]
     views: list[views.Proof] = field(default_factory=list)
+    triggers: list[str] = field(default_factory=list)  # each created, and its probe
 
 
 def _schema_bytes(conn: Conn, schema: str) -> int:
@@ -131,6 +132,7 @@ def cutover(
                 for month in (this_month, next_month(this_month)):
                     create_month_partition(conn, table, month)
             _set_autovacuum(conn, table)
+        made = _recreate_triggers(conn, plan)
         proofs = _recreate_views(conn, plan, manifest)
         backup = None
         if schema_exists(conn, LIVE):
@@ -170,7 +172,21 @@ def cutover(
         backups,
         pruned,
         proofs,
+        made,
     )
+
+
+def _recreate_triggers(conn: Conn, plan: Plan) -> list[str]:
+    """The plan's triggers in PL/pgSQL on staging; each touch trigger proven by an update."""
+    said = []
+    for table in plan.tables:
+        for trigger in table.triggers:
+            triggers.create(conn, STAGING, table, trigger)
+            if trigger.form == "touch":
+                said.append(triggers.prove_touch(conn, STAGING, table, trigger))
+            else:
+                said.append(f"{trigger.name}: a guard on {', '.join(trigger.events)}")
+    return said
 
 
 def _recreate_views(conn: Conn, plan: Plan, manifest: Manifest) -> list[views.Proof]:

@@ -26,7 +26,13 @@ from emrsim_assets.kinds import KINDS, jsonb_accepts
 from emrsim_assets.plan.load import default_problem
 from emrsim_assets.plan.model import sqlite_fold
 from emrsim_assets.plan.names import MAX_NAME, MAX_TABLE_NAME, target_name
-from emrsim_assets.rules import checks_of, deferred_references, index_of, view_query
+from emrsim_assets.rules import (
+    checks_of,
+    deferred_references,
+    index_of,
+    trigger_form,
+    view_query,
+)
 from emrsim_assets.source import (
     app_collations,
     column_collations,
@@ -163,20 +169,6 @@ class _Drafter:
             else:
                 self.tables.append(self._introspect(name, without_rowid))
                 self.tables[-1].ddl = ddl
-        for name, ddl, on in triggers:
-            searched = next(
-                (f for f in self.searches if re.search(rf"\b{re.escape(f)}\b", ddl, re.I)), None
-            )
-            self._skip(
-                name,
-                f"a trigger on {on} that keeps the full-text table {searched} in step: not "
-                "needed in PostgreSQL, where the search column is computed from the row. Its "
-                f"SQLite SQL: {_one_line(ddl)}"
-                if searched
-                else f"a trigger on {on}: PostgreSQL does not run SQLite's triggers; if the app "
-                f"relies on it, write it again in PL/pgSQL. Its SQLite SQL: {_one_line(ddl)}",
-                kind="trigger",
-            )
         self.collations = column_collations(self.conn)
         rtrim = sorted({f"{t}.{c}" for (t, c), name in self.collations.items() if name == "rtrim"})
         if rtrim:
@@ -218,6 +210,8 @@ class _Drafter:
             self._infer_composite_references(table, partitioned)
         self._infer_searches(partitioned)
         self._infer_views()
+        for name, ddl, on in triggers:
+            self._infer_trigger(name, ddl, on, partitioned)
         return self._render(partitioned, time.perf_counter() - started)
 
     def _infer_checks(self, table: _Table, partitioned: _Table | None) -> None:
@@ -663,6 +657,58 @@ class _Drafter:
                 "`search @@ websearch_to_tsquery('simple', %s)`"
             )
 
+    def _infer_trigger(self, name: str, ddl: str, on: str, partitioned: _Table | None) -> None:
+        """A trigger in a form PL/pgSQL is written for (touch, guard), kept on its table; an
+        FTS table's sync trigger, named as not needed; any other, listed under skip with its
+        SQL and why."""
+        searched = next(
+            (f for f in self.searches if re.search(rf"\b{re.escape(f)}\b", ddl, re.I)), None
+        )
+        if searched:
+            self._skip(
+                name,
+                f"a trigger on {on} that keeps the full-text table {searched} in step: not "
+                "needed in PostgreSQL, where the search column is computed from the row. Its "
+                f"SQLite SQL: {_one_line(ddl)}",
+                kind="trigger",
+            )
+            return
+        table = self._table(on)
+        try:
+            if table is None:
+                raise PlanError(f"{on} is not migrated")
+            if table is partitioned:
+                raise PlanError("its table is partitioned by month")
+            form = trigger_form(
+                ddl,
+                {c.source: c.entry["name"] for c in table.columns},
+                {c.entry["name"]: c.entry["convert"] for c in table.columns},
+            )
+        except PlanError as exc:
+            self._skip(
+                name,
+                f"a trigger on {on}, not written again in PL/pgSQL ({exc}); if the app relies "
+                f"on it, write it by hand. Its SQLite SQL: {_one_line(ddl)}",
+                kind="trigger",
+            )
+            return
+        entry: dict[str, Any] = {
+            "name": target_name(name, self.index_names, MAX_NAME),
+            "source": name,
+        }
+        if form.form == "touch":
+            entry["touch"] = form.column
+        else:
+            entry["events"] = list(form.events)
+        if form.of:
+            entry["of"] = list(form.of)
+        if form.when is not None:
+            entry["when"] = form.when
+        if form.message is not None:
+            entry["raise"] = form.message
+        table.entry.setdefault("triggers", []).append(entry)
+        table.notes.append(f"trigger {name}: written again in PL/pgSQL ({form.form})")
+
     def _infer_views(self) -> None:
         """Each view's SELECT written for PostgreSQL by sqlglot over the drafted tables, to be
         created at cutover and proven there; one it cannot write is listed under skip."""
@@ -989,6 +1035,10 @@ class _Drafter:
         if "search" in table.entry:
             entry["search"] = table.entry["search"]
             lines.append(f"    search: {_flow(table.entry['search'])}")
+        if "triggers" in table.entry:
+            entry["triggers"] = table.entry["triggers"]
+            lines.append("    triggers:")
+            lines.extend(f"      - {_flow(t)}" for t in table.entry["triggers"])
         if "references" in table.entry:
             entry["references"] = table.entry["references"]
             lines.append("    references:")

@@ -9,7 +9,9 @@ is refused by name, and the draft lists such a rule under skip instead.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import sqlglot
@@ -300,4 +302,160 @@ def view_query(select_sql: str, tables: Sequence[TableLike], dialect: str = "sql
                 raise PlanError(f"it calls {node.sql(dialect)}, which is not translated here")
         elif not isinstance(node, NODES + QUERY_NODES):
             raise PlanError(f"it holds {type(node).__name__}, which a view here may not")
+    return tree.sql("postgres")
+
+
+# A trigger's header, read as SQLite wrote it: name, timing, events, table, WHEN, body. Only
+# read: what a trigger becomes in PostgreSQL is written from the parts, never from this text.
+_NAME = r'(?:"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]|[^\s(]+)'
+_TRIGGER = re.compile(
+    rf"^\s*CREATE\s+(?:TEMP(?:ORARY)?\s+)?TRIGGER\s+(?:IF\s+NOT\s+EXISTS\s+)?{_NAME}\s+"
+    r"(?P<timing>BEFORE|AFTER|INSTEAD\s+OF)?\s*"
+    r"(?P<event>INSERT|DELETE|UPDATE(?:\s+OF\s+.+?)?)\s+ON\s+"
+    rf"{_NAME}\s+(?:FOR\s+EACH\s+ROW\s+)?(?:WHEN\s+(?P<when>.+?)\s+)?"
+    r"BEGIN\s+(?P<body>.+?);?\s*END\s*;?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class TriggerForm:
+    """A SQLite trigger in one of the forms PL/pgSQL is written for: `touch` (an update sets a
+    timestamp column to the moment) or `guard` (a write is refused with a message when a
+    condition over NEW and OLD holds)."""
+
+    form: str
+    events: tuple[str, ...]
+    of: tuple[str, ...] = ()  # UPDATE OF these columns only
+    column: str | None = None  # touch: the target column
+    when: str | None = None  # PostgreSQL condition over NEW."col" / OLD."col"
+    message: str | None = None  # guard
+
+
+def trigger_form(ddl: str, columns: Mapping[str, str], kinds: Mapping[str, str]) -> TriggerForm:
+    """The form of a trigger, its columns renamed by `columns` (source -> target; `kinds`:
+    target -> convert), or PlanError saying why it has none."""
+    match = _TRIGGER.match(ddl)
+    if match is None:
+        raise PlanError("its CREATE TRIGGER is not of a form read here")
+    timing = (match.group("timing") or "BEFORE").upper()
+    if timing.startswith("INSTEAD"):
+        raise PlanError("an INSTEAD OF trigger (on a view) is not translated")
+    event = match.group("event").split()[0].lower()
+    folded = {_fold(k): v for k, v in columns.items()}
+    of_text = re.match(r"UPDATE\s+OF\s+(.+)$", match.group("event"), re.I | re.S)
+    of = tuple(
+        folded.get(_fold(name.strip().strip('"`[]')), "")
+        for name in (of_text.group(1).split(",") if of_text else [])
+    )
+    if "" in of:
+        raise PlanError("its UPDATE OF names a column not migrated")
+    try:
+        body = sqlglot.parse(match.group("body"), read="sqlite")
+    except sqlglot.errors.SqlglotError:
+        raise PlanError("sqlglot does not read its body") from None
+    statements = [b for b in body if b is not None]
+    if len(statements) != 1:
+        raise PlanError(f"its body has {len(statements)} statements; one is translated")
+    [statement] = statements
+    conditions = []
+    if match.group("when"):
+        conditions.append(sqlglot.parse_one(match.group("when"), read="sqlite"))
+    if isinstance(statement, exp.Update):
+        form = _touch(statement, event, conditions, columns, kinds)
+    elif isinstance(statement, exp.Select):
+        form = _guard(statement, event, conditions, columns)
+    else:
+        raise PlanError("its body is neither an UPDATE of a timestamp nor a RAISE")
+    return TriggerForm(form.form, form.events, of, form.column, form.when, form.message)
+
+
+_NOW = (exp.CurrentTimestamp, exp.CurrentDate, exp.TimeToStr, exp.TsOrDsToTimestamp)
+
+
+def _touch(
+    statement: exp.Update,
+    event: str,
+    conditions: list[exp.Expr],
+    columns: Mapping[str, str],
+    kinds: Mapping[str, str],
+) -> TriggerForm:
+    sets = statement.expressions
+    if event != "update" or len(sets) != 1 or not isinstance(sets[0], exp.EQ):
+        raise PlanError("an UPDATE in a trigger is translated when it sets one column on update")
+    target, value = sets[0].this, sets[0].expression
+    moment = (isinstance(value, _NOW) and "now" in value.sql("sqlite").lower()) or isinstance(
+        value, exp.CurrentTimestamp
+    )
+    if not isinstance(target, exp.Column) or not moment:
+        raise PlanError("it sets a column to something other than the moment (now)")
+    folded = {_fold(k): v for k, v in columns.items()}
+    column = folded.get(_fold(target.name))
+    if column is None or kinds.get(column) != "timestamp":
+        raise PlanError(f"it sets {target.name}, which is not a timestamp column here")
+    where = statement.args.get("where")
+    keys = [c for c in (where.this.find_all(exp.Column) if where is not None else [])]
+    if not any(_fold(c.table) == "new" for c in keys):
+        raise PlanError("its UPDATE does not find the row by NEW")
+    return TriggerForm("touch", ("update",), column=column, when=_condition(conditions, columns))
+
+
+def _guard(
+    statement: exp.Select, event: str, conditions: list[exp.Expr], columns: Mapping[str, str]
+) -> TriggerForm:
+    projected = statement.expressions
+    if len(projected) != 1 or statement.args.get("from"):
+        raise PlanError("its SELECT is not one RAISE")
+    raised = projected[0]
+    if isinstance(raised, exp.Case) and len(raised.args.get("ifs") or []) == 1:
+        branch = raised.args["ifs"][0]
+        conditions.append(branch.this)
+        raised = branch.args.get("true")
+    where = statement.args.get("where")
+    if where is not None:
+        conditions.append(where.this)
+    if not (isinstance(raised, exp.Anonymous) and str(raised.this).upper() == "RAISE"):
+        raise PlanError("its SELECT is not one RAISE")
+    action, *rest = raised.expressions
+    if action.name.upper() not in ("ABORT", "FAIL", "ROLLBACK") or len(rest) != 1:
+        raise PlanError(f"RAISE({action.name}) is not translated")
+    message = rest[0]
+    if not isinstance(message, exp.Literal) or not message.is_string:
+        raise PlanError("its RAISE message is not a string")
+    return TriggerForm(
+        "guard", (event,), when=_condition(conditions, columns), message=str(message.this)
+    )
+
+
+def _condition(conditions: list[exp.Expr], columns: Mapping[str, str]) -> str | None:
+    if not conditions:
+        return None
+    combined = exp.and_(*(c.copy() for c in conditions))
+    return trigger_condition(combined, columns, read="sqlite")
+
+
+def trigger_condition(
+    condition: exp.Expr | str, columns: Mapping[str, str], read: str = "postgres"
+) -> str:
+    """A condition over NEW and OLD rows written for PostgreSQL (NEW."col"), its columns
+    renamed by `columns` and every node checked as a CHECK's are."""
+    try:
+        tree = sqlglot.parse_one(condition, read=read) if isinstance(condition, str) else condition
+    except sqlglot.errors.SqlglotError:
+        raise PlanError("sqlglot does not read it") from None
+    folded = {_fold(k): v for k, v in columns.items()}
+    tree = tree.copy()
+    for node in list(tree.walk()):
+        if isinstance(node, exp.Column):
+            row = _fold(node.table)
+            target = folded.get(_fold(node.name))
+            if row not in ("new", "old") or target is None:
+                raise PlanError(f"it names {node.sql('sqlite')}, which is not NEW.col or OLD.col")
+            node.set("table", exp.to_identifier(row.upper(), quoted=False))
+            node.set("this", exp.to_identifier(target, quoted=True))
+        elif isinstance(node, exp.Func) and not isinstance(node, exp.Binary | exp.Unary):
+            if type(node).__name__ not in FUNCTIONS:
+                raise PlanError(f"it calls {node.sql('sqlite')}, which is not translated here")
+        elif not isinstance(node, NODES):
+            raise PlanError(f"it holds {type(node).__name__}, which a condition here may not")
     return tree.sql("postgres")

@@ -164,6 +164,15 @@ def _outcomes(
         "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? COLLATE NOCASE",
         (source,),
     ):
+        written = next(
+            (t for t in table.triggers if sqlite_fold(t.source) == sqlite_fold(str(trigger))), None
+        )
+        if written is not None:
+            yield (
+                "carried",
+                f"trigger {trigger} on {source}: {written.form}, in PL/pgSQL at cutover",
+            )
+            continue
         skip = plan.skipped(str(trigger), kind="trigger")
         yield _skipped_or_missing(skip, f"trigger {trigger} on {source}", "not in the plan")
 

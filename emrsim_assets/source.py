@@ -189,8 +189,11 @@ def check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Path
             for column in columns
             if sqlite_fold(column) not in planned[key] and plan.skipped(name, column) is None
         )
+    kept = {sqlite_fold(t.source) for table in plan.tables for t in table.triggers}
     left.extend(
-        f"trigger {name!r}" for name in triggers if plan.skipped(name, kind="trigger") is None
+        f"trigger {name!r}"
+        for name in triggers
+        if plan.skipped(name, kind="trigger") is None and sqlite_fold(name) not in kept
     )
     left.extend(
         f"collation {name!r} (the app's own)"

@@ -904,3 +904,96 @@ def test_full_text_search_arrives_as_a_tsvector_that_finds_the_same_rows(
         ).fetchone()
         assert plan_uses_gin == (2,)
     lite.close()
+
+
+def _with_triggers(path: Path) -> None:
+    """An app's hand-written triggers: touching updated_at, two guards, and an audit insert
+    (not translated: listed with its SQL)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL,
+            stock INTEGER NOT NULL DEFAULT 0,
+            updated_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP);
+        CREATE TABLE log (id INTEGER PRIMARY KEY, item_id INTEGER, at TEXT);
+        CREATE TRIGGER items_touch AFTER UPDATE ON items FOR EACH ROW
+            WHEN NEW.updated_at IS OLD.updated_at
+            BEGIN UPDATE items SET updated_at = CURRENT_TIMESTAMP WHERE id = NEW.id; END;
+        CREATE TRIGGER items_no_negative BEFORE INSERT ON items
+            BEGIN SELECT RAISE(ABORT, 'stock must not be negative') WHERE NEW.stock < 0; END;
+        CREATE TRIGGER items_slow_stock BEFORE UPDATE OF stock ON items BEGIN
+            SELECT CASE WHEN NEW.stock > OLD.stock + 100
+                THEN RAISE(ABORT, 'stock grows by 100 at most') END; END;
+        CREATE TRIGGER items_log AFTER INSERT ON items
+            BEGIN INSERT INTO log (item_id, at) VALUES (NEW.id, CURRENT_TIMESTAMP); END;
+        INSERT INTO items (name, stock, updated_at) VALUES
+            ('a', 1, '2024-01-01 10:00:00'), ('b', 2, '2024-01-02 10:00:00');
+        """
+    )
+    conn.close()
+
+
+def test_triggers_of_common_forms_are_written_in_plpgsql_and_behave_the_same(
+    tmp_path: Path, pg_url: str
+) -> None:
+    import shutil
+    import sqlite3
+
+    path = tmp_path / "items.db"
+    _with_triggers(path)
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(draft_plan(path), encoding="utf-8")
+    plan = load_plan(plan_path)
+    forms = {t.name: t.form for t in plan.table("items").triggers}
+    assert forms == {
+        "items_touch": "touch",
+        "items_no_negative": "guard",
+        "items_slow_stock": "guard",
+    }
+    [audit] = [s for s in plan.skip if s.kind == "trigger"]
+    assert audit.table == "items_log" and "INSERT INTO log" in audit.reason
+
+    result = Migration(plan, path, pg_url, tmp_path / "work").run_job()
+    failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    assert result.success and not failed, failed
+    [cutover] = [
+        m for m in result.get_asset_materialization_events() if m.asset_key.path == ["cutover"]
+    ]
+    said = cutover.materialization.metadata["triggers"].value
+    assert "items_touch: an update set updated_at to now()" in said
+
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(path, copy)
+    lite = sqlite3.connect(copy)
+    with psycopg.connect(pg_url) as conn:
+        for statement, message in (
+            ("INSERT INTO {}items (name, stock) VALUES ('c', -5)", "stock must not be negative"),
+            ("UPDATE {}items SET stock = stock + 500 WHERE id = 1", "stock grows by 100 at most"),
+        ):
+            with pytest.raises(sqlite3.IntegrityError, match=message):
+                lite.execute(statement.format(""))
+            with pytest.raises(psycopg.errors.IntegrityError, match=message):
+                conn.execute(statement.format("emrsim."))
+            conn.rollback()
+        # An update that leaves updated_at alone sets it to the moment, on both sides.
+        lite.execute("UPDATE items SET name = 'a2' WHERE id = 1")
+        touched = lite.execute("SELECT updated_at FROM items WHERE id = 1").fetchone()
+        assert touched is not None and touched[0] > "2025"
+        row = conn.execute(
+            "UPDATE emrsim.items SET name = 'a2' WHERE id = 1 RETURNING updated_at = now()"
+        ).fetchone()
+        assert row == (True,)
+        # One that sets it keeps the app's value, on both.
+        lite.execute("UPDATE items SET updated_at = '2030-01-01 00:00:00' WHERE id = 2")
+        assert lite.execute("SELECT updated_at FROM items WHERE id = 2").fetchone() == (
+            "2030-01-01 00:00:00",
+        )
+        kept = conn.execute(
+            "UPDATE emrsim.items SET updated_at = '2030-01-01 00:00:00+00' WHERE id = 2 "
+            "RETURNING updated_at"
+        ).fetchone()
+        assert kept is not None and kept[0].year == 2030
+        conn.rollback()
+    lite.close()

@@ -207,6 +207,7 @@ def build_cutover_asset(
                 "backups_dropped": dg.MetadataValue.json(result.pruned),
                 "foreign_keys": result.foreign_keys,
                 "indexes": result.indexes,
+                "triggers": dg.MetadataValue.json(result.triggers),
                 "views": dg.MetadataValue.json(
                     {
                         v.view: {

@@ -26,6 +26,7 @@ from emrsim_assets.plan.model import (
     Search,
     Skip,
     Table,
+    Trigger,
     View,
 )
 from emrsim_assets.plan.names import (
@@ -35,7 +36,7 @@ from emrsim_assets.plan.names import (
     RESERVED,
     TARGET_NAME,
 )
-from emrsim_assets.rules import checked, view_query
+from emrsim_assets.rules import checked, trigger_condition, view_query
 
 _INDEX_METHODS = ("btree", "gin")
 
@@ -226,6 +227,10 @@ def _parse_table(raw: Any, index: int) -> Table:
         for i, r in enumerate(raw.get("references") or [])
     )
     search = _parse_search(raw.get("search"), where, columns, partition_column)
+    triggers = tuple(
+        _parse_trigger(t, f"{where} trigger {i}", columns)
+        for i, t in enumerate(raw.get("triggers") or [])
+    )
     allowed = int(raw.get("max_quarantined_rows", 0))
     return Table(
         name=name,
@@ -239,7 +244,35 @@ def _parse_table(raw: Any, index: int) -> Table:
         checks=rules,
         references=references,
         search=search,
+        triggers=triggers,
     )
+
+
+def _parse_trigger(raw: Any, where: str, columns: tuple[Column, ...]) -> Trigger:
+    name = _target_name(raw.get("name"), f"{where}.name", MAX_NAME)
+    where = f"{where} ({name})"
+    names = {c.name: c.name for c in columns}
+    when = raw.get("when")
+    if when is not None:
+        try:
+            when = trigger_condition(str(when), names)
+        except PlanError as exc:
+            raise PlanError(f"{where}: when {raw.get('when')!r}: {exc}.") from None
+    of = tuple(str(c) for c in raw.get("of") or [])
+    if any(c not in names for c in of):
+        raise PlanError(f"{where}: of {list(of)} must be columns of the table.")
+    touch, message = raw.get("touch"), raw.get("raise")
+    if (touch is None) == (message is None):
+        raise PlanError(f"{where}: give it touch (a column) or raise (a message), one of them.")
+    if touch is not None:
+        column = next((c for c in columns if c.name == touch), None)
+        if column is None or column.convert != "timestamp":
+            raise PlanError(f"{where}: touch {touch!r} must be a timestamp column of the table.")
+        return Trigger(name, str(raw["source"]), "touch", ("update",), of, touch, when)
+    events = tuple(str(e) for e in raw.get("events") or [])
+    if not events:
+        raise PlanError(f"{where}: a guard names its events (events: [insert, update, delete]).")
+    return Trigger(name, str(raw["source"]), "guard", events, of, None, when, str(message))
 
 
 def _parse_search(

@@ -133,6 +133,22 @@ class Search:
 
 
 @dataclass(frozen=True)
+class Trigger:
+    """A SQLite trigger written again for PostgreSQL, in one of two forms: `touch` (an update
+    sets `column` to now()) or `guard` (a write on `events` is refused with `message` when
+    `when` holds). `when` is a PostgreSQL condition over NEW."col" and OLD."col"."""
+
+    name: str
+    source: str  # the SQLite trigger
+    form: str
+    events: tuple[str, ...]
+    of: tuple[str, ...] = ()
+    column: str | None = None
+    when: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
 class Rule:
     """A CHECK constraint: the app's rule as SQLite has it, and as PostgreSQL takes it."""
 
@@ -154,6 +170,7 @@ class Table:
     checks: tuple[Rule, ...] = ()  # CHECK constraints, held by the staging table once loaded
     references: tuple[Reference, ...] = ()  # foreign keys over several columns
     search: Search | None = None  # full-text search of its FTS table, as a tsvector column
+    triggers: tuple[Trigger, ...] = ()  # created at cutover
 
     def column(self, name: str) -> Column:
         for column in self.columns:

@@ -75,6 +75,16 @@ class SearchSpec(_Shape):
     source: str | None = None
 
 
+class TriggerSpec(_Shape):
+    name: str
+    source: str
+    touch: str | None = None  # the timestamp column an update sets to now()
+    events: list[Literal["insert", "update", "delete"]] = []  # a guard's events
+    of: list[str] = []  # UPDATE OF these columns only
+    when: str | None = None
+    raise_: str | None = Field(default=None, alias="raise")  # a guard's message
+
+
 class CheckSpec(_Shape):
     name: str
     postgres: str = Field(min_length=1)
@@ -93,6 +103,7 @@ class TableSpec(_Shape):
     checks: list[CheckSpec] = []
     references: list[ReferenceSpec] = []
     search: SearchSpec | None = None
+    triggers: list[TriggerSpec] = []
 
 
 class SkipSpec(_Shape):
