@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlglot
 import yaml
+from sqlglot import exp
 
 from emrsim_assets.deep import deep
 from emrsim_assets.errors import PlanError, SourceError
@@ -724,6 +725,16 @@ class _Drafter:
         for name, ddl in self.view_sql:
             try:
                 body = view_query(ddl, tables)
+                width = len(
+                    self.conn.execute("SELECT * FROM pragma_table_xinfo(?)", (name,)).fetchall()
+                )
+                query = sqlglot.parse_one(body, read="postgres")
+                written = len(query.selects) if isinstance(query, exp.Query) else 0
+                if width != written:
+                    raise PlanError(
+                        f"it gives {width} columns in SQLite and would give {written} over the "
+                        "migrated tables (a column it reads is not migrated)"
+                    )
             except PlanError as exc:
                 self._skip(
                     name,

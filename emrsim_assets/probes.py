@@ -16,6 +16,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -26,7 +27,7 @@ from sqlglot import exp
 from emrsim_assets.plan import Table
 from emrsim_assets.plan.model import sqlite_fold
 from emrsim_assets.schemas import STAGING, Conn
-from emrsim_assets.source import app_collations, quote_name, stand_in
+from emrsim_assets.source import app_collations, quote_name, row_locator, stand_in
 
 # Values a CHECK probe tries, by the column's kind, in this order: each means the same to
 # SQLite's column and to PostgreSQL's.
@@ -75,7 +76,7 @@ def probe(conn: Conn, lite: sqlite3.Connection, table: Table) -> tuple[list[Prob
             return [], [f"{table.source}: no row to probe with"]
         probes: list[Probe] = []
         skipped: list[str] = []
-        for outcome in _probes(conn, scratch, table, rows):
+        for outcome in _probes(conn, lite, scratch, table, rows):
             if isinstance(outcome, Probe):
                 probes.append(outcome)
             else:
@@ -88,39 +89,58 @@ def probe(conn: Conn, lite: sqlite3.Connection, table: Table) -> tuple[list[Prob
 def _scratch(lite: sqlite3.Connection, table: Table) -> tuple[sqlite3.Connection, list[int]]:
     """An in-memory SQLite holding the table's schema and up to 50 of its rows, and their rowids
     there (none for a WITHOUT ROWID table: it is not probed)."""
-    scratch = sqlite3.connect(":memory:")
-    for name in app_collations(lite):
-        scratch.create_collation(name, stand_in)
-    schema = lite.execute(
+    locator = row_locator(lite, table.source)
+    scratch = _memory(lite)
+    for (ddl,) in lite.execute(
         "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND type IN ('table', 'index') "
         "AND sql IS NOT NULL ORDER BY type = 'index'",
         (table.source,),
-    ).fetchall()
-    for (ddl,) in schema:
+    ).fetchall():
         scratch.execute(str(ddl))
-    stored = [
-        str(r[1])
-        for r in lite.execute("SELECT * FROM pragma_table_xinfo(?)", (table.source,))
-        if r[6] not in (2, 3)  # generated columns are computed, not written
-    ]
-    listed = ", ".join(quote_name(c) for c in stored)
-    rows = lite.execute(f"SELECT {listed} FROM {quote_name(table.source)} LIMIT 50").fetchall()  # noqa: S608
-    marks = ", ".join("?" for _ in stored)
-    scratch.executemany(
-        f"INSERT INTO {quote_name(table.source)} ({listed}) VALUES ({marks})",  # noqa: S608
-        rows,
-    )
-    without_rowid = lite.execute(
-        "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?", (table.source,)
-    ).fetchone()
-    if without_rowid and without_rowid[0]:
-        return scratch, []  # no rowid to find a row by
-    ids = [int(r[0]) for r in scratch.execute(f"SELECT rowid FROM {quote_name(table.source)}")]  # noqa: S608
+    if locator is None:
+        return scratch, []  # WITHOUT ROWID (or every rowid alias shadowed): no row to find
+    _copy_rows(scratch, lite, table, "LIMIT 50")
+    ids = [int(r[0]) for r in scratch.execute(f"SELECT {locator} FROM {quote_name(table.source)}")]  # noqa: S608
     return scratch, ids
 
 
+def _memory(lite: sqlite3.Connection) -> sqlite3.Connection:
+    """A scratch database in memory, the snapshot attached to it read-only as `snap`: rows are
+    copied inside SQLite, each value with its storage class and bytes (never decoded here)."""
+    [path] = [str(r[2]) for r in lite.execute("PRAGMA database_list") if r[1] == "main"]
+    scratch = sqlite3.connect("file::memory:", uri=True)
+    for name in app_collations(lite):
+        scratch.create_collation(name, stand_in)
+    scratch.execute("ATTACH DATABASE ? AS snap", (f"{Path(path).resolve().as_uri()}?mode=ro",))
+    return scratch
+
+
+def _copy_rows(
+    scratch: sqlite3.Connection, lite: sqlite3.Connection, table: Table, which: str
+) -> None:
+    stored = [
+        str(r[1])
+        for r in lite.execute("SELECT * FROM pragma_table_xinfo(?)", (table.source,))
+        if r[6] not in (1, 2, 3)  # generated columns are computed, not written
+    ]
+    listed = ", ".join(quote_name(c) for c in stored)
+    name = quote_name(table.source)
+    loc = _loc(lite, table)
+    scratch.execute(
+        f"INSERT INTO main.{name} ({loc}, {listed}) "  # noqa: S608
+        f"SELECT {loc}, {listed} FROM snap.{name} {which}"
+    )
+
+
+def _loc(db: sqlite3.Connection, table: Table) -> str:
+    """The name that reaches the table's rowid (a column may be named rowid)."""
+    locator = row_locator(db, table.source)
+    assert locator is not None  # a table is probed only where it has one
+    return locator
+
+
 def _probes(
-    conn: Conn, scratch: sqlite3.Connection, table: Table, rows: list[int]
+    conn: Conn, lite: sqlite3.Connection, scratch: sqlite3.Connection, table: Table, rows: list[int]
 ) -> Iterator[Probe | str]:
     by_source = {sqlite_fold(c.source): c for c in table.columns if c.convert != "storage_class"}
     any_row = _pg_rows(conn, table, [])
@@ -169,7 +189,7 @@ def _probes(
         lite_pair = [
             int(r[0])
             for r in scratch.execute(
-                f"SELECT rowid FROM {quote_name(table.source)} WHERE "  # noqa: S608
+                f"SELECT {_loc(scratch, table)} FROM {quote_name(table.source)} WHERE "  # noqa: S608
                 + " AND ".join(f"{quote_name(str(k))} IS NOT NULL" for k in keys)
                 + " LIMIT 2"
             )
@@ -189,15 +209,16 @@ def _probes(
                 names, names, _target(table), _row(pg_pair[0])
             ),
             f"({quoted}) = (SELECT {quoted} FROM {quote_name(table.source)} "  # noqa: S608
-            f"WHERE rowid = {lite_pair[0]})",
+            f"WHERE {_loc(scratch, table)} = {lite_pair[0]})",
             lite_pair[1],
             pg_pair[1],
         )
-    yield from _check_probes(conn, scratch, table, rows, by_source, any_row[0])
+    yield from _check_probes(conn, lite, scratch, table, rows, by_source, any_row[0])
 
 
 def _check_probes(
     conn: Conn,
+    lite: sqlite3.Connection,
     scratch: sqlite3.Connection,
     table: Table,
     rows: list[int],
@@ -226,26 +247,10 @@ def _check_probes(
             yield f"{what}: a rule over several columns or of a converted kind"
             continue
         column = columns[0]
-        single = sqlite3.connect(":memory:")
+        single = _memory(lite)
         try:
             single.execute(alone)
-            stored = [
-                str(r[1])
-                for r in scratch.execute(
-                    "SELECT * FROM pragma_table_xinfo(?) WHERE hidden NOT IN (2, 3)",
-                    (table.source,),
-                )
-            ]
-            listed = ", ".join(quote_name(c) for c in stored)
-            row = scratch.execute(
-                f"SELECT rowid, {listed} FROM {quote_name(table.source)} WHERE rowid = ?",  # noqa: S608
-                (rows[0],),
-            ).fetchone()
-            single.execute(
-                f"INSERT INTO {quote_name(table.source)} (rowid, {listed}) "  # noqa: S608
-                f"VALUES ({', '.join('?' for _ in row)})",
-                row,
-            )
+            _copy_rows(single, lite, table, f"WHERE {_loc(lite, table)} = {int(rows[0])}")
             found = _breaking(conn, single, table, rule.name, column, rows[0], pg_row)
         except sqlite3.Error as exc:
             yield f"{what}: its scratch table is refused by SQLite ({exc})"
@@ -321,7 +326,8 @@ def _both(
         try:
             scratch.execute("SAVEPOINT probe")
             scratch.execute(
-                f"UPDATE {quote_name(table.source)} SET {sqlite_set} WHERE rowid = ?",  # noqa: S608
+                f"UPDATE {quote_name(table.source)} SET {sqlite_set} "  # noqa: S608
+                f"WHERE {_loc(scratch, table)} = ?",
                 (row,),
             )
             sqlite_refused = False
@@ -374,7 +380,8 @@ def _refused(scratch: sqlite3.Connection, table: Table, column: str, value: Any,
     try:
         scratch.execute("SAVEPOINT probe")
         scratch.execute(
-            f"UPDATE {quote_name(table.source)} SET {quote_name(column)} = ? WHERE rowid = ?",  # noqa: S608
+            f"UPDATE {quote_name(table.source)} SET {quote_name(column)} = ? "  # noqa: S608
+            f"WHERE {_loc(scratch, table)} = ?",
             (value, row),
         )
         return False

@@ -270,6 +270,10 @@ def view_query(select_sql: str, tables: Sequence[TableLike], dialect: str = "sql
         tree = qualify(tree, schema=schema, dialect=dialect, validate_qualify_columns=True)
     except sqlglot.errors.OptimizeError as exc:
         raise PlanError(f"sqlglot cannot resolve its columns ({exc})") from None
+    if dialect == "sqlite":
+        # SQLite's LIKE ignores ASCII case; PostgreSQL's ILIKE does what the app's LIKE did.
+        for like in list(tree.find_all(exp.Like)):
+            like.replace(exp.ILike(this=like.this, expression=like.expression))
     aliases: dict[str, TableLike] = {}
     for found in tree.find_all(exp.Table):
         read = by_name[found.name.lower()]
