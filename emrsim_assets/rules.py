@@ -169,6 +169,24 @@ def deferred_references(ddl: str) -> set[tuple[str, ...]]:
     return found
 
 
+def generated_of(ddl: str, columns: Mapping[str, str]) -> dict[str, str]:
+    """Each generated column of a CREATE TABLE (folded source name) -> its expression written
+    for PostgreSQL, or PlanError text for one that does not translate (as "!why")."""
+    try:
+        tree = sqlglot.parse_one(ddl, read="sqlite")
+    except sqlglot.errors.ParseError:
+        return {}
+    found: dict[str, str] = {}
+    for column in tree.find_all(exp.ColumnDef):
+        for constraint in column.constraints:
+            if isinstance(constraint.kind, exp.ComputedColumnConstraint):
+                try:
+                    found[_fold(column.name)] = postgres_rule(constraint.kind.this, columns)
+                except PlanError as exc:
+                    found[_fold(column.name)] = f"!{exc}"
+    return found
+
+
 def check_texts(ddl: str) -> list[str]:
     """Each CHECK constraint of a CREATE TABLE, as sqlglot writes it back in SQLite's dialect
     (the form a plan's `sqlite:` and a check skip name it by)."""

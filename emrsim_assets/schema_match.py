@@ -47,7 +47,7 @@ class Ledger:
 class _Catalog:
     """What PostgreSQL holds for one staging table."""
 
-    columns: dict[str, tuple[bool, bool]]  # name -> (NOT NULL, has a default)
+    columns: dict[str, tuple[bool, bool, bool]]  # name -> (NOT NULL, has a default, generated)
     primary_key: frozenset[str]
     indexes: dict[str, tuple[bool, bool, int]]  # name -> (unique, partial, number of keys)
     checks: frozenset[str]
@@ -125,8 +125,14 @@ def _outcomes(
         if column.name not in pg.columns:
             yield "missing", f"column {label}: no column {column.name} in PostgreSQL"
             continue
-        not_null, has_default = pg.columns[column.name]
+        not_null, has_default, generated = pg.columns[column.name]
         yield "carried", f"column {label} -> {column.name}"
+        if hidden in (2, 3):
+            yield (
+                ("carried", f"GENERATED expression of {label}")
+                if generated
+                else ("missing", f"GENERATED expression of {label}: plain data in PostgreSQL")
+            )
         if notnull:
             yield (
                 ("carried", f"NOT NULL of {label}")
@@ -315,9 +321,10 @@ def _catalog(conn: Conn, table: Table) -> _Catalog:
     ).fetchone()
     assert oid is not None
     columns = {
-        str(name): (bool(not_null), bool(has_default))
-        for name, not_null, has_default in conn.execute(
-            "SELECT attname, attnotnull, atthasdef OR attidentity <> '' FROM pg_attribute "
+        str(name): (bool(not_null), bool(has_default) and generated == "", generated != "")
+        for name, not_null, has_default, generated in conn.execute(
+            "SELECT attname, attnotnull, atthasdef OR attidentity <> '', attgenerated::text "
+            "FROM pg_attribute "
             "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped",
             oid,
         )

@@ -358,6 +358,51 @@ def ensure_extensions(conn: Conn, table: Table) -> None:
         ) from None
 
 
+def _generate(conn: Conn, table: Table, target: sql.Composable) -> None:
+    """Generated columns, loaded with SQLite's values: each expression must give the loaded
+    value on every row (rows where it does not are named), then the column is made PostgreSQL's
+    own GENERATED ALWAYS AS (...) STORED (it moves to the end of the table)."""
+    others = {c.name for c in table.columns}
+    for column in table.columns:
+        if column.generated is None:
+            continue
+        expression = composed(f"generated {column.name}", column.generated, others - {column.name})
+        name = sql.Identifier(column.name)
+        differ = conn.execute(
+            sql.SQL("SELECT {}, {}, {} FROM {} WHERE {} IS DISTINCT FROM ({}) LIMIT 3").format(
+                sql.SQL(", ").join(sql.Identifier(k) for k in table.primary_key)
+                if table.primary_key
+                else sql.SQL("ctid::text"),
+                name,
+                expression,
+                target,
+                name,
+                expression,
+            )
+        ).fetchall()
+        if differ:
+            shown = "; ".join(
+                f"key {r[:-2]}: SQLite {r[-2]!r}, PostgreSQL {r[-1]!r}" for r in differ
+            )
+            raise ConversionError(
+                f"{table.name}.{column.name}: the generated expression {column.generated} "
+                f"gives other values than SQLite's ({shown}); write it by hand in the plan, or "
+                "drop generated (the column then keeps SQLite's values as data)."
+            )
+        conn.execute(
+            sql.SQL(
+                "ALTER TABLE {} DROP COLUMN {}, ADD COLUMN {} {} GENERATED ALWAYS AS ({}) STORED{}"
+            ).format(
+                target,
+                name,
+                name,
+                type_sql(column.pg_type),
+                expression,
+                sql.SQL("" if column.nullable else " NOT NULL"),
+            )
+        )
+
+
 def _build_keys(conn: Conn, table: Table, name: str, building: str | None = None) -> None:
     """Primary key and indexes of staging table `name`, built after the data is in (far faster
     than row by row). With `building`, they go on that table, named for `name` + `_LOADING`."""
@@ -531,6 +576,7 @@ def load_table(
             conn, table, target, batches, snapshot_sha, UNPARTITIONED, progress, expected_rows
         )
         _numeric_types(conn, table, target)
+        _generate(conn, table, target)
         _build_keys(conn, table, table.name)
         conn.execute(sql.SQL("ANALYZE {}").format(target))
         if on_loaded is not None:

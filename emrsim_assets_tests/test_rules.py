@@ -997,3 +997,77 @@ def test_triggers_of_common_forms_are_written_in_plpgsql_and_behave_the_same(
         assert kept is not None and kept[0].year == 2030
         conn.rollback()
     lite.close()
+
+
+class _Orders(DeclarativeBase):
+    pass
+
+
+class Line(_Orders):
+    """Generated columns as SQLAlchemy's Computed writes them: stored and virtual, one that
+    sqlglot writes for PostgreSQL and one it cannot (json_extract)."""
+
+    __tablename__ = "line"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(40))
+    qty: Mapped[int] = mapped_column()
+    price: Mapped[int] = mapped_column()
+    meta: Mapped[str] = mapped_column(sa.Text)
+    total: Mapped[int] = mapped_column(sa.Computed("qty * price", persisted=True))
+    label: Mapped[str] = mapped_column(sa.Computed("lower(name) || '#' || id"))
+    colour: Mapped[str] = mapped_column(sa.Computed("json_extract(meta, '$.colour')"))
+
+
+def test_generated_columns_are_computed_by_postgresql_after_proving_sqlites_values(
+    tmp_path: Path, pg_url: str
+) -> None:
+    path = tmp_path / "orders.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    _Orders.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO line (id, name, qty, price, meta) VALUES (:i, :n, :q, :p, :m)"),
+            [
+                {"i": i, "n": f"Item {i}", "q": i % 4, "p": 10 + i, "m": '{"colour": "red"}'}
+                for i in range(1, 31)
+            ],
+        )
+    engine.dispose()
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(draft_plan(path), encoding="utf-8")
+    plan = load_plan(plan_path)
+    line = plan.table("line")
+    assert line.column("total").generated == '"qty" * "price"'
+    assert line.column("label").generated is not None
+    [lost] = [s for s in plan.skip if s.column == "colour"]
+    assert "generated column not kept" in lost.reason
+
+    result = Migration(plan, path, pg_url, tmp_path / "work").run_job()
+    failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    assert result.success and not failed, failed
+    with psycopg.connect(pg_url) as conn:
+        generated = conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'emrsim.line'::regclass "
+            "AND attgenerated = 's' ORDER BY attname"
+        ).fetchall()
+        assert generated == [("label",), ("total",)]
+        row = conn.execute(
+            "INSERT INTO emrsim.line (id, name, qty, price, meta_) VALUES (99, 'New', 3, 7, '{}') "
+            "RETURNING total, label"
+        ).fetchone()
+        assert row == (21, "new#99")
+        conn.rollback()
+
+    # A plan whose expression gives other values stops the load, naming rows and values.
+    import yaml
+
+    from emrsim_assets.plan import parse_plan
+
+    raw = yaml.safe_load(plan_path.read_text())
+    for column in raw["tables"][0]["columns"]:
+        if column["name"] == "total":
+            column["generated"] = '"qty" + "price"'
+    result = Migration(parse_plan(raw, plan_path), path, pg_url, tmp_path / "w2").run_job()
+    assert not result.success
+    said = failure_sentence(result)
+    assert "line.total: the generated expression" in said and "SQLite 11, PostgreSQL 12" in said

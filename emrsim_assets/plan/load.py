@@ -226,6 +226,21 @@ def _parse_table(raw: Any, index: int) -> Table:
         _parse_reference(r, f"{where} reference {i}", names)
         for i, r in enumerate(raw.get("references") or [])
     )
+    for column in columns:
+        if column.generated is None:
+            continue
+        if column.name in keys or column.identity or column.default is not None:
+            raise PlanError(
+                f"{where} column {column.name!r}: a generated column is no key, identity or "
+                "default."
+            )
+        if column.convert not in ("text", "integer", "real") or partition_column:
+            raise PlanError(
+                f"{where} column {column.name!r}: generated is kept for text, integer and real "
+                "columns of a table not partitioned by month."
+            )
+        others = {c.name for c in columns if c.name != column.name}
+        checked(column.generated, others, f"{where} column {column.name!r} generated")
     search = _parse_search(raw.get("search"), where, columns, partition_column)
     triggers = tuple(
         _parse_trigger(t, f"{where} trigger {i}", columns)
@@ -412,6 +427,7 @@ def _parse_column(raw: Any, where: str, keys: tuple[str, ...]) -> Column:
         identity=identity,
         anomalies=anomalies,
         any_class=any_class,
+        generated=None if raw.get("generated") is None else str(raw["generated"]),
         collation=collation,
         references_column=None
         if raw.get("references_column") is None

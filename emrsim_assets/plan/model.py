@@ -80,6 +80,9 @@ class Column:
     any_class: bool = False  # text/blob: values of every storage class kept as their text/bytes
     # SQLite's COLLATE NOCASE: keys and unique indexes compare ASCII letters without case.
     collation: str | None = None
+    # A generated column: PostgreSQL computes it from this expression (GENERATED ALWAYS AS
+    # ... STORED); the load proves it gives SQLite's value on every row before it is made so.
+    generated: str | None = None
 
     @property
     def max_length(self) -> int | None:

@@ -42,6 +42,7 @@ class ColumnSpec(_Shape):
     anomalies: Literal["fail", "accept"] = "fail"
     any_class: StrictBool = False
     collation: Literal["nocase"] | None = None
+    generated: str | None = None
 
 
 class IndexSpec(_Shape):
