@@ -185,7 +185,7 @@ def _recreate_triggers(conn: Conn, plan: Plan) -> list[str]:
             if trigger.form == "touch":
                 said.append(triggers.prove_touch(conn, STAGING, table, trigger))
             else:
-                said.append(f"{trigger.name}: a guard on {', '.join(trigger.events)}")
+                said.append(f"{trigger.name}: {trigger.form} on {', '.join(trigger.events)}")
     return said
 
 

@@ -715,6 +715,10 @@ class _Drafter:
                 ddl,
                 {c.source: c.entry["name"] for c in table.columns},
                 {c.entry["name"]: c.entry["convert"] for c in table.columns},
+                {
+                    sqlite_fold(t.source): (t.name, {c.source: c.entry["name"] for c in t.columns})
+                    for t in self.tables
+                },
             )
         except PlanError as exc:
             self._skip(
@@ -738,6 +742,10 @@ class _Drafter:
             entry["when"] = form.when
         if form.message is not None:
             entry["raise"] = form.message
+        if form.into is not None:
+            entry["insert_into"] = form.into
+            entry["columns"] = list(form.columns)
+            entry["values"] = list(form.values)
         table.entry.setdefault("triggers", []).append(entry)
         table.notes.append(f"trigger {name}: written again in PL/pgSQL ({form.form})")
 

@@ -352,11 +352,20 @@ class TriggerForm:
     column: str | None = None  # touch: the target column
     when: str | None = None  # PostgreSQL condition over NEW."col" / OLD."col"
     message: str | None = None  # guard
+    into: str | None = None  # audit: the plan table a row is written to
+    columns: tuple[str, ...] = ()  # audit: its columns
+    values: tuple[str, ...] = ()  # audit: PostgreSQL expressions over NEW/OLD
 
 
-def trigger_form(ddl: str, columns: Mapping[str, str], kinds: Mapping[str, str]) -> TriggerForm:
+def trigger_form(
+    ddl: str,
+    columns: Mapping[str, str],
+    kinds: Mapping[str, str],
+    tables: Mapping[str, tuple[str, Mapping[str, str]]] | None = None,
+) -> TriggerForm:
     """The form of a trigger, its columns renamed by `columns` (source -> target; `kinds`:
-    target -> convert), or PlanError saying why it has none."""
+    target -> convert; `tables`: each table, by folded source name, as its target name and
+    its columns), or PlanError saying why it has none."""
     match = _TRIGGER.match(ddl)
     if match is None:
         raise PlanError("its CREATE TRIGGER is not of a form read here")
@@ -387,9 +396,55 @@ def trigger_form(ddl: str, columns: Mapping[str, str], kinds: Mapping[str, str])
         form = _touch(statement, event, conditions, columns, kinds)
     elif isinstance(statement, exp.Select):
         form = _guard(statement, event, conditions, columns)
+    elif isinstance(statement, exp.Insert):
+        form = _audit(statement, event, conditions, columns, tables or {})
     else:
-        raise PlanError("its body is neither an UPDATE of a timestamp nor a RAISE")
-    return TriggerForm(form.form, form.events, of, form.column, form.when, form.message)
+        raise PlanError("its body is not an UPDATE of a timestamp, a RAISE or an INSERT")
+    return TriggerForm(
+        form.form,
+        form.events,
+        of,
+        form.column,
+        form.when,
+        form.message,
+        form.into,
+        form.columns,
+        form.values,
+    )
+
+
+def _audit(
+    statement: exp.Insert,
+    event: str,
+    conditions: list[exp.Expr],
+    columns: Mapping[str, str],
+    tables: Mapping[str, tuple[str, Mapping[str, str]]],
+) -> TriggerForm:
+    target = statement.this
+    values = statement.expression
+    if not isinstance(target, exp.Schema) or not isinstance(target.this, exp.Table):
+        raise PlanError("its INSERT does not name its columns")
+    if not isinstance(values, exp.Values) or len(values.expressions) != 1:
+        raise PlanError("its INSERT is not one row of VALUES")
+    into = tables.get(_fold(target.this.name))
+    if into is None:
+        raise PlanError(f"it writes to {target.this.name}, which is not migrated")
+    into_columns = {_fold(k): v for k, v in into[1].items()}
+    names = [into_columns.get(_fold(i.name)) for i in target.expressions]
+    if None in names:
+        raise PlanError(f"it writes a column {target.this.name} does not migrate")
+    row = values.expressions[0].expressions
+    if len(row) != len(names):
+        raise PlanError("its INSERT gives as many values as columns, or is not read here")
+    written = tuple(trigger_condition(v, columns, read="sqlite", values=True) for v in row)
+    return TriggerForm(
+        "audit",
+        (event,),
+        when=_condition(conditions, columns),
+        into=into[0],
+        columns=tuple(n for n in names if n),
+        values=written,
+    )
 
 
 _NOW = (exp.CurrentTimestamp, exp.CurrentDate, exp.TimeToStr, exp.TsOrDsToTimestamp)
@@ -457,7 +512,10 @@ def _condition(conditions: list[exp.Expr], columns: Mapping[str, str]) -> str | 
 
 
 def trigger_condition(
-    condition: exp.Expr | str, columns: Mapping[str, str], read: str = "postgres"
+    condition: exp.Expr | str,
+    columns: Mapping[str, str],
+    read: str = "postgres",
+    values: bool = False,
 ) -> str:
     """A condition over NEW and OLD rows written for PostgreSQL (NEW."col"), its columns
     renamed by `columns` and every node checked as a CHECK's are."""
@@ -476,7 +534,8 @@ def trigger_condition(
             node.set("table", exp.to_identifier(row.upper(), quoted=False))
             node.set("this", exp.to_identifier(target, quoted=True))
         elif isinstance(node, exp.Func) and not isinstance(node, exp.Binary | exp.Unary):
-            if type(node).__name__ not in FUNCTIONS:
+            allowed = FUNCTIONS | ({"CurrentTimestamp"} if values else set())
+            if type(node).__name__ not in allowed:
                 raise PlanError(f"it calls {node.sql('sqlite')}, which is not translated here")
         elif not isinstance(node, NODES):
             raise PlanError(f"it holds {type(node).__name__}, which a condition here may not")

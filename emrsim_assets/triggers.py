@@ -13,7 +13,7 @@ from emrsim_assets.plan import Table
 from emrsim_assets.plan.model import Trigger
 from emrsim_assets.plan.names import MAX_NAME, fit
 from emrsim_assets.rules import trigger_condition
-from emrsim_assets.schemas import Conn
+from emrsim_assets.schemas import LIVE, Conn
 
 
 class _Undo(Exception):
@@ -38,9 +38,11 @@ def create(conn: Conn, schema: str, table: Table, trigger: Trigger) -> None:
             )
         else:
             events.append(_EVENTS[event])
+    timing = sql.SQL("AFTER" if trigger.form == "audit" else "BEFORE")
     conn.execute(
-        sql.SQL("CREATE TRIGGER {} BEFORE {} ON {}.{} FOR EACH ROW EXECUTE FUNCTION {}()").format(
+        sql.SQL("CREATE TRIGGER {} {} {} ON {}.{} FOR EACH ROW EXECUTE FUNCTION {}()").format(
             sql.Identifier(trigger.name),
+            timing,
             sql.SQL(" OR ").join(events),
             sql.Identifier(schema),
             sql.Identifier(table.name),
@@ -62,6 +64,21 @@ def _body(table: Table, trigger: Trigger) -> sql.Composable:
         if trigger.when is not None
         else sql.SQL("true")
     )
+    if trigger.form == "audit":
+        # The table is named in its live schema: the function runs after cutover, when
+        # staging has become the live schema (a function's body is resolved when it runs).
+        names = {c.name: c.name for c in table.columns}
+        return sql.SQL(
+            "BEGIN IF {} THEN INSERT INTO {}.{} ({}) VALUES ({}); END IF; RETURN NULL; END"
+        ).format(
+            condition,
+            sql.Identifier(LIVE),
+            sql.Identifier(str(trigger.into)),
+            sql.SQL(", ").join(sql.Identifier(c) for c in trigger.columns),
+            sql.SQL(", ").join(
+                sql.SQL(trigger_condition(v, names, values=True)) for v in trigger.values
+            ),
+        )
     if trigger.form == "touch":
         return sql.SQL("BEGIN IF {} THEN NEW.{} := now(); END IF; RETURN NEW; END").format(
             condition, sql.Identifier(str(trigger.column))

@@ -276,9 +276,35 @@ def _parse_trigger(raw: Any, where: str, columns: tuple[Column, ...]) -> Trigger
     of = tuple(str(c) for c in raw.get("of") or [])
     if any(c not in names for c in of):
         raise PlanError(f"{where}: of {list(of)} must be columns of the table.")
-    touch, message = raw.get("touch"), raw.get("raise")
-    if (touch is None) == (message is None):
-        raise PlanError(f"{where}: give it touch (a column) or raise (a message), one of them.")
+    touch, message, into = raw.get("touch"), raw.get("raise"), raw.get("insert_into")
+    if [touch, message, into].count(None) != 2:
+        raise PlanError(
+            f"{where}: give it one of touch (a column), raise (a message) or insert_into (a "
+            "table, with columns and values)."
+        )
+    if into is not None:
+        events = tuple(str(e) for e in raw.get("events") or [])
+        values = tuple(str(v) for v in raw.get("values") or [])
+        written = tuple(str(c) for c in raw.get("columns") or [])
+        if not events or not written or len(values) != len(written):
+            raise PlanError(f"{where}: an audit names its events, columns and as many values.")
+        try:
+            values = tuple(trigger_condition(v, names, values=True) for v in values)
+        except PlanError as exc:
+            raise PlanError(f"{where}: values: {exc}.") from None
+        return Trigger(
+            name,
+            str(raw["source"]),
+            "audit",
+            events,
+            of,
+            None,
+            when,
+            None,
+            str(into),
+            written,
+            values,
+        )
     if touch is not None:
         column = next((c for c in columns if c.name == touch), None)
         if column is None or column.convert != "timestamp":
@@ -536,6 +562,17 @@ def _check_references(plan: Plan) -> None:
                 )
         for ref in table.references:
             _check_composite(plan, table, ref)
+        for trigger in table.triggers:
+            if trigger.into is None:
+                continue
+            where = f"plan table {table.name!r} trigger {trigger.name!r}"
+            if trigger.into not in names:
+                raise PlanError(f"{where} writes to {trigger.into!r}, which is not in the plan.")
+            into = {c.name for c in plan.table(trigger.into).columns}
+            if any(c not in into for c in trigger.columns):
+                raise PlanError(
+                    f"{where}: columns {list(trigger.columns)} must be columns of {trigger.into}."
+                )
     for skip in plan.skip:
         if skip.kind != "table":
             continue

@@ -137,9 +137,10 @@ class Search:
 
 @dataclass(frozen=True)
 class Trigger:
-    """A SQLite trigger written again for PostgreSQL, in one of two forms: `touch` (an update
-    sets `column` to now()) or `guard` (a write on `events` is refused with `message` when
-    `when` holds). `when` is a PostgreSQL condition over NEW."col" and OLD."col"."""
+    """A SQLite trigger written again for PostgreSQL, in one of three forms: `touch` (an update
+    sets `column` to now()), `guard` (a write on `events` is refused with `message` when `when`
+    holds) or `audit` (after a write on `events`, a row of `values` goes into table `into`).
+    `when` is a PostgreSQL condition over NEW."col" and OLD."col"."""
 
     name: str
     source: str  # the SQLite trigger
@@ -149,6 +150,9 @@ class Trigger:
     column: str | None = None
     when: str | None = None
     message: str | None = None
+    into: str | None = None  # audit: the plan table a row is written to, after the write
+    columns: tuple[str, ...] = ()
+    values: tuple[str, ...] = ()  # PostgreSQL expressions over NEW."col" / OLD."col"
 
 
 @dataclass(frozen=True)

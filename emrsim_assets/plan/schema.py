@@ -84,6 +84,9 @@ class TriggerSpec(_Shape):
     of: list[str] = []  # UPDATE OF these columns only
     when: str | None = None
     raise_: str | None = Field(default=None, alias="raise")  # a guard's message
+    insert_into: str | None = None  # an audit's table
+    columns: list[str] = []
+    values: list[str] = []
 
 
 class CheckSpec(_Shape):
