@@ -213,6 +213,27 @@ def _probes(
             lite_pair[1],
             pg_pair[1],
         )
+        nocase = [by_source[f] for f in folded if by_source[f].collation == "nocase"]
+        if len(keys) == 1 and nocase:
+            # COLLATE NOCASE: the first row's value in other case is the same key, on both.
+            column = nocase[0]
+            yield _both(
+                conn,
+                scratch,
+                table,
+                f"{what} (COLLATE NOCASE)",
+                f"a second row given the first row's {keys[0]} in upper case",
+                sql.SQL("{} = (SELECT upper({}) FROM {} WHERE {})").format(
+                    sql.Identifier(column.name),
+                    sql.Identifier(column.name),
+                    _target(table),
+                    _row(pg_pair[0]),
+                ),
+                f"{quoted} = (SELECT upper({quoted}) FROM {quote_name(table.source)} "  # noqa: S608
+                f"WHERE {_loc(scratch, table)} = {lite_pair[0]})",
+                lite_pair[1],
+                pg_pair[1],
+            )
     yield from _check_probes(conn, lite, scratch, table, rows, by_source, any_row[0])
 
 

@@ -168,6 +168,13 @@ def test_a_unique_nocase_column_refuses_a_case_collision_on_both_sides(
     assert plan.skipped("rtrim", kind="collation") is not None
     result = Migration(plan, path, pg_url, tmp_path / "work").run_job()
     assert result.success
+    # The check's own probe: the first e-mail in upper case, refused by both.
+    probes = _schema_verdict(result, "people").metadata["probe_results"].value
+    assert any(
+        "(COLLATE NOCASE): a second row given the first row's email in upper case: SQLite "
+        "refused, PostgreSQL refused" in p
+        for p in probes
+    ), probes
 
     # SQLite refuses a second ANN@EXAMPLE.ORG (on a copy: the source is never written).
     copy = tmp_path / "copy.db"
