@@ -124,3 +124,37 @@ def terminal_bars() -> Iterator[None]:
 
     with bars, watching(draw):
         yield
+
+
+# The run's report lines, as a person reads them: numbers with separators, no Python values.
+RATE_SHOWN_FROM = 10_000  # rows: below, a rate says more about the clock than the load
+
+
+def snapshot_line(sha256: str, row_counts: dict[str, int], seconds: float) -> str:
+    total = sum(row_counts.values())
+    return (
+        f"Snapshot {sha256[:12]}: {len(row_counts)} tables, {total:,} rows, "
+        f"taken and checked in {seconds:.1f} s"
+    )
+
+
+def loaded_line(table: str, rows: int, seconds: float) -> str:
+    said = f"{table}: {rows:,} rows loaded in {seconds:.1f} s"
+    if rows >= RATE_SHOWN_FROM and seconds > 0:
+        said += f" ({rows / seconds:,.0f} rows/s)"
+    return said
+
+
+def cutover_line(row_counts: dict[str, int], schema: str, backup: str | None, skips: int) -> str:
+    said = (
+        f"Cutover done: {len(row_counts)} tables, {sum(row_counts.values()):,} rows are live in "
+        f"schema {schema}; "
+    )
+    said += (
+        f"the previous live schema is kept as {backup}"
+        if backup
+        else "nothing was live before (first cutover)"
+    )
+    if skips:
+        said += f"; {skips} source objects are left behind as the plan's skip says"
+    return said + "."

@@ -186,6 +186,13 @@ def test_migrate_and_materialize_commands_from_the_readme(tmp_path: Path, pg_url
     full = shell(".venv/bin/emrsim-migrate migrate", env)
     assert full.returncode == 0, full.stdout + full.stderr
     assert "cutover: done" in full.stdout
+    # The terminal report reads as a report: no Python dict, list or None in it.
+    said = full.stdout + full.stderr
+    assert "Snapshot " in said and " tables, " in said and "taken and checked in" in said, said
+    assert "Cutover done: 6 tables," in said and "are live in schema emrsim" in said, said
+    for line in said.splitlines():
+        if line.strip().startswith(("Snapshot", "Cutover done", "users:", "patients:")):
+            assert "{" not in line and "None" not in line and "[" not in line, line
     proved = shell(
         ".venv/bin/dagster asset materialize -m emrsim_assets.definitions --select app_workload",
         env,

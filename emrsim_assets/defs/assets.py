@@ -53,7 +53,7 @@ def build_snapshot_asset(plan: Plan, months: dg.PartitionsDefinition) -> dg.Asse
                 with conn.transaction():
                     ensure_staging_schema(conn)
         context.log.info(
-            f"Snapshot {manifest.sha256[:12]}: {manifest.row_counts} in {manifest.seconds} s"
+            progress.snapshot_line(manifest.sha256, manifest.row_counts, manifest.seconds)
         )
         return dg.MaterializeResult(
             metadata={
@@ -164,9 +164,7 @@ def build_table_asset(
             stat = pipeline.load_table(
                 conn, plan, table, manifest, migration.batch_rows, _reporter(context)
             )
-        context.log.info(
-            f"{table.name}: {stat.loaded_rows:,} rows, {stat.rows_per_second:,.0f} rows/s"
-        )
+        context.log.info(progress.loaded_line(table.name, stat.loaded_rows, stat.seconds))
         return dg.MaterializeResult(metadata=_metadata([stat]))
 
     return _table  # type: ignore[no-any-return]
@@ -196,7 +194,7 @@ def build_cutover_asset(
                     conn, plan, migration.manifest(), keep_backups=migration.keep_backups
                 )
         context.log.info(
-            f"Cutover done: {result.row_counts}; backup schema: {result.backup_schema}"
+            progress.cutover_line(result.row_counts, LIVE, result.backup_schema, len(plan.skip))
         )
         return dg.MaterializeResult(
             metadata={
