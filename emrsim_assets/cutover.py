@@ -147,6 +147,14 @@ def cutover(
                 sql.Identifier(STAGING), sql.Identifier(LIVE)
             )
         )
+        # The app's connections find the tables without naming the schema: this role's
+        # sessions in this database search the live schema first (new sessions; the role may
+        # set its own defaults, no other privilege needed).
+        conn.execute(
+            sql.SQL("ALTER ROLE CURRENT_USER IN DATABASE {} SET search_path = {}, public").format(
+                sql.Identifier(str(conn.info.dbname)), sql.Identifier(LIVE)
+            )
+        )
         counts = {t.name: _count(conn, LIVE, t.name) for t in plan.tables}
         _record(conn, "cutover", manifest.sha256, backup, counts)
         # Staging is consumed: the next migration starts from a fresh snapshot and fresh loads.

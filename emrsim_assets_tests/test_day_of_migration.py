@@ -133,3 +133,22 @@ def test_the_partitions_are_the_months_with_data_and_the_jobs_carry_them_all(
         tags = migration.defs.resolve_job_def(name).tags
         assert tags["dagster/asset_partition_range_start"] == migration.months[0]
         assert tags["dagster/asset_partition_range_end"] == migration.months[-1]
+
+
+def test_after_cutover_a_new_connection_finds_the_tables_without_naming_the_schema(
+    migration: Migration,
+) -> None:
+    """The printed psql line and the app's DB_* settings reach the tables: cutover sets this
+    role's search_path in this database to the live schema (new sessions)."""
+    import psycopg
+
+    assert migration.run_job("migrate").success
+    with psycopg.connect(migration.pg_url) as conn:
+        path = conn.execute("SHOW search_path").fetchone()
+        assert path is not None and str(path[0]).startswith("emrsim")
+        messages = conn.execute("SELECT count(*) FROM messages").fetchone()
+        assert messages is not None and int(messages[0]) > 0
+        tables = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = ANY (current_schemas(false))"
+        ).fetchone()
+        assert tables is not None and int(tables[0]) >= 6

@@ -190,6 +190,7 @@ def test_migrate_and_materialize_commands_from_the_readme(tmp_path: Path, pg_url
     said = full.stdout + full.stderr
     assert "Snapshot " in said and " tables, " in said and "taken and checked in" in said, said
     assert "Cutover done: 6 tables," in said and "are live in schema emrsim" in said, said
+    assert "the app: DB_HOST=" in said and "DB_NAME=" in said, said
     for line in said.splitlines():
         if line.strip().startswith(("Snapshot", "Cutover done", "users:", "patients:")):
             assert "{" not in line and "None" not in line and "[" not in line, line
