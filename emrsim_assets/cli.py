@@ -154,6 +154,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     # the environment when imported: not needed here). The job carries every month as its
     # partition range.
     plan = load_plan(plan_path)
+    # The plan against the source before any run exists: a typo is a sentence, not a failed run.
+    from emrsim_assets.source import check_plan_matches_source, open_readonly
+
+    source = Path(os.environ["EMRSIM_SQLITE_PATH"])
+    reader = open_readonly(source)
+    try:
+        check_plan_matches_source(reader, plan, source)
+    finally:
+        reader.close()
     defs = build_defs(plan)
     from emrsim_assets.defs.loggers import cli_logging, log_dir
 

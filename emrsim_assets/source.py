@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
 import re
@@ -157,16 +158,22 @@ def check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Path
     for table in plan.tables:
         _, kind, present = objects.get(sqlite_fold(table.source), ("", "", []))
         if kind != "table":
+            names = sorted(n for n, k, _ in objects.values() if k == "table")
+            near = difflib.get_close_matches(table.source, names, n=1, cutoff=0.6)
             raise SourceError(
-                f"The plan migrates table {table.source!r}, but {source} has no such table "
-                f"(it has: {', '.join(sorted(n for n, _, _ in objects.values()))})."
+                f"The plan migrates table {table.source!r}, but {source} has no such table"
+                + (f": did you mean {near[0]!r}?" if near else "")
+                + f" (it has: {', '.join(names)})."
             )
         lowered = {sqlite_fold(c) for c in present}
         for column in table.columns:
             if sqlite_fold(column.source) not in lowered:
+                near = difflib.get_close_matches(column.source, present, n=1, cutoff=0.6)
                 raise SourceError(
                     f"The plan reads column {table.source}.{column.source}, but {source} has no "
-                    f"such column (it has: {', '.join(present)})."
+                    "such column"
+                    + (f": did you mean {near[0]}?" if near else "")
+                    + f" (it has: {', '.join(present)})."
                 )
     planned = {
         sqlite_fold(t.source): {sqlite_fold(c.source) for c in t.columns} for t in plan.tables

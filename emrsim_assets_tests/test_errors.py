@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
+from emrsim_assets import cli
 from emrsim_assets_tests.conftest import (
     PASSWORD,
     PASSWORD_USER,
@@ -362,3 +363,35 @@ def test_a_bad_setting_given_to_the_cli_is_one_sentence(
     out = capsys.readouterr()
     assert code == 2
     assert "EMRSIM_WORKERS='lots' must be a whole number" in _one_sentence(out.out + out.err)
+
+
+def test_a_typo_in_the_plan_is_refused_before_any_run_exists_naming_the_closest_column(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    sample_db: Path,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import yaml
+
+    from emrsim_assets.plan import default_plan_path
+
+    raw = yaml.safe_load(default_plan_path().read_text())
+    users = next(t for t in raw["tables"] if t["name"] == "users")
+    column = next(c for c in users["columns"] if c["name"] == "email")
+    column["source"] = "emial"
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    monkeypatch.setenv("EMRSIM_PLAN", str(plan))
+    monkeypatch.setenv("EMRSIM_SQLITE_PATH", str(sample_db))
+    monkeypatch.setenv("EMRSIM_PG_URL", pg_url)
+    monkeypatch.setenv("EMRSIM_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    code = cli.main(["migrate", "--plan", str(plan)])
+    out = capsys.readouterr()
+    assert code == 2, out
+    said = _one_sentence(out.err)
+    assert "users.emial" in said and "did you mean email?" in said
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_runs_count() == 0  # refused before a run was created
