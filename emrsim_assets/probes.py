@@ -59,6 +59,10 @@ class Probe:
         )
 
 
+# SQLite's own names for its text encodings, as PRAGMA encoding reports and takes them.
+_ENCODINGS = {e: e for e in ("UTF-8", "UTF-16le", "UTF-16be", "UTF-16")}
+
+
 class _Undo(Exception):
     """Rolls a probe's transaction back whatever its write did."""
 
@@ -92,7 +96,7 @@ def _scratch(lite: sqlite3.Connection, table: Table) -> tuple[sqlite3.Connection
     locator = row_locator(lite, table.source)
     scratch = _memory(lite)
     for (ddl,) in lite.execute(
-        "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND type IN ('table', 'index') "
+        "SELECT sql FROM sqlite_master WHERE tbl_name = ? COLLATE NOCASE AND type IN ('table', 'index') "
         "AND sql IS NOT NULL ORDER BY type = 'index'",
         (table.source,),
     ).fetchall():
@@ -109,6 +113,9 @@ def _memory(lite: sqlite3.Connection) -> sqlite3.Connection:
     copied inside SQLite, each value with its storage class and bytes (never decoded here)."""
     [path] = [str(r[2]) for r in lite.execute("PRAGMA database_list") if r[1] == "main"]
     scratch = sqlite3.connect("file::memory:", uri=True)
+    # An attached file must share the main database's text encoding (UTF-16 files exist).
+    [(encoding,)] = lite.execute("PRAGMA encoding").fetchall()
+    scratch.execute(f"PRAGMA encoding = '{_ENCODINGS[str(encoding)]}'")
     for name in app_collations(lite):
         scratch.create_collation(name, stand_in)
     scratch.execute("ATTACH DATABASE ? AS snap", (f"{Path(path).resolve().as_uri()}?mode=ro",))
@@ -181,6 +188,13 @@ def _probes(
         if len(rows) < 2:
             yield f"{what}: one row only"
             continue
+        month = table.partition_by_month
+        if month and month not in {by_source[sqlite_fold(str(k))].name for k in keys}:
+            yield (
+                f"{what}: on the table partitioned by month, PostgreSQL holds it unique per "
+                "month; key_unique_across_months proves it across them"
+            )
+            continue
         # Each key column with its storage class beside it, where the plan keeps one (a key
         # that holds 6 and '6' is unique by value and class together).
         folded = {sqlite_fold(str(k)) for k in keys}
@@ -250,7 +264,8 @@ def _check_probes(
     rule alone (SQLite checks every rule at once), then sent to PostgreSQL, which must refuse
     it by this rule's constraint."""
     ddl = scratch.execute(
-        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table.source,)
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
+        (table.source,),
     ).fetchone()
     for rule in table.checks:
         what = f"CHECK ({rule.sqlite or rule.postgres}) of {table.source}"

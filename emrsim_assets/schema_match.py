@@ -151,7 +151,7 @@ def _outcomes(
     yield from _references(lite, plan, table)
     kept = {rule.sqlite: rule.name for rule in table.checks}
     row = lite.execute(
-        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (source,)
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE", (source,)
     ).fetchone()
     for text in check_texts(str(row[0] or "") if row else ""):
         what = f"CHECK ({text}) of {source}"

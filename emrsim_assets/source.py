@@ -231,7 +231,7 @@ def check_plan_matches_source(conn: sqlite3.Connection, plan: Plan, source: Path
     # CHECK constraints: each kept by the plan (its sqlite text) or listed under skip.
     for planned_table in plan.tables:
         row = conn.execute(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
             (planned_table.source,),
         ).fetchone()
         kept = {rule.sqlite for rule in planned_table.checks}

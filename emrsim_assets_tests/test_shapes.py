@@ -83,14 +83,17 @@ def test_reserved_and_mixed_case_names_are_mapped_and_the_source_spelling_kept(
     assert all(len(t.name) <= 53 for t in mixed.tables)
 
 
-def test_views_and_generated_columns_are_skipped_with_a_reason(tmp_path: Path) -> None:
+def test_views_and_generated_columns_are_carried_and_the_rest_named(tmp_path: Path) -> None:
     sqlite = write_shape("views_and_rowid_columns", tmp_path / "v.sqlite")
     plan = load_plan(_written(tmp_path, draft_plan(sqlite)))
-    skip = plan.skipped("people_named_a")
-    assert skip is not None and "a view" in skip.reason
-    generated = plan.skipped("people", "initial")
-    assert generated is not None and "a generated column" in generated.reason
-    assert "initial" not in {c.source for c in plan.table("people").columns}
+    # The view is recreated over the migrated tables, its LIKE as ILIKE (SQLite's ignores case).
+    [view] = plan.views
+    assert view.source == "people_named_a" and "ILIKE 'A%'" in view.postgres
+    # The generated column is PostgreSQL's own, from sqlglot's writing of its expression.
+    assert plan.table("people").column("initial").generated == 'SUBSTRING("name" FROM 1 FOR 1)'
+    # A trigger of no form carried over is named, with its SQL.
+    noted = plan.skipped("people_noted", kind="trigger")
+    assert noted is not None and "INSERT INTO notes VALUES" in noted.reason
 
 
 def test_our_reserved_names_cover_dagsters() -> None:
