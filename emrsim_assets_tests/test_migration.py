@@ -275,7 +275,9 @@ def test_a_message_written_late_into_an_earlier_month_lands_in_that_month(
     messages = plan.table("messages")
     with migration.connect() as conn:
         row = conn.execute(
-            "SELECT tableoid::regclass::text FROM emrsim.messages WHERE id = %s",
+            "SELECT n.nspname || '.' || c.relname FROM emrsim.messages m "
+            "JOIN pg_class c ON c.oid = m.tableoid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE m.id = %s",
             (legacy_uuid("messages", int(late or 0)),),
         ).fetchone()
     assert row == ("emrsim.messages_y2023m03",)
