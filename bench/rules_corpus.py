@@ -55,6 +55,8 @@ FILES: dict[str, Callable[[Path], None]] = {
     "SQLAlchemy MLflow-like": test_rules._written_by_sqlalchemy,
     "SQLAlchemy accounts": _sqlalchemy(test_rules._Accounts),
     "SQLAlchemy clinics": _sqlalchemy(test_rules._Clinics),
+    "SQLAlchemy NOCASE / RTRIM": _sqlalchemy(test_rules._People),
+    "SQLAlchemy Computed": _sqlalchemy(test_rules._Orders),
     "sqlite-utils shop": test_rules._shop_by_sqlite_utils,
     "peewee + sqlite-utils search": test_rules._searchable,
     "hand-written triggers": test_rules._with_triggers,
@@ -70,6 +72,7 @@ def translated(plan: Plan) -> Counter[str]:
         found["partial or expression index"] += sum(not ix.plain for ix in table.indexes)
         found["trigger (PL/pgSQL)"] += len(table.triggers)
         found["full-text search"] += table.search is not None
+        found["generated column"] += sum(c.generated is not None for c in table.columns)
     found["view"] += len(plan.views)
     return found
 
