@@ -68,26 +68,34 @@ class _Undo(Exception):
 
 
 def probe(conn: Conn, lite: sqlite3.Connection, table: Table) -> tuple[list[Probe], list[str]]:
-    """The probes of `table`, and the rules not probed with why."""
+    """The probes of `table`, and the rules not probed with why. A scratch write SQLite cannot
+    run at all (a CHECK calling a function of the app's own, say) ends the probing of the
+    table, said in the list: the catalog comparison still holds."""
     module = lite.execute(
-        "SELECT type FROM pragma_table_list WHERE schema = 'main' AND name = ?", (table.source,)
+        "SELECT type FROM pragma_table_list WHERE schema = 'main' AND name = ? COLLATE NOCASE",
+        (table.source,),
     ).fetchone()
     if module and module[0] == "virtual":
         return [], [f"{table.source}: a virtual table, with no rules of its own"]
-    scratch, rows = _scratch(lite, table)
+    probes: list[Probe] = []
+    skipped: list[str] = []
+    try:
+        scratch, rows = _scratch(lite, table)
+    except sqlite3.Error as exc:
+        return [], [f"{table.source}: its scratch copy is refused by SQLite ({exc})"]
     try:
         if not rows:
             return [], [f"{table.source}: no row to probe with"]
-        probes: list[Probe] = []
-        skipped: list[str] = []
         for outcome in _probes(conn, lite, scratch, table, rows):
             if isinstance(outcome, Probe):
                 probes.append(outcome)
             else:
                 skipped.append(outcome)
-        return probes, skipped
+    except sqlite3.Error as exc:
+        skipped.append(f"{table.source}: probing stopped, SQLite cannot run a probe ({exc})")
     finally:
         scratch.close()
+    return probes, skipped
 
 
 def _scratch(lite: sqlite3.Connection, table: Table) -> tuple[sqlite3.Connection, list[int]]:

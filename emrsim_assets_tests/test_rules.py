@@ -1088,3 +1088,32 @@ def test_generated_columns_are_computed_by_postgresql_after_proving_sqlites_valu
     assert not result.success
     said = failure_sentence(result)
     assert "line.total: the generated expression" in said and "SQLite 11, PostgreSQL 12" in said
+
+
+def test_a_rule_on_a_function_of_the_apps_own_is_named_and_probing_says_why_it_cannot(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A CHECK that calls a function the app registers on its connections: SQLite cannot run a
+    write on that table without it. The rule is listed under skip; the probes say why they
+    cannot run; the check passes on the catalog."""
+    import sqlite3
+
+    path = tmp_path / "own.db"
+    conn = sqlite3.connect(path)
+    conn.create_function("is_even", 1, lambda n: n % 2 == 0)
+    conn.executescript(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER NOT NULL CHECK (is_even(n)));"
+        "INSERT INTO t VALUES (1, 2), (2, 4);"
+    )
+    conn.close()
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(draft_plan(path), encoding="utf-8")
+    plan = load_plan(plan_path)
+    [rule] = [s for s in plan.skip if s.kind == "check"]
+    assert "IS_EVEN" in rule.reason.upper()
+    result = Migration(plan, path, pg_url, tmp_path / "work").run_job()
+    assert result.success
+    verdict = _schema_verdict(result, "t")
+    assert verdict.passed, verdict.description
+    said = verdict.metadata["not_probed"].value
+    assert any("refused by SQLite" in s and "is_even" in s for s in said), said
