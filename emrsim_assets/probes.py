@@ -63,10 +63,6 @@ class Probe:
 _ENCODINGS = {e: e for e in ("UTF-8", "UTF-16le", "UTF-16be", "UTF-16")}
 
 
-class _Undo(Exception):
-    """Rolls a probe's transaction back whatever its write did."""
-
-
 def probe(conn: Conn, lite: sqlite3.Connection, table: Table) -> tuple[list[Probe], list[str]]:
     """The probes of `table`, and the rules not probed with why. A scratch write SQLite cannot
     run at all (a CHECK calling a function of the app's own, say) ends the probing of the
@@ -330,27 +326,22 @@ def _breaking(
     pg_row: tuple[int, str],
 ) -> Probe | None:
     for value in _CANDIDATES[column.convert]:
-        if not _refused(single, table, column.source, value, row):
+        if not _sqlite_refuses(single, table, f"{quote_name(column.source)} = ?", (value,), row):
             continue
         write = f"{column.source} set to {value!r}"
-        try:
-            with conn.transaction():
-                conn.execute(
-                    sql.SQL("UPDATE {} SET {} = {} WHERE {}").format(
-                        _target(table),
-                        sql.Identifier(column.name),
-                        sql.Literal(value),
-                        _row(pg_row),
-                    )
-                )
-                raise _Undo
-        except _Undo:
+        refusal = _postgres_refusal(
+            conn,
+            table,
+            sql.SQL("{} = {}").format(sql.Identifier(column.name), sql.Literal(value)),
+            pg_row,
+            (psycopg.errors.IntegrityError,),
+        )
+        if refusal is None:
             return Probe(f"CHECK {name}", write, True, False)
-        except psycopg.errors.CheckViolation as exc:
-            if exc.diag.constraint_name == name:
+        if isinstance(refusal, psycopg.errors.CheckViolation):
+            if refusal.diag.constraint_name == name:
                 return Probe(f"CHECK {name}", write, True, True)
-        except psycopg.errors.IntegrityError:
-            continue  # another rule of PostgreSQL's refused it first: try the next value
+        # Else another rule of PostgreSQL's refused it first: try the next value.
     return None
 
 
@@ -361,38 +352,57 @@ def _both(
     rule: str,
     write: str,
     postgres_set: sql.Composable,
-    sqlite_set: str | None,
+    sqlite_set: str,
     row: int,
     pg_row: tuple[int, str],
-    sqlite_refused: bool | None = None,
 ) -> Probe:
-    if sqlite_refused is None:
-        try:
-            scratch.execute("SAVEPOINT probe")
-            scratch.execute(
-                f"UPDATE {quote_name(table.source)} SET {sqlite_set} "  # noqa: S608
-                f"WHERE {_loc(scratch, table)} = ?",
-                (row,),
-            )
-            sqlite_refused = False
-        except sqlite3.IntegrityError:
-            sqlite_refused = True
-        finally:
-            scratch.execute("ROLLBACK TO probe")
-            scratch.execute("RELEASE probe")
+    sqlite_refused = _sqlite_refuses(scratch, table, sqlite_set, (), row)
+    refusal = _postgres_refusal(
+        conn,
+        table,
+        postgres_set,
+        pg_row,
+        (psycopg.errors.IntegrityError, psycopg.errors.DataError),
+    )
+    return Probe(rule, write, sqlite_refused, refusal is not None)
+
+
+def _sqlite_refuses(
+    scratch: sqlite3.Connection, table: Table, assignments: str, values: tuple[Any, ...], row: int
+) -> bool:
+    """Whether SQLite refuses `UPDATE table SET <assignments>` on one row (rolled back)."""
+    scratch.execute("SAVEPOINT probe")
     try:
-        with conn.transaction():
+        scratch.execute(
+            f"UPDATE {quote_name(table.source)} SET {assignments} "  # noqa: S608
+            f"WHERE {_loc(scratch, table)} = ?",
+            (*values, row),
+        )
+        return False
+    except sqlite3.IntegrityError:
+        return True
+    finally:
+        scratch.execute("ROLLBACK TO probe")
+        scratch.execute("RELEASE probe")
+
+
+def _postgres_refusal(
+    conn: Conn,
+    table: Table,
+    assignments: sql.Composable,
+    row: tuple[int, str],
+    refusals: tuple[type[psycopg.Error], ...],
+) -> psycopg.Error | None:
+    """The error PostgreSQL refuses `UPDATE ... SET <assignments>` on one row with (one of
+    `refusals`), or None when it takes it; rolled back either way."""
+    try:
+        with conn.transaction(force_rollback=True):
             conn.execute(
-                sql.SQL("UPDATE {} SET {} WHERE {}").format(
-                    _target(table), postgres_set, _row(pg_row)
-                )
+                sql.SQL("UPDATE {} SET {} WHERE {}").format(_target(table), assignments, _row(row))
             )
-            raise _Undo
-    except _Undo:
-        postgres_refused = False
-    except (psycopg.errors.IntegrityError, psycopg.errors.DataError):
-        postgres_refused = True
-    return Probe(rule, write, sqlite_refused, postgres_refused)
+    except refusals as exc:
+        return exc
+    return None
 
 
 def _target(table: Table) -> sql.Composable:
@@ -418,19 +428,3 @@ def _pg_rows(conn: Conn, table: Table, keys: list[str]) -> list[tuple[int, str]]
         sql.SQL("SELECT tableoid::int, ctid::text FROM {}{} LIMIT 2").format(_target(table), where)
     ).fetchall()
     return [(int(str(r[0])), str(r[1])) for r in rows]
-
-
-def _refused(scratch: sqlite3.Connection, table: Table, column: str, value: Any, row: int) -> bool:
-    try:
-        scratch.execute("SAVEPOINT probe")
-        scratch.execute(
-            f"UPDATE {quote_name(table.source)} SET {quote_name(column)} = ? "  # noqa: S608
-            f"WHERE {_loc(scratch, table)} = ?",
-            (value, row),
-        )
-        return False
-    except sqlite3.IntegrityError:
-        return True
-    finally:
-        scratch.execute("ROLLBACK TO probe")
-        scratch.execute("RELEASE probe")

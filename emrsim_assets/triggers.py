@@ -16,10 +16,6 @@ from emrsim_assets.rules import trigger_condition
 from emrsim_assets.schemas import LIVE, Conn
 
 
-class _Undo(Exception):
-    pass
-
-
 def create(conn: Conn, schema: str, table: Table, trigger: Trigger) -> None:
     function = sql.Identifier(schema, fit(f"{table.name}_{trigger.name}_fn", MAX_NAME))
     body = _body(table, trigger).as_string(conn)
@@ -95,19 +91,14 @@ def prove_touch(conn: Conn, schema: str, table: Table, trigger: Trigger) -> str:
     column to the moment (the transaction's now()). Rolled back."""
     column = sql.Identifier(str(trigger.column))
     target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
-    touched: object = None
-    try:
-        with conn.transaction():
-            row = conn.execute(
-                sql.SQL(
-                    "UPDATE {} SET {} = {} WHERE ctid = (SELECT ctid FROM {} LIMIT 1) "
-                    "RETURNING {} = now()"
-                ).format(target, column, column, target, column)
-            ).fetchone()
-            touched = row[0] if row else None
-            raise _Undo
-    except _Undo:
-        pass
+    with conn.transaction(force_rollback=True):
+        row = conn.execute(
+            sql.SQL(
+                "UPDATE {} SET {} = {} WHERE ctid = (SELECT ctid FROM {} LIMIT 1) "
+                "RETURNING {} = now()"
+            ).format(target, column, column, target, column)
+        ).fetchone()
+    touched = row[0] if row else None
     if touched is None:
         return f"{trigger.name}: no row to probe with"
     if not touched and trigger.when is None:
