@@ -1074,25 +1074,16 @@ class _Drafter:
                 "      " + _comment(f"{column.source}: " + "; ".join(n for n in column.notes if n))
             )
             lines.append(f"      - {_flow(column.entry)}")
-        if "indexes" in table.entry:
-            entry["indexes"] = table.entry["indexes"]
-            lines.append("    indexes:")
-            lines.extend(f"      - {_flow(ix)}" for ix in table.entry["indexes"])
-        if "checks" in table.entry:
-            entry["checks"] = table.entry["checks"]
-            lines.append("    checks:")
-            lines.extend(f"      - {_flow(check)}" for check in table.entry["checks"])
-        if "search" in table.entry:
-            entry["search"] = table.entry["search"]
-            lines.append(f"    search: {_flow(table.entry['search'])}")
-        if "triggers" in table.entry:
-            entry["triggers"] = table.entry["triggers"]
-            lines.append("    triggers:")
-            lines.extend(f"      - {_flow(t)}" for t in table.entry["triggers"])
-        if "references" in table.entry:
-            entry["references"] = table.entry["references"]
-            lines.append("    references:")
-            lines.extend(f"      - {_flow(ref)}" for ref in table.entry["references"])
+        # The table's rules, in this order: a list is written one flow mapping a line.
+        for key in ("indexes", "checks", "search", "triggers", "references"):
+            if key not in table.entry:
+                continue
+            entry[key] = value = table.entry[key]
+            if isinstance(value, list):
+                lines.append(f"    {key}:")
+                lines.extend(f"      - {_flow(item)}" for item in value)
+            else:
+                lines.append(f"    {key}: {_flow(value)}")
         return entry, lines
 
     def _first_month(self, table: _Table) -> date | None:
