@@ -256,6 +256,21 @@ def composed(name: str, postgres: str, columns: set[str]) -> sql.Composable:
     return sql.SQL(checked(postgres, columns, f"check {name}"))
 
 
+def composed_condition(text: str, columns: set[str], values: bool = False) -> sql.Composable:
+    """A trigger's condition (or an audit's value) as it reaches PostgreSQL: read again and
+    checked where it is used, as `composed` does for a CHECK."""
+    return sql.SQL(trigger_condition(text, {c: c for c in columns}, values=values))
+
+
+def composed_view(text: str, tables: Sequence[TableLike], schema: str) -> sql.Composable:
+    """A view's SELECT as it reaches PostgreSQL, its tables read from `schema`: read again and
+    checked where it is used, then as sqlglot writes the tree."""
+    body = sqlglot.parse_one(view_query(text, tables, dialect="postgres"), read="postgres")
+    for table in body.find_all(exp.Table):
+        table.set("db", exp.to_identifier(schema, quoted=True))
+    return sql.SQL(body.sql("postgres"))
+
+
 def _fold(name: str) -> str:
     return name.translate(str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz"))
 

@@ -12,7 +12,7 @@ from emrsim_assets.errors import GateClosedError
 from emrsim_assets.plan import Table
 from emrsim_assets.plan.model import Trigger
 from emrsim_assets.plan.names import MAX_NAME, fit
-from emrsim_assets.rules import trigger_condition
+from emrsim_assets.rules import composed_condition
 from emrsim_assets.schemas import LIVE, Conn
 
 
@@ -55,15 +55,13 @@ _EVENTS = {
 
 
 def _body(table: Table, trigger: Trigger) -> sql.Composable:
+    columns = {c.name for c in table.columns}
     condition = (
-        sql.SQL(trigger_condition(trigger.when, {c.name: c.name for c in table.columns}))
-        if trigger.when is not None
-        else sql.SQL("true")
+        composed_condition(trigger.when, columns) if trigger.when is not None else sql.SQL("true")
     )
     if trigger.form == "audit":
         # The table is named in its live schema: the function runs after cutover, when
         # staging has become the live schema (a function's body is resolved when it runs).
-        names = {c.name: c.name for c in table.columns}
         return sql.SQL(
             "BEGIN IF {} THEN INSERT INTO {}.{} ({}) VALUES ({}); END IF; RETURN NULL; END"
         ).format(
@@ -71,9 +69,7 @@ def _body(table: Table, trigger: Trigger) -> sql.Composable:
             sql.Identifier(LIVE),
             sql.Identifier(str(trigger.into)),
             sql.SQL(", ").join(sql.Identifier(c) for c in trigger.columns),
-            sql.SQL(", ").join(
-                sql.SQL(trigger_condition(v, names, values=True)) for v in trigger.values
-            ),
+            sql.SQL(", ").join(composed_condition(v, columns, values=True) for v in trigger.values),
         )
     if trigger.form == "touch":
         return sql.SQL("BEGIN IF {} THEN NEW.{} := now(); END IF; RETURN NEW; END").format(

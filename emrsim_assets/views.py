@@ -19,13 +19,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import sqlglot
 from psycopg import sql
-from sqlglot import exp
 
 from emrsim_assets.plan import Plan
 from emrsim_assets.plan.model import View
-from emrsim_assets.rules import view_query
+from emrsim_assets.rules import composed_view
 from emrsim_assets.schemas import Conn
 from emrsim_assets.source import quote_name
 
@@ -35,14 +33,11 @@ BATCH = 10_000
 def create(conn: Conn, schema: str, plan: Plan, view: View) -> None:
     """The view in `schema`, its tables read from that schema: the plan's text read again and
     checked (it could have been edited since it loaded), then as sqlglot writes the tree."""
-    body = sqlglot.parse_one(
-        view_query(view.postgres, plan.tables, dialect="postgres"), read="postgres"
-    )
-    for table in body.find_all(exp.Table):
-        table.set("db", exp.to_identifier(schema, quoted=True))
     conn.execute(
         sql.SQL("CREATE VIEW {}.{} AS {}").format(
-            sql.Identifier(schema), sql.Identifier(view.name), sql.SQL(body.sql("postgres"))
+            sql.Identifier(schema),
+            sql.Identifier(view.name),
+            composed_view(view.postgres, plan.tables, schema),
         )
     )
 
