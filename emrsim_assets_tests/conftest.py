@@ -110,8 +110,10 @@ def run_cli(
     sqlite: Path,
     pg_url: str,
     capsys: pytest.CaptureFixture[str],
+    argv: tuple[str, ...] = ("migrate",),
 ) -> tuple[int, str]:
-    """`emrsim-migrate migrate` in this process, configured the way a user does: by environment."""
+    """`emrsim-migrate migrate` (or `argv`) in this process, configured the way a user does: by
+    environment."""
     monkeypatch.setenv("EMRSIM_SQLITE_PATH", str(sqlite))
     monkeypatch.setenv("EMRSIM_PG_URL", pg_url)
     monkeypatch.setenv("EMRSIM_WORK_DIR", str(tmp_path / "work"))
@@ -121,7 +123,7 @@ def run_cli(
     # The CLI records the plan it chose in EMRSIM_PLAN (for Dagster's processes): undone after
     # the test, so one test's plan never leaks into the next.
     monkeypatch.delenv("EMRSIM_PLAN", raising=False)
-    code = cli.main(["migrate"])
+    code = cli.main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 

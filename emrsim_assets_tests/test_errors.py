@@ -42,7 +42,6 @@ def test_missing_source_file_is_one_sentence(
 def test_a_missing_file_given_by_sqlite_is_named_as_given_there(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from emrsim_assets import cli
 
     monkeypatch.setenv("EMRSIM_SQLITE_PATH", "")  # the CLI sets it from --sqlite: undone after
 
@@ -57,8 +56,6 @@ def test_a_missing_file_given_by_sqlite_is_named_as_given_there(
 
 def test_a_file_with_no_tables_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import sqlite3
-
-    from emrsim_assets import cli
 
     empty = tmp_path / "empty.sqlite"
     sqlite3.connect(empty).execute("CREATE VIEW v AS SELECT 1 AS x").connection.close()
@@ -356,7 +353,6 @@ def test_a_setting_that_is_no_whole_number_is_one_sentence_naming_it(value: str)
 def test_a_bad_setting_given_to_the_cli_is_one_sentence(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from emrsim_assets import cli
 
     monkeypatch.setenv("EMRSIM_WORKERS", "lots")
     code = cli.main(["stop"])
@@ -382,16 +378,12 @@ def test_a_typo_in_the_plan_is_refused_before_any_run_exists_naming_the_closest_
     column["source"] = "emial"
     plan = tmp_path / "plan.yaml"
     plan.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    monkeypatch.setenv("EMRSIM_PLAN", str(plan))
-    monkeypatch.setenv("EMRSIM_SQLITE_PATH", str(sample_db))
-    monkeypatch.setenv("EMRSIM_PG_URL", pg_url)
-    monkeypatch.setenv("EMRSIM_WORK_DIR", str(tmp_path / "work"))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     (tmp_path / "dagster_home").mkdir()
-    code = cli.main(["migrate", "--plan", str(plan)])
-    out = capsys.readouterr()
+    code, out = run_cli(
+        monkeypatch, tmp_path, sample_db, pg_url, capsys, ("migrate", "--plan", str(plan))
+    )
     assert code == 2, out
-    said = _one_sentence(out.err)
+    said = _one_sentence(out)
     assert "users.emial" in said and "did you mean email?" in said
     with dg.DagsterInstance.get() as instance:
         assert instance.get_runs_count() == 0  # refused before a run was created

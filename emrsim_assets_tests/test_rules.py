@@ -18,6 +18,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from emrsim_assets.draft import draft_plan
 from emrsim_assets.plan import Plan, load_plan
 from emrsim_assets_tests.conftest import Migration, failure_sentence
+from emrsim_assets_tests.harness import drafted
 
 
 class _Base(DeclarativeBase):
@@ -77,9 +78,7 @@ def test_types_come_from_declarations_and_values_and_arrive_proven(
 ) -> None:
     path = tmp_path / "mlflow.db"
     _written_by_sqlalchemy(path)
-    plan_path = tmp_path / "plan.yaml"
-    plan_path.write_text(draft_plan(path), encoding="utf-8")
-    plan = load_plan(plan_path)
+    plan = drafted(path, tmp_path)
     kinds = {(t.name, c.name): c.convert for t in plan.tables for c in t.columns}
     assert kinds[("runs", "id")] == "uuid_hex"  # CHAR(32): the app's own spelling comes back
     assert kinds[("runs", "deleted")] == "boolean"
@@ -240,9 +239,7 @@ def test_check_constraints_are_translated_kept_and_refuse_on_both_sides(
 
     path = tmp_path / "django.sqlite3"
     _django_like(path)
-    plan_path = tmp_path / "plan.yaml"
-    plan_path.write_text(draft_plan(path), encoding="utf-8")
-    plan = load_plan(plan_path)
+    plan = drafted(path, tmp_path)
     checks = {rule.sqlite: rule.postgres for rule in plan.table("shop_item").checks}
     assert checks == {
         '"stock" >= 0': '"stock" >= 0',
@@ -329,9 +326,7 @@ def test_references_to_a_unique_column_that_is_not_the_key_are_kept_with_their_a
 ) -> None:
     path = tmp_path / "runs.db"
     _unique_references(path)
-    plan_path = tmp_path / "plan.yaml"
-    plan_path.write_text(draft_plan(path), encoding="utf-8")
-    plan = load_plan(plan_path)
+    plan = drafted(path, tmp_path)
     tag = plan.table("run_tags").column("run_id")
     assert (tag.references, tag.references_column, tag.on_delete) == ("runs", "run_id", "cascade")
     assert tag.enforce == "constraint"
@@ -458,9 +453,7 @@ def test_partial_and_expression_unique_indexes_refuse_the_same_rows_on_both_side
         )
         session.commit()
     engine.dispose()
-    plan_path = tmp_path / "plan.yaml"
-    plan_path.write_text(draft_plan(path), encoding="utf-8")
-    plan = load_plan(plan_path)
+    plan = drafted(path, tmp_path)
     indexes = {ix.name: ix for ix in plan.table("accounts").indexes}
     live = indexes["uq_live_email"]
     assert live.unique and live.columns == ("email",) and live.where == 'CAST("deleted" AS INT) = 0'
@@ -609,9 +602,7 @@ def test_composite_and_deferred_references_are_kept_with_their_actions_on_both_s
         """
     )
     lite.close()
-    plan_path = tmp_path / "plan.yaml"
-    plan_path.write_text(draft_plan(path), encoding="utf-8")
-    plan = load_plan(plan_path)
+    plan = drafted(path, tmp_path)
     [reference] = plan.table("visit").references
     assert (reference.columns, reference.references) == (("clinic_id", "room_code"), "room")
     assert reference.referenced_columns == ("clinic_id", "code")
@@ -753,9 +744,7 @@ def test_a_django_apps_rules_arrive_and_refuse_the_same_writes_on_both_sides(
     path = tmp_path / "hospital.sqlite3"
     script = Path(__file__).with_name("django_app.py")
     subprocess.run([sys.executable, str(script), str(path)], check=True)
-    plan_path = tmp_path / "plan.yaml"
-    plan_path.write_text(draft_plan(path), encoding="utf-8")
-    plan = load_plan(plan_path)
+    plan = drafted(path, tmp_path)
     clinic = plan.table("hospital_clinic")
     assert clinic.column("code").convert == "uuid_hex"
     assert clinic.column("opened").default == "now()"
@@ -864,9 +853,7 @@ def test_full_text_search_arrives_as_a_tsvector_that_finds_the_same_rows(
 
     path = tmp_path / "search.db"
     _searchable(path)
-    plan_path = tmp_path / "plan.yaml"
-    plan_path.write_text(draft_plan(path), encoding="utf-8")
-    plan = load_plan(plan_path)
+    plan = drafted(path, tmp_path)
     note, articles = plan.table("note"), plan.table("articles")
     assert note.search is not None and note.search.columns == ("title", "body")
     assert articles.search is not None and articles.search.source == "articles_fts"
@@ -952,9 +939,7 @@ def test_triggers_of_common_forms_are_written_in_plpgsql_and_behave_the_same(
 
     path = tmp_path / "items.db"
     _with_triggers(path)
-    plan_path = tmp_path / "plan.yaml"
-    plan_path.write_text(draft_plan(path), encoding="utf-8")
-    plan = load_plan(plan_path)
+    plan = drafted(path, tmp_path)
     forms = {t.name: t.form for t in plan.table("items").triggers}
     assert forms == {
         "items_touch": "touch",
@@ -1050,9 +1035,8 @@ def test_generated_columns_are_computed_by_postgresql_after_proving_sqlites_valu
             ],
         )
     engine.dispose()
+    plan = drafted(path, tmp_path)
     plan_path = tmp_path / "plan.yaml"
-    plan_path.write_text(draft_plan(path), encoding="utf-8")
-    plan = load_plan(plan_path)
     line = plan.table("line")
     assert line.column("total").generated == '"qty" * "price"'
     assert line.column("label").generated is not None
@@ -1106,9 +1090,7 @@ def test_a_rule_on_a_function_of_the_apps_own_is_named_and_probing_says_why_it_c
         "INSERT INTO t VALUES (1, 2), (2, 4);"
     )
     conn.close()
-    plan_path = tmp_path / "plan.yaml"
-    plan_path.write_text(draft_plan(path), encoding="utf-8")
-    plan = load_plan(plan_path)
+    plan = drafted(path, tmp_path)
     [rule] = [s for s in plan.skip if s.kind == "check"]
     assert "IS_EVEN" in rule.reason.upper()
     result = Migration(plan, path, pg_url, tmp_path / "work").run_job()
