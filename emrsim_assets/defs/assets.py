@@ -1,6 +1,6 @@
 """Assets: the source snapshot, one asset per plan table (a factory), and cutover."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -74,47 +74,55 @@ def build_snapshot_asset(plan: Plan, months: dg.PartitionsDefinition) -> dg.Asse
     return _snapshot
 
 
-def _metadata(stats: Sequence[LoadStats]) -> dict[str, Any]:
-    """True numbers of this load. A run over several months records one materialization per
-    month with the same metadata (Dagster has no per-partition metadata in a single run), so
-    such a run gives its per-month counts in `months` and no single `dagster/row_count`."""
-    seconds = sum(s.seconds for s in stats)
-    rows = sum(s.loaded_rows for s in stats)
-    # One month: its partition; several: their partitioned parent.
-    pg_table = stats[0].pg_table if len(stats) == 1 else stats[0].pg_table.rsplit("_y", 1)[0]
-    metadata: dict[str, Any] = {
-        "source_rows": sum(s.source_rows for s in stats),
-        "loaded_rows": rows,
-        "quarantined_rows": sum(s.quarantined_rows for s in stats),
-        "seconds": round(seconds, 3),
-        "rows_per_second": round(sum(s.source_rows for s in stats) / seconds) if seconds else 0,
-        "copy_bytes": sum(s.copy_bytes for s in stats),
-        "pg_table": f"{pg_table} (in {LIVE} after cutover)",
+def _metadata(stat: LoadStats) -> dict[str, Any]:
+    """True numbers of one load: a table, or one month of the partitioned table."""
+    return {
+        "source_rows": stat.source_rows,
+        "loaded_rows": stat.loaded_rows,
+        "quarantined_rows": stat.quarantined_rows,
+        "seconds": round(stat.seconds, 3),
+        "rows_per_second": round(stat.rows_per_second),
+        "copy_bytes": stat.copy_bytes,
+        "pg_table": f"{stat.pg_table} (in {LIVE} after cutover)",
+        "dagster/row_count": stat.loaded_rows,
     }
-    if len(stats) == 1:
-        metadata["dagster/row_count"] = rows
-    if len(stats) > 1 or stats[0].partition_key:
-        metadata["months"] = dg.MetadataValue.json({s.partition_key: s.loaded_rows for s in stats})
-    return metadata
 
 
-def _refuse_after_cutover(migration: MigrationResource, table: Table) -> None:
-    """A table or month rerun needs the staging schema of the current migration. After a
-    cutover published it there is none: refuse before any work, saying what to run."""
+def _months_result(
+    context: dg.AssetExecutionContext, stats: Sequence[LoadStats]
+) -> dg.MaterializeResult[None]:
+    """One run over several months records one materialization per month: each carries that
+    month's own numbers (partition-scoped metadata), and the run's totals under names of
+    their own, so that no month shows another's or the whole run's count as its own."""
+    for stat in stats:
+        context.add_asset_metadata(_metadata(stat), partition_key=stat.partition_key)
+    return dg.MaterializeResult(
+        metadata={
+            "months_in_run": len(stats),
+            "run_loaded_rows": sum(s.loaded_rows for s in stats),
+            "run_seconds": round(sum(s.seconds for s in stats), 3),
+        }
+    )
+
+
+def _refusal(migration: MigrationResource, table: Table) -> str | None:
+    """Why a rerun of this table or month alone cannot run, or None. Such a rerun needs the
+    staging schema of the migration in progress; after a cutover published it there is none."""
     with migration.connect() as conn:
         if schema_exists(conn, STAGING):
-            return
+            return None
         published = schema_exists(conn, LIVE)
-    raise MigrationError(
-        f"Cannot reload {table.name} alone: "
+    return (
+        f"Not reloaded: {table.name} alone cannot be reloaded, because "
         + (
             f"the last cutover published {STAGING} as {LIVE}, and the app may have written to "
-            "it since. "
+            "it since; "
             if published
-            else f"there is no {STAGING} schema yet. "
+            else f"there is no {STAGING} schema yet; "
         )
-        + "Run the whole migration (the migrate job, or emrsim-migrate migrate): it takes a new "
-        "snapshot, reloads every table and cuts over again, keeping the current schema as a backup."
+        + "nothing was changed, and the last materialization and checks still stand. Run the "
+        "whole migration (the migrate job, or emrsim-migrate migrate): it takes a new snapshot, "
+        "reloads every table and cuts over again, keeping the current schema as a backup."
     )
 
 
@@ -127,6 +135,8 @@ def build_table_asset(
         "deps": deps,
         "group_name": "tables",
         "kinds": {"polars", "postgres"},
+        # A rerun refused after cutover materializes nothing (and fails nothing).
+        "output_required": False,
         "description": f"SQLite {table.source} converted by Polars and COPYed into "
         f"emrsim_staging.{table.name}.",
     }
@@ -135,9 +145,13 @@ def build_table_asset(
         @dg.asset(**common, partitions_def=months, backfill_policy=dg.BackfillPolicy.single_run())
         def _months(
             context: dg.AssetExecutionContext, migration: MigrationResource
-        ) -> dg.MaterializeResult[None]:
+        ) -> Iterator[dg.MaterializeResult[None]]:
             with as_failure():
-                _refuse_after_cutover(migration, table)
+                refusal = _refusal(migration, table)
+                if refusal:
+                    # Nothing materialized, nothing failed: the asset keeps its last state.
+                    context.log.warning(refusal)
+                    return
                 stats = pipeline.load_months(
                     migration.connect,
                     plan,
@@ -148,16 +162,19 @@ def build_table_asset(
                     migration.workers,
                     _reporter(context),
                 )
-            return dg.MaterializeResult(metadata=_metadata(stats))
+            yield _months_result(context, stats)
 
         return _months  # type: ignore[no-any-return]
 
     @dg.asset(**common)
     def _table(
         context: dg.AssetExecutionContext, migration: MigrationResource
-    ) -> dg.MaterializeResult[None]:
+    ) -> Iterator[dg.MaterializeResult[None]]:
         with as_failure():
-            _refuse_after_cutover(migration, table)
+            refusal = _refusal(migration, table)
+        if refusal:
+            context.log.warning(refusal)
+            return
         with as_failure(), migration.connect() as conn:
             manifest = migration.manifest()
             ensure_migration_schema(conn)
@@ -165,7 +182,7 @@ def build_table_asset(
                 conn, plan, table, manifest, migration.batch_rows, _reporter(context)
             )
         context.log.info(progress.loaded_line(table.name, stat.loaded_rows, stat.seconds))
-        return dg.MaterializeResult(metadata=_metadata([stat]))
+        yield dg.MaterializeResult(metadata=_metadata(stat))
 
     return _table  # type: ignore[no-any-return]
 
