@@ -355,7 +355,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print(f"EMRSIM_SQLITE_PATH not set: using the sample database {sample}")
     _preflight("EMRSIM_SQLITE_PATH")
     args.plan = None
-    plan_path = _use_plan(args)
+    _use_plan(args)
     home = _dagster_home()
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     # The venv's own interpreter, not `dagster` from PATH: `make dev` runs without an activated
@@ -367,26 +367,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
         command += ["-m", "emrsim_assets.definitions"]
     base = f"http://{args.host}:{args.port}"
     print(f"Dagster UI on {base} (instance in {home})")
-    print(f"Migrate everything: open {migrate_everything_link(base, plan_path)}")
-    print("  then Materialize all -> Launch backfill (every month is preselected; one run).")
+    print(
+        "Migrate everything: Jobs -> start_migration -> Launchpad -> Launch Run "
+        "(it checks the plan and PostgreSQL, then runs migrate over every month)."
+    )
     sys.stdout.flush()
     os.execvp(command[0], command)
-
-
-def migrate_everything_link(base: str, plan_path: Path) -> str:
-    """The migrate job's page with every month of the partitioned table preselected: Dagster's
-    "Materialize all" dialog starts empty, but reads a `<dimension>_range` from the address. The
-    one run it launches (a backfill; the partitioned asset's policy is a single run) is the
-    same as `migrate`'s."""
-    from emrsim_assets.defs.build import month_partitions
-    from emrsim_assets.plan import load_plan
-
-    page = f"{base}/locations/emrsim_assets.definitions/jobs/migrate"
-    plan = load_plan(plan_path)
-    if plan.partitioned_table is None:
-        return page
-    keys = month_partitions(plan, Path(os.environ["EMRSIM_SQLITE_PATH"])).get_partition_keys()
-    return f"{page}?default_range=[{keys[0]}...{keys[-1]}]" if keys else page
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ import dagster as dg
 
 from emrsim_assets.definitions import build_defs
 from emrsim_assets.defs.resources import MigrationResource
-from emrsim_assets_tests.conftest import Migration
+from emrsim_assets_tests.conftest import Migration, failure_sentence
 
 
 def _latest(migration: Migration, asset: str, partition: str | None = None) -> dict[str, object]:
@@ -51,8 +51,7 @@ def test_rerunning_a_table_or_a_month_after_cutover_changes_nothing_and_says_why
         failures = [
             e
             for e in migration.instance.all_logs(result.run_id)
-            if e.dagster_event
-            and e.dagster_event.event_type_value == "ASSET_FAILED_TO_MATERIALIZE"
+            if e.dagster_event and e.dagster_event.event_type_value == "ASSET_FAILED_TO_MATERIALIZE"
         ]
         assert all(
             f.dagster_event.asset_failed_to_materialize_data.failure_type.value == "SKIPPED"  # type: ignore[union-attr]
@@ -114,7 +113,9 @@ def test_metadata_tells_the_truth_per_table_and_month(
         assert one_month["source_rows"] == one_month["loaded_rows"] == count, month
         assert one_month["dagster/row_count"] == count
         assert one_month["copy_bytes"] > 0  # type: ignore[operator]
-        assert one_month["pg_table"].startswith(  # type: ignore[union-attr]
+        assert one_month[
+            "pg_table"
+        ].startswith(  # type: ignore[union-attr]
             f"emrsim_staging.messages_y{month[:4]}m{month[5:7]}"
         )
         assert one_month["months_in_run"] == len(migration.months)
@@ -193,3 +194,46 @@ def test_after_cutover_a_new_connection_finds_the_tables_without_naming_the_sche
             "SELECT count(*) FROM pg_tables WHERE schemaname = ANY (current_schemas(false))"
         ).fetchone()
         assert tables is not None and int(tables[0]) >= 6
+
+
+def test_start_migration_checks_first_then_requests_migrate_over_every_month(
+    migration: Migration, sample_db: Path, tmp_path: Path
+) -> None:
+    """The UI's one action: a job with no partitions (no dialog), whose success makes its
+    sensor request migrate over every month. The browser test clicks it for real."""
+    start = migration.defs.resolve_job_def("start_migration")
+    result = start.execute_in_process(instance=migration.instance, raise_on_error=False)
+    assert result.success
+    sensor = migration.defs.get_sensor_def("start_migration_runs_migrate")
+    run = migration.instance.get_run_by_id(result.run_id)
+    assert run is not None
+    context = dg.build_run_status_sensor_context(
+        sensor_name=sensor.name,
+        dagster_event=result.get_run_success_event(),
+        dagster_instance=migration.instance,
+        dagster_run=run,
+    )
+    request = sensor(context)  # type: ignore[operator]
+    assert isinstance(request, dg.RunRequest)
+    assert request.tags["dagster/asset_partition_range_start"] == migration.months[0]
+    assert request.tags["dagster/asset_partition_range_end"] == migration.months[-1]
+    assert sensor.job_name == "migrate"  # type: ignore[attr-defined]
+
+    # A typo in the plan: one sentence on the launcher's run, and no asset touched.
+    import yaml
+
+    from emrsim_assets.plan import default_plan_path, load_plan
+
+    raw = yaml.safe_load(default_plan_path().read_text())
+    users = next(t for t in raw["tables"] if t["name"] == "users")
+    next(c for c in users["columns"] if c["name"] == "email")["source"] = "emial"
+    typo = tmp_path / "plan.yaml"
+    typo.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    wrong = Migration(load_plan(typo), sample_db, migration.pg_url, tmp_path / "work2")
+    failed = wrong.defs.resolve_job_def("start_migration").execute_in_process(
+        instance=wrong.instance, raise_on_error=False
+    )
+    assert not failed.success
+    said = failure_sentence(failed)
+    assert "users.emial" in said and "did you mean email?" in said, said
+    assert wrong.instance.get_latest_materialization_event(dg.AssetKey("users")) is None

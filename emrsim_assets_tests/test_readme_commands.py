@@ -52,12 +52,16 @@ def test_make_dev_serves_the_asset_graph_and_make_stop_really_stops_the_server(
             keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
             time.sleep(1)
         assert {"source_snapshot", "users", "messages", "cutover"} <= keys, keys
-        # The link to migrate everything, with the sample's months as the preselected range.
+        # How to migrate everything from the UI, and the job it names is there.
         printed = log.read_text()
-        assert (
-            f"Migrate everything: open http://127.0.0.1:{port}/locations/"
-            "emrsim_assets.definitions/jobs/migrate?default_range=[2023-01-01..." in printed
-        ), printed
+        assert "Migrate everything: Jobs -> start_migration -> Launchpad" in printed, printed
+        answer = graphql(
+            port,
+            '{ pipelineOrError(params: {pipelineName: "start_migration", '
+            'repositoryName: "__repository__", repositoryLocationName: '
+            '"emrsim_assets.definitions"}) { __typename } }',
+        )
+        assert answer["data"]["pipelineOrError"]["__typename"] == "Pipeline", answer  # type: ignore[index]
     finally:
         stop_server(dev)
 

@@ -1,6 +1,8 @@
 """The Dagster UI in a real browser (Debian's chromium, driven by Playwright): launch the whole
-migration from the link `make dev` prints (Materialize all, every month preselected), a dry run
-from the launchpad, then reload one table and watch its children's FK checks re-run."""
+migration as a newcomer finds it (Jobs -> start_migration -> Launchpad -> Launch Run), rerun a
+table after cutover (nothing turns red), a dry run from the launchpad, then reload one table and
+watch its children's FK checks re-run. Screenshots of each step land in EMRSIM_SCREENSHOTS when
+it is set."""
 
 from __future__ import annotations
 
@@ -62,16 +64,10 @@ def ui(tmp_path: Path) -> Iterator[dict[str, Any]]:
     try:
         wait_for_ui(port, server, 180, log)
         os.environ["DAGSTER_HOME"] = str(work / "dagster_home")  # to read the instance below
-        link = next(
-            line.split("open ", 1)[1].strip()
-            for line in log.read_text().splitlines()
-            if line.startswith("Migrate everything: open ")
-        )
         with dg.DagsterInstance.get() as instance:
             yield {
                 "url": f"http://127.0.0.1:{port}",
                 "instance": instance,
-                "link": link,
                 "sqlite": sqlite,
             }
     finally:
@@ -107,27 +103,52 @@ def _launch_job(page: Any, url: str, job: str) -> str:
     return str(page.url.rsplit("/runs/", 1)[1].split("?")[0])
 
 
-def _launch_everything(page: Any, link: str, instance: dg.DagsterInstance, months: int) -> str:
-    """The link `make dev` prints -> Materialize all (every month preselected) -> Launch
-    backfill: one run of every asset over every month."""
-    page.goto(link)
-    page.get_by_role("button", name="Materialize all").wait_for(timeout=60_000)
+class Clicks:
+    """Every click of a route, counted, with a screenshot after each when asked for."""
+
+    def __init__(self, page: Any, name: str) -> None:
+        self.page, self.name, self.count = page, name, 0
+        folder = os.environ.get("EMRSIM_SCREENSHOTS")
+        self.folder = Path(folder) if folder else None
+
+    def click(self, locator: Any) -> None:
+        locator.click()
+        self.count += 1
+        self.shot(f"click{self.count}")
+
+    def shot(self, label: str) -> None:
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.page.screenshot(path=str(self.folder / f"{self.name}-{label}.png"))
+
+
+def _launch_everything(page: Any, url: str, instance: dg.DagsterInstance) -> tuple[str, int]:
+    """A fresh UI, no printed link: Jobs -> start_migration -> Launchpad -> Launch Run. Its
+    success makes the sensor launch migrate over every month. Returns that run, and the clicks."""
+    clicks = Clicks(page, "launch")
+    page.goto(url)
+    page.get_by_role("link", name="Jobs").first.wait_for(timeout=60_000)
     _dismiss(page)
-    page.get_by_role("button", name="Materialize all").click()
-    page.get_by_text(f"{months} partitions selected").wait_for(timeout=30_000)
-    page.get_by_role("button", name="Launch backfill").click()
-    deadline = time.monotonic() + 60
+    clicks.shot("start")
+    clicks.click(page.get_by_role("link", name="Jobs").first)
+    clicks.click(page.get_by_role("link", name="start_migration").first)
+    clicks.click(page.get_by_role("tab", name="Launchpad").first)
+    launch = page.get_by_role("button", name="Launch Run")
+    launch.wait_for(timeout=60_000)
+    assert page.get_by_text("Are you sure").count() == 0
+    clicks.click(launch)
+    page.wait_for_url("**/runs/*", timeout=60_000)
+    assert page.get_by_text("This job is partitioned").count() == 0, "no partition warning"
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        backfills = instance.get_backfills(limit=1)
-        if backfills:
-            runs = instance.get_runs(
-                filters=dg.RunsFilter(tags={"dagster/backfill": backfills[0].backfill_id})
-            )
-            if runs:
-                assert len(runs) == 1, [r.run_id for r in runs]
-                return runs[0].run_id
+        runs = instance.get_runs(filters=dg.RunsFilter(job_name="migrate"))
+        if runs:
+            assert len(runs) == 1, [r.run_id for r in runs]
+            assert runs[0].tags.get("emrsim/started_by")
+            clicks.shot("migrate-run")
+            return runs[0].run_id, clicks.count
         time.sleep(1)
-    pytest.fail("no run started for the backfill within 60 s")
+    pytest.fail("start_migration did not start the migrate run within 120 s")
 
 
 def _wait_for_run(instance: dg.DagsterInstance, run_id: str, seconds: float = 240) -> None:
@@ -158,18 +179,19 @@ def test_launch_the_whole_migration_from_the_ui_then_reload_a_parent(ui: dict[st
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         try:
-            months = len(
-                month_partitions(load_plan(default_plan_path()), ui["sqlite"]).get_partition_keys()
-            )
-            run_id = _launch_everything(page, ui["link"], instance, months)
+            months = month_partitions(
+                load_plan(default_plan_path()), ui["sqlite"]
+            ).get_partition_keys()
+            run_id, clicks = _launch_everything(page, ui["url"], instance)
+            assert clicks == 4, clicks
             _wait_for_run(instance, run_id)
             run = instance.get_run_by_id(run_id)
-            assert run is not None and {k.to_user_string() for k in run.asset_selection or []} >= {
-                "source_snapshot",
-                "users",
-                "messages",
-                "cutover",
-            }
+            assert run is not None
+            for asset in ("source_snapshot", "users", "messages", "cutover"):
+                event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+                assert event is not None and event.run_id == run_id, asset
+            assert run.tags["dagster/asset_partition_range_start"] == months[0]
+            assert run.tags["dagster/asset_partition_range_end"] == months[-1]
             page.goto(f"{ui['url']}/runs/{run_id}")
             page.get_by_text("Success").first.wait_for(timeout=30_000)
 
@@ -181,6 +203,37 @@ def test_launch_the_whole_migration_from_the_ui_then_reload_a_parent(ui: dict[st
             page.get_by_text("fk_created_by_resolves").first.wait_for(timeout=30_000)
             assert "Passed" in page.inner_text("body")
             assert instance.get_latest_materialization_event(dg.AssetKey("cutover"))
+
+            # After cutover, Materialize on users changes nothing, and nothing turns red.
+            shots = Clicks(page, "rerun-after-cutover")
+            before_rerun = instance.get_latest_materialization_event(dg.AssetKey("users"))
+            page.goto(f"{ui['url']}/assets/users")
+            shots.click(page.locator("button", has_text="Materialize").first)
+            page.get_by_text("Launched run").first.wait_for(timeout=30_000)
+            deadline = time.monotonic() + 180
+            refused = None
+            while refused is None and time.monotonic() < deadline:
+                runs = instance.get_runs(limit=1)
+                if runs and runs[0].run_id != run_id and runs[0].is_finished:
+                    refused = runs[0]
+                time.sleep(1)
+            assert refused is not None and refused.status == dg.DagsterRunStatus.SUCCESS
+            assert any(
+                "Not reloaded" in (e.message or "") for e in instance.all_logs(refused.run_id)
+            )
+            after_rerun = instance.get_latest_materialization_event(dg.AssetKey("users"))
+            assert before_rerun and after_rerun and after_rerun.timestamp == before_rerun.timestamp
+            page.goto(f"{ui['url']}/assets/users?view=checks")
+            page.get_by_text("row_count_matches_source").first.wait_for(timeout=30_000)
+            time.sleep(2)
+            shots.shot("checks")
+            body = page.inner_text("body")
+            assert "Execution failed" not in body and "Failed" not in body, body[:2000]
+            page.goto(f"{ui['url']}/assets/users")
+            page.get_by_text("Latest materialization").first.wait_for(timeout=30_000)
+            time.sleep(2)
+            shots.shot("asset")
+            assert "Failed" not in page.inner_text("body")
 
             # A dry run makes a staging schema again; then reload users alone from its page.
             _wait_for_run(instance, _launch_job(page, ui["url"], "load_tables"))

@@ -23,6 +23,7 @@ from emrsim_assets.defs.jobs import (
     base_backup_live,
     build_migration_jobs,
     build_partition_maintenance,
+    build_start_migration,
     daily_backup,
     health_every_5_minutes,
     prove_after_cutover,
@@ -88,11 +89,14 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
         build_base_backup_asset(),
     ]
     bundled = plan == load_plan(default_plan_path())
+    migration_jobs = build_migration_jobs(months)
+    start, starts_migrate = build_start_migration(plan, months, migration_jobs[0])
     return dg.Definitions(
         assets=assets,
         asset_checks=[*checks, build_health_check(plan, bundled)],
         jobs=[
-            *build_migration_jobs(months),
+            *migration_jobs,
+            start,
             prove_after_cutover,
             backup_live,
             base_backup_live,
@@ -100,7 +104,7 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
             maintenance,
         ],
         schedules=[schedule, daily_backup, weekly_base_backup, health_every_5_minutes],
-        sensors=[follow, abandoned_runs_marked_failed],
+        sensors=[follow, abandoned_runs_marked_failed, starts_migrate],
         resources={"migration": resource or default_resource()},
         # One process per run, its ready steps side by side in threads (defs.threads): steps
         # share the warm interpreter and wait on SQLite, PostgreSQL and Polars, not the GIL.

@@ -1,6 +1,7 @@
 """Jobs and the schedule: migrate everything, roll back, keep next month's partition ready."""
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 
@@ -9,30 +10,38 @@ from emrsim_assets import postgres
 from emrsim_assets.defs.dagster_internals import UnresolvedAssetJobDefinition
 from emrsim_assets.defs.resources import MigrationResource, as_failure
 from emrsim_assets.plan import Plan
+from emrsim_assets.source import check_plan_matches_source, open_readonly
 from emrsim_assets.times import next_month
 
 MIGRATE = "migrate"
 
 
+START = "start_migration"
+
+
+def every_month_tags(months: dg.PartitionsDefinition) -> dict[str, str]:
+    """Every month of the partitioned table as one partition range: a run that carries these
+    loads every month, in one run (the partitioned asset's backfill policy)."""
+    keys = list(months.get_partition_keys())
+    if not keys:
+        return {}
+    return {
+        "dagster/asset_partition_range_start": keys[0],
+        "dagster/asset_partition_range_end": keys[-1],
+    }
+
+
 def build_migration_jobs(months: dg.PartitionsDefinition) -> list[UnresolvedAssetJobDefinition]:
     """migrate and load_tables. Each run carries every month of the partitioned table by
-    default (a partition range tag), so launching either from the UI's launchpad is one action;
-    a single month is still a run of its own from the asset's page."""
-    keys = list(months.get_partition_keys())
-    every_month = (
-        {
-            "dagster/asset_partition_range_start": keys[0],
-            "dagster/asset_partition_range_end": keys[-1],
-        }
-        if keys
-        else {}
-    )
+    default (a partition range tag); a single month is still a run of its own from the asset's
+    page."""
+    every_month = every_month_tags(months)
     return [
         dg.define_asset_job(
             MIGRATE,
             selection=dg.AssetSelection.all() - dg.AssetSelection.groups("after_cutover"),
             description="Snapshot, every table and month, every check, then cutover (gated by "
-            "the checks).",
+            "the checks). From the UI, start it with start_migration (no partition to choose).",
             tags=every_month,
         ),
         dg.define_asset_job(
@@ -45,6 +54,65 @@ def build_migration_jobs(months: dg.PartitionsDefinition) -> list[UnresolvedAsse
             tags=every_month,
         ),
     ]
+
+
+def build_start_migration(
+    plan: Plan, months: dg.PartitionsDefinition, migrate: UnresolvedAssetJobDefinition
+) -> tuple[dg.JobDefinition, dg.SensorDefinition]:
+    """The UI's one action for the whole migration. Dagster's UI asks for partitions (or warns
+    that none is chosen) before it launches a job with a partitioned asset, and cannot preselect
+    them all; this job has none. Its one step checks the plan against the source and reaches
+    PostgreSQL, so a mistake is one sentence on a run that touches no asset; once it succeeds, a
+    run status sensor launches `migrate` over every month."""
+    every_month = every_month_tags(months)
+
+    @dg.op(name="check_plan_source_and_postgresql")
+    def _check(context: dg.OpExecutionContext, migration: MigrationResource) -> None:
+        source = Path(migration.sqlite_path)
+        with as_failure():
+            reader = open_readonly(source)
+            try:
+                check_plan_matches_source(reader, plan, source)
+            finally:
+                reader.close()
+            with migration.connect() as conn:
+                conn.execute("SELECT 1")
+        span = (
+            f", months {every_month['dagster/asset_partition_range_start'][:7]} to "
+            f"{every_month['dagster/asset_partition_range_end'][:7]}"
+            if every_month
+            else ""
+        )
+        context.log.info(
+            f"Plan {plan.path.name} matches {source.name} ({len(plan.tables)} tables{span}); "
+            "PostgreSQL answers. The migrate run starts within seconds: see Runs."
+        )
+
+    @dg.job(
+        name=START,
+        description="Start the whole migration in one action: Launchpad, then Launch Run. "
+        "Checks the plan against the source and PostgreSQL, then runs migrate over every month.",
+        tags={"emrsim/launcher": "true"},
+    )
+    def _start() -> None:
+        _check()
+
+    @dg.run_status_sensor(
+        name="start_migration_runs_migrate",
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        monitored_jobs=[_start],
+        request_job=migrate,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=5,
+        description="When start_migration succeeds, launch migrate over every month.",
+    )
+    def _launch(context: dg.RunStatusSensorContext) -> dg.RunRequest:
+        return dg.RunRequest(
+            run_key=context.dagster_run.run_id,
+            tags={**every_month, "emrsim/started_by": context.dagster_run.run_id},
+        )
+
+    return _start, _launch
 
 
 prove_after_cutover = dg.define_asset_job(
