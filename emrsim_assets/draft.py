@@ -1020,9 +1020,10 @@ class _Drafter:
             ),
             "# Review it: every choice is followed by what the draft saw. Storage classes,",
             "# integer ranges and infinities are counted over every row; text formats (dates,",
-            f"# UUIDs, JSON) are inferred from up to {3 * SAMPLE_ROWS:,} values a column, from both",
-            "# ends and the middle of the table. The load checks every value, so a guess that",
-            "# does not hold stops the run naming the row. The plan format: docs/plan.md.",
+            f"# UUIDs, JSON) are inferred from up to {3 * SAMPLE_ROWS:,} values a column (its",
+            f"# first rows, or, past {EXACT_ROWS:,} rows, rows from both ends and the middle); each",
+            "# column says how many. The load checks every value, so a guess that does not hold",
+            "# stops the run naming the row. The plan format: docs/plan.md.",
             "version: 1",
             "source_timezone: UTC          # naive source timestamps are read in this zone",
         ]

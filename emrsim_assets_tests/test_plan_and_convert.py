@@ -304,3 +304,28 @@ def test_a_refused_value_in_a_month_with_late_rows_names_its_own_row_id(
             7,
         )
     assert f"messages.metadata: row id {late}: PostgreSQL refused the value" in str(error.value)
+
+
+def test_a_drafted_plan_says_how_many_values_it_inferred_formats_from_and_no_column_exceeds_it(
+    tmp_path: Path,
+) -> None:
+    """The header and the columns agree: a column of a table longer than the sample says it
+    saw exactly the number of values the header promises, no more."""
+    import re
+
+    from emrsim_assets.draft import draft_plan
+
+    path = tmp_path / "app.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, at TEXT, token TEXT)")
+        conn.executemany(
+            "INSERT INTO events (at, token) VALUES (?, ?)",
+            [(f"2024-01-{1 + i % 28:02d}T10:00:00Z", f"{i:032x}") for i in range(7_000)],
+        )
+    conn.close()
+    text = draft_plan(path)
+    header = re.search(r"inferred from up to ([\d,]+) values a column", text)
+    assert header is not None, text[:800]
+    limit = int(header.group(1).replace(",", ""))
+    counts = [int(n.replace(",", "")) for n in re.findall(r"([\d,]+) sampled", text)]
+    assert counts and max(counts) == limit == 6_000, (limit, counts)
