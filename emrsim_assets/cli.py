@@ -247,8 +247,8 @@ def _report(
         count = materialization.metadata.get("loaded_rows")
         name = materialization.asset_key.to_user_string()
         if count is not None and name not in ("source_snapshot", "cutover"):
-            # A range run records the same metadata once per month: count each asset once.
-            rows[name] = int(count.value)
+            # A range run records one materialization per month, each with its own count.
+            rows[name] = rows.get(name, 0) + int(count.value)
     import dagster as dg
 
     evaluations = result.get_asset_check_evaluations()
