@@ -77,10 +77,10 @@ def find_delta(before: Path, after: Path, plan: Plan, into: Path) -> Delta:
     started = time.perf_counter()
     refuse_schema_change(before, after)
     into.unlink(missing_ok=True)
-    conn = sqlite3.connect(private_file(into), isolation_level=None, uri=False)
+    conn = scratch(into)
     try:
-        for alias, path in (("b", before), ("a", after)):
-            conn.execute("ATTACH DATABASE ? AS " + alias, (_read_only_uri(path),))
+        attach_read_only(conn, before, "b")
+        attach_read_only(conn, after, "a")
         conn.execute("PRAGMA temp_store = FILE")
         conn.execute("BEGIN")
         changes = [
@@ -92,10 +92,21 @@ def find_delta(before: Path, after: Path, plan: Plan, into: Path) -> Delta:
     return Delta(into, tuple(changes), time.perf_counter() - started)
 
 
-def _read_only_uri(path: Path) -> str:
-    """An ATTACH that can write nothing (SQLite opens URIs only in URI mode: ATTACH of a
-    `file:` name does, whatever the main connection was opened with)."""
-    return f"file:{pathname2url(str(path.resolve()))}?mode=ro"
+def scratch(path: Path, new: bool = True) -> sqlite3.Connection:
+    """A private scratch database (created empty, unless `new` is false), opened in URI mode
+    so that ATTACH takes read-only URIs."""
+    if new:
+        private_file(path)
+    return sqlite3.connect(
+        f"file:{pathname2url(str(path.resolve()))}?mode=rw", uri=True, isolation_level=None
+    )
+
+
+def attach_read_only(conn: sqlite3.Connection, path: Path, alias: str) -> None:
+    """`path` attached as `alias` so that nothing can be written to it (mode=ro)."""
+    conn.execute(
+        "ATTACH DATABASE ? AS " + alias, (f"file:{pathname2url(str(path.resolve()))}?mode=ro",)
+    )
 
 
 def _table_change(conn: sqlite3.Connection, table: Table, index: int) -> TableChange:
@@ -108,8 +119,7 @@ def _table_change(conn: sqlite3.Connection, table: Table, index: int) -> TableCh
     # after it are exact: storage class and bytes.
     on = " AND ".join(f"o.{k} = n.{k}" for k in keys)
     differs = " OR ".join(
-        f"n.{c} IS NOT o.{c} COLLATE BINARY OR typeof(n.{c}) IS NOT typeof(o.{c})"
-        for c in columns
+        f"n.{c} IS NOT o.{c} COLLATE BINARY OR typeof(n.{c}) IS NOT typeof(o.{c})" for c in columns
     )
     # Unmatched: a NULL key never matches (`=`), so a matched row's key is never NULL. A key
     # equal only under its collation ('tag3', 'TAG3' in a NOCASE key) is another key for
@@ -214,5 +224,3 @@ def _schema(path: Path) -> dict[tuple[str, str], tuple[str, list[str]]]:
         return schema
     finally:
         conn.close()
-
-

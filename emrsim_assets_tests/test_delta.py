@@ -29,7 +29,9 @@ def _source(path: Path) -> None:
         conn.executemany(
             'INSERT INTO "Tag Names" VALUES (?, ?)', [(f"tag{i}", i / 2) for i in range(50)]
         )
-        conn.executemany("INSERT INTO codes VALUES (?, ?)", [(f"c{i:04d}", "n") for i in range(300)])
+        conn.executemany(
+            "INSERT INTO codes VALUES (?, ?)", [(f"c{i:04d}", "n") for i in range(300)]
+        )
         conn.executemany("INSERT INTO log VALUES (?, ?)", [("2024-01-01", "a")] * 2 + [("b", "b")])
     conn.close()
 

@@ -1,16 +1,15 @@
 """Assets: the source snapshot, one asset per plan table (a factory), and cutover."""
 
 from collections.abc import Callable, Iterator, Sequence
-from datetime import date
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import dagster as dg
 
 from emrsim_assets import backup as core_backup
+from emrsim_assets import catch_up, progress, recovery, workload
 from emrsim_assets import cutover as core_cutover
 from emrsim_assets import health as core_health
-from emrsim_assets import pipeline, progress, recovery, snapshot, workload
 from emrsim_assets.defs.gate import gate_problems
 from emrsim_assets.defs.resources import MigrationResource, as_failure
 from emrsim_assets.errors import GateClosedError, MigrationError
@@ -39,12 +38,13 @@ def build_snapshot_asset(plan: Plan, months: dg.PartitionsDefinition) -> dg.Asse
         context: dg.AssetExecutionContext, migration: MigrationResource
     ) -> dg.MaterializeResult[None]:
         with as_failure():
-            manifest = snapshot.take_snapshot(
+            manifest, found = catch_up.snapshot(
                 Path(migration.sqlite_path),
                 migration.snapshot_dir,
                 plan,
                 list(months.get_partition_keys()),
                 migration.batch_rows,
+                migration.connect,
             )
             # A new snapshot starts a new migration: its loads go to a staging schema (after a
             # cutover published the last one, a fresh one).
@@ -55,8 +55,11 @@ def build_snapshot_asset(plan: Plan, months: dg.PartitionsDefinition) -> dg.Asse
         context.log.info(
             progress.snapshot_line(manifest.sha256, manifest.row_counts, manifest.seconds)
         )
+        if found is not None:
+            context.log.info(progress.catch_up_line(found))
         return dg.MaterializeResult(
             metadata={
+                **(_catch_up_metadata(found) if found is not None else {"catch_up": "none"}),
                 "source_path": manifest.source_path,
                 "snapshot_path": manifest.snapshot_path,
                 "plan": str(plan.path),
@@ -74,7 +77,24 @@ def build_snapshot_asset(plan: Plan, months: dg.PartitionsDefinition) -> dg.Asse
     return _snapshot
 
 
-def _metadata(stat: LoadStats) -> dict[str, Any]:
+def _catch_up_metadata(found: catch_up.CatchUp) -> dict[str, Any]:
+    return {
+        "catch_up": f"from snapshot {found.previous_sha[:12]}",
+        "catch_up_rows": found.rows,
+        "catch_up_seconds": found.seconds,
+        "catch_up_tables": dg.MetadataValue.json(
+            {
+                name: dict(zip(("inserted", "updated", "deleted"), counts, strict=True))
+                for name, counts in found.tables.items()
+                if sum(counts)
+            }
+        ),
+        "catch_up_months": dg.MetadataValue.json(found.months),
+        "catch_up_whole_tables": dg.MetadataValue.json(found.whole),
+    }
+
+
+def _metadata(stat: LoadStats, carried: bool = False) -> dict[str, Any]:
     """True numbers of one load: a table, or one month of the partitioned table."""
     return {
         "source_rows": stat.source_rows,
@@ -85,20 +105,25 @@ def _metadata(stat: LoadStats) -> dict[str, Any]:
         "copy_bytes": stat.copy_bytes,
         "pg_table": f"{stat.pg_table} (in {LIVE} after cutover)",
         "dagster/row_count": stat.loaded_rows,
+        # Unchanged since the snapshot staging was loaded from: restamped, not reloaded.
+        "carried_over": carried,
     }
 
 
 def _months_result(
-    context: dg.AssetExecutionContext, stats: Sequence[LoadStats]
+    context: dg.AssetExecutionContext, stats: Sequence[LoadStats], kept: set[str]
 ) -> dg.MaterializeResult[None]:
     """One run over several months records one materialization per month: each carries that
     month's own numbers (partition-scoped metadata), and the run's totals under names of
     their own, so that no month shows another's or the whole run's count as its own."""
     for stat in stats:
-        context.add_asset_metadata(_metadata(stat), partition_key=stat.partition_key)
+        context.add_asset_metadata(
+            _metadata(stat, stat.partition_key in kept), partition_key=stat.partition_key
+        )
     return dg.MaterializeResult(
         metadata={
             "months_in_run": len(stats),
+            "months_carried_over": len(kept),
             "run_loaded_rows": sum(s.loaded_rows for s in stats),
             "run_seconds": round(sum(s.seconds for s in stats), 3),
         }
@@ -152,17 +177,23 @@ def build_table_asset(
                     # Nothing materialized, nothing failed: the asset keeps its last state.
                     context.log.warning(refusal)
                     return
-                stats = pipeline.load_months(
+                stats, kept = catch_up.load_months(
                     migration.connect,
                     plan,
                     table,
-                    [date.fromisoformat(key) for key in context.partition_keys],
+                    list(context.partition_keys),
                     migration.manifest(),
+                    migration.snapshot_dir,
                     migration.batch_rows,
                     migration.workers,
                     _reporter(context),
                 )
-            yield _months_result(context, stats)
+            if kept:
+                context.log.info(
+                    f"{table.name}: {len(kept)} of {len(stats)} months unchanged since the "
+                    "last snapshot, carried over"
+                )
+            yield _months_result(context, stats, kept)
 
         return _months  # type: ignore[no-any-return]
 
@@ -178,11 +209,21 @@ def build_table_asset(
         with as_failure(), migration.connect() as conn:
             manifest = migration.manifest()
             ensure_migration_schema(conn)
-            stat = pipeline.load_table(
-                conn, plan, table, manifest, migration.batch_rows, _reporter(context)
+            stat, kept = catch_up.load_table(
+                conn,
+                plan,
+                table,
+                manifest,
+                migration.snapshot_dir,
+                migration.batch_rows,
+                _reporter(context),
             )
-        context.log.info(progress.loaded_line(table.name, stat.loaded_rows, stat.seconds))
-        yield dg.MaterializeResult(metadata=_metadata(stat))
+        context.log.info(
+            f"{table.name}: unchanged since the last snapshot, carried over"
+            if kept
+            else progress.loaded_line(table.name, stat.loaded_rows, stat.seconds)
+        )
+        yield dg.MaterializeResult(metadata=_metadata(stat, kept))
 
     return _table  # type: ignore[no-any-return]
 
