@@ -52,6 +52,7 @@ class CatchUp:
 
     previous_sha: str
     sha: str
+    run_id: str  # the run whose snapshot found it: only that run's loads carry anything over
     seconds: float
     rows: int
     # Per table: [inserted, updated, deleted], whether it reloads whole, and the months whose
@@ -71,13 +72,14 @@ class CatchUp:
         write_private(snapshot_dir / CATCH_UP_FILE, json.dumps(asdict(self), indent=1))
 
     @classmethod
-    def load(cls, snapshot_dir: Path, sha: str) -> CatchUp | None:
-        """The catch-up recorded for the snapshot `sha`, if its snapshot asset found one."""
+    def load(cls, snapshot_dir: Path, sha: str, run_id: str) -> CatchUp | None:
+        """The catch-up recorded for the snapshot `sha` by run `run_id`'s snapshot. A table or
+        month reloaded alone, in a run of its own, is reloaded, never carried over."""
         path = snapshot_dir / CATCH_UP_FILE
         if not path.exists():
             return None
         found = cls(**json.loads(path.read_text(encoding="utf-8")))
-        return found if found.sha == sha else None
+        return found if found.sha == sha and found.run_id == run_id else None
 
 
 def plan_fingerprint(plan: Plan) -> str:
@@ -131,7 +133,9 @@ def staged_from(conn: Conn, sha: str) -> bool:
     return bool(row and row[0])
 
 
-def find_catch_up(previous: Path, manifest: Manifest, plan: Plan, snapshot_dir: Path) -> CatchUp:
+def find_catch_up(
+    previous: Path, manifest: Manifest, plan: Plan, snapshot_dir: Path, run_id: str
+) -> CatchUp:
     """The delta from the previous snapshot to this one, with the months it touches."""
     started = time.perf_counter()
     before = previous / SNAPSHOT_FILE
@@ -145,6 +149,7 @@ def find_catch_up(previous: Path, manifest: Manifest, plan: Plan, snapshot_dir: 
     found = CatchUp(
         previous_sha=old.sha256,
         sha=manifest.sha256,
+        run_id=run_id,
         seconds=round(time.perf_counter() - started, 3),
         rows=delta.rows,
         tables={t.table: [t.inserted, t.updated, t.deleted] for t in delta.tables},
@@ -256,6 +261,7 @@ def snapshot(
     months: list[str],
     batch_rows: int,
     connect: Callable[[], AbstractContextManager[Conn]],
+    run_id: str,
 ) -> tuple[Manifest, CatchUp | None]:
     """A new snapshot and, when staging holds a load of the previous one under this plan, the
     catch-up from it. A failure (a schema that changed, say) leaves the previous snapshot the
@@ -268,7 +274,7 @@ def snapshot(
             with connect() as conn:
                 staged = staged_from(conn, Manifest.load(previous / MANIFEST_FILE).sha256)
             if staged:
-                found = find_catch_up(previous, manifest, plan, snapshot_dir)
+                found = find_catch_up(previous, manifest, plan, snapshot_dir, run_id)
     except BaseException:
         if previous is not None:
             restore_previous(snapshot_dir, previous)
@@ -285,9 +291,12 @@ def load_table(
     snapshot_dir: Path,
     batch_rows: int,
     progress: Report,
+    run_id: str,
+    proven: bool,
 ) -> tuple[LoadStats, bool]:
-    """The table reloaded, or carried over when the catch-up left it untouched."""
-    found = CatchUp.load(snapshot_dir, manifest.sha256)
+    """The table reloaded, or carried over when this run's catch-up left it untouched and its
+    last proofs passed (`proven`: a table whose check failed is reloaded, whatever changed)."""
+    found = CatchUp.load(snapshot_dir, manifest.sha256, run_id) if proven else None
     if carried(conn, found, plan, table, UNPARTITIONED):
         assert found is not None
         rows = restamp(conn, table, UNPARTITIONED, found)
@@ -305,9 +314,12 @@ def load_months(
     batch_rows: int,
     workers: int,
     progress: Report,
+    run_id: str,
+    proven: bool,
 ) -> tuple[list[LoadStats], set[str]]:
-    """The months reloaded, but those the catch-up left untouched, which are carried over."""
-    found = CatchUp.load(snapshot_dir, manifest.sha256)
+    """The months reloaded, but those this run's catch-up left untouched, which are carried
+    over (when the table's last proofs passed)."""
+    found = CatchUp.load(snapshot_dir, manifest.sha256, run_id) if proven else None
     kept: set[str] = set()
     stats: list[LoadStats] = []
     if found is not None:

@@ -36,7 +36,9 @@ def _all_checks_passed(result: dg.ExecuteInProcessResult) -> None:
 
 
 def _month(conn: sqlite3.Connection, message_id: int) -> str:
-    (stamp,) = conn.execute("SELECT created_at FROM messages WHERE id = ?", (message_id,)).fetchone()
+    (stamp,) = conn.execute(
+        "SELECT created_at FROM messages WHERE id = ?", (message_id,)
+    ).fetchone()
     return f"{str(stamp)[:7]}-01"
 
 
@@ -110,7 +112,9 @@ def test_prepare_while_the_app_writes_then_cutover_equals_the_final_source(
             conn.execute(
                 "DELETE FROM messages WHERE id = (SELECT max(id) FROM messages) - ?", (i * 3,)
             )
-            conn.execute("UPDATE conversations SET title = title || '!' WHERE id = ?", (i % 50 + 1,))
+            conn.execute(
+                "UPDATE conversations SET title = title || '!' WHERE id = ?", (i % 50 + 1,)
+            )
             conn.execute("COMMIT")
             written["rounds"] = i
             time.sleep(0.01)
@@ -141,3 +145,26 @@ def test_prepare_while_the_app_writes_then_cutover_equals_the_final_source(
             assert row is not None and row[0] == count, table
         row = pg.execute("SELECT sum(length(title)) FROM emrsim.conversations").fetchone()
         assert row is not None and row[0] == titles
+
+
+def test_staging_altered_behind_the_ledger_is_caught_then_reloaded_not_carried(
+    migration: Migration,
+) -> None:
+    """Carrying over trusts nothing: the checks read the carried rows back, and a table whose
+    last proof failed is reloaded by the next run, however unchanged its source."""
+    _all_checks_passed(migration.run_job("load_tables"))
+    with migration.connect() as pg:
+        pg.execute("UPDATE emrsim_staging.users SET name = name || ' (altered)' WHERE true")
+    caught = migration.run_job("load_tables")
+    assert _latest(migration, "users")["carried_over"] is True
+    failed = [
+        e.asset_check_key.name
+        for e in caught.get_asset_check_evaluations()
+        if not e.passed and e.asset_key == dg.AssetKey("users")
+    ]
+    assert "content_matches_source" in failed
+    _all_checks_passed(migration.run_job("load_tables"))
+    assert _latest(migration, "users")["carried_over"] is False
+    # A table reloaded alone, in a run of its own, is reloaded.
+    assert migration.materialize(dg.AssetSelection.assets("conversations")).success
+    assert _latest(migration, "conversations")["carried_over"] is False

@@ -45,6 +45,7 @@ def build_snapshot_asset(plan: Plan, months: dg.PartitionsDefinition) -> dg.Asse
                 list(months.get_partition_keys()),
                 migration.batch_rows,
                 migration.connect,
+                context.run_id,
             )
             # A new snapshot starts a new migration: its loads go to a staging schema (after a
             # cutover published the last one, a fresh one).
@@ -130,6 +131,28 @@ def _months_result(
     )
 
 
+def _proven(context: dg.AssetExecutionContext) -> bool:
+    """Whether every check of this table passed (or only warned) at its latest evaluation: only
+    then may its staging rows be carried over to a new snapshot rather than reloaded."""
+    from dagster._core.storage.asset_check_execution_record import (
+        AssetCheckExecutionRecordStatus as Status,
+    )
+
+    graph = context.job_def.asset_layer.asset_graph
+    storage = context.instance.event_log_storage
+    for key in (k for k in graph.asset_check_keys if k.asset_key == context.asset_key):
+        # The latest evaluation: this run's own checks are only planned yet.
+        done = storage.get_asset_check_execution_history(
+            key, limit=1, status={Status.SUCCEEDED, Status.FAILED}
+        )
+        evaluation = done[0].evaluation if done else None
+        if evaluation is None:
+            return False
+        if not evaluation.passed and evaluation.severity != dg.AssetCheckSeverity.WARN:
+            return False
+    return True
+
+
 def _refusal(migration: MigrationResource, table: Table) -> str | None:
     """Why a rerun of this table or month alone cannot run, or None. Such a rerun needs the
     staging schema of the migration in progress; after a cutover published it there is none."""
@@ -187,6 +210,8 @@ def build_table_asset(
                     migration.batch_rows,
                     migration.workers,
                     _reporter(context),
+                    context.run_id,
+                    _proven(context),
                 )
             if kept:
                 context.log.info(
@@ -217,6 +242,8 @@ def build_table_asset(
                 migration.snapshot_dir,
                 migration.batch_rows,
                 _reporter(context),
+                context.run_id,
+                _proven(context),
             )
         context.log.info(
             f"{table.name}: unchanged since the last snapshot, carried over"
