@@ -1,5 +1,5 @@
-"""emrsim-migrate: sample, migrate, plan, dev, rollback, replica, restore, stop. Errors print as
-one sentence."""
+"""emrsim-migrate: sample, migrate, prepare, cutover, plan, dev, rollback, replica, restore,
+stop. Errors print as one sentence."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import logging
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -259,6 +260,9 @@ def _report(
         for e in result.get_asset_materialization_events()
     )
     print(f"\nemrsim-migrate: run {result.run_id} ({seconds:.1f} s), recorded in {home}")
+    caught = _catch_up_line(result)
+    if caught:
+        print(caught)
     for name, count in rows.items():
         print(f"  {name:<16} {count:>12,} rows")
     total = sum(rows.values())
@@ -283,6 +287,27 @@ def _report(
         return 0
     print("  cutover: NOT done" if needs_cutover else "  dry run: problems above")
     return 1
+
+
+def _catch_up_line(result: Any) -> str | None:
+    """What the run's snapshot caught up with, and what it carried over, or None (a full load)."""
+    carried, loaded = 0, 0
+    caught: dict[str, Any] | None = None
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        metadata = {k: v.value for k, v in materialization.metadata.items()}
+        if materialization.asset_key.to_user_string() == "source_snapshot":
+            caught = metadata if "catch_up_rows" in metadata else None
+        elif "carried_over" in metadata:
+            carried += bool(metadata["carried_over"])
+            loaded += not metadata["carried_over"]
+    if caught is None:
+        return None
+    return (
+        f"  catch-up: {int(caught['catch_up_rows']):,} rows changed since the last snapshot "
+        f"(found in {float(caught['catch_up_seconds']):.1f} s); {loaded} tables and months "
+        f"reloaded, {carried} carried over unchanged"
+    )
 
 
 def _left_behind(skips: Sequence[Skip], shown: int = 8) -> str:
@@ -373,6 +398,69 @@ def cmd_dev(args: argparse.Namespace) -> int:
     )
     sys.stdout.flush()
     os.execvp(command[0], command)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """The load_tables job, while the app runs: a rerun catches up with what changed."""
+    args.job = "load_tables"
+    code = cmd_migrate(args)
+    if code == 0:
+        print(
+            "  prepared: staging holds this snapshot, proven. Run prepare again to catch up; "
+            "once the app has stopped writing, run cutover."
+        )
+    return code
+
+
+def cmd_cutover(args: argparse.Namespace) -> int:
+    """The write freeze: the plan's freeze command, the migrate job (a final snapshot, the
+    catch-up since the last prepare, its proofs, the publish), then the unfreeze command. The
+    freeze is timed from its start to the publish."""
+    import dagster as dg
+
+    from emrsim_assets.plan import load_plan
+
+    if args.sqlite:
+        os.environ["EMRSIM_SQLITE_PATH"] = str(Path(args.sqlite).resolve())
+    _preflight("--sqlite" if args.sqlite else "EMRSIM_SQLITE_PATH")
+    plan = load_plan(_use_plan(args))
+    args.plan = str(plan.path)
+    started = time.time()
+    if plan.freeze and not _hook("freeze", plan.freeze):
+        return 2
+    code = 1
+    try:
+        args.job = "migrate"
+        code = cmd_migrate(args)
+    finally:
+        if plan.unfreeze:
+            _hook("unfreeze", plan.unfreeze)
+    if code == 0:
+        with dg.DagsterInstance.get() as instance:
+            published = instance.get_latest_materialization_event(dg.AssetKey("cutover"))
+        if published is not None and published.timestamp >= started:
+            print(
+                f"  write freeze: {published.timestamp - started:.1f} s, from "
+                f"{'the freeze command' if plan.freeze else 'the start of cutover'} to the publish"
+            )
+    return code
+
+
+def _hook(name: str, argv: Sequence[str]) -> bool:
+    """Run the plan's freeze or unfreeze command (no shell); False, saying so, if it failed."""
+    print(f"emrsim-migrate: {name}: {' '.join(argv)}", flush=True)
+    try:
+        done = subprocess.run(list(argv), check=False)
+    except OSError as exc:
+        print(f"emrsim-migrate: the plan's {name} command could not start: {exc.strerror}.")
+        return False
+    if done.returncode != 0:
+        print(
+            f"emrsim-migrate: the plan's {name} command exited with {done.returncode}"
+            + ("; nothing was changed." if name == "freeze" else ".")
+        )
+        return False
+    return True
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -520,6 +608,29 @@ def parser() -> argparse.ArgumentParser:
         help="also print Dagster's own log (every event, stack traces) to the terminal",
     )
     migrate.set_defaults(func=cmd_migrate)
+    for name, text, func in (
+        (
+            "prepare",
+            "while the app runs: snapshot, load and prove into staging; again: catch up",
+            cmd_prepare,
+        ),
+        (
+            "cutover",
+            "once the app stopped writing: catch up since prepare, prove, publish; prints the "
+            "write freeze",
+            cmd_cutover,
+        ),
+    ):
+        command = sub.add_parser(
+            name,
+            help=text,
+            epilog=ENVIRONMENT,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.add_argument("--sqlite", help="the SQLite file (default: $EMRSIM_SQLITE_PATH)")
+        command.add_argument("--plan", help="the migration plan (as for migrate)")
+        command.add_argument("-v", "--verbose", action="store_true", help="Dagster's own log too")
+        command.set_defaults(func=func)
     plan = sub.add_parser("plan", help="draft a complete migration plan from a SQLite file")
     plan.add_argument("--sqlite", required=True, help="the SQLite file to describe")
     plan.add_argument("--out", required=True, help="where to write the plan (YAML)")

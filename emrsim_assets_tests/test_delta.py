@@ -14,7 +14,7 @@ from emrsim_assets_tests.harness import drafted
 SCHEMA = """
 CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT COLLATE NOCASE, score NUMERIC);
 CREATE TABLE "Tag Names" (label TEXT COLLATE NOCASE PRIMARY KEY, weight REAL) WITHOUT ROWID;
-CREATE TABLE codes (code TEXT PRIMARY KEY, note TEXT);
+CREATE TABLE codes (code TEXT PRIMARY KEY, note TEXT, extra);
 CREATE TABLE log (at TEXT, line TEXT);
 """
 
@@ -30,7 +30,7 @@ def _source(path: Path) -> None:
             'INSERT INTO "Tag Names" VALUES (?, ?)', [(f"tag{i}", i / 2) for i in range(50)]
         )
         conn.executemany(
-            "INSERT INTO codes VALUES (?, ?)", [(f"c{i:04d}", "n") for i in range(300)]
+            "INSERT INTO codes VALUES (?, ?, ?)", [(f"c{i:04d}", "n", i) for i in range(300)]
         )
         conn.executemany("INSERT INTO log VALUES (?, ?)", [("2024-01-01", "a")] * 2 + [("b", "b")])
     conn.close()
@@ -79,7 +79,11 @@ def test_every_kind_of_change_is_found_exactly(source: Path, tmp_path: Path) -> 
         conn.execute("UPDATE \"Tag Names\" SET weight = 99 WHERE label = 'tag1'")
         conn.execute("DELETE FROM \"Tag Names\" WHERE label = 'tag2'")
         conn.execute("UPDATE \"Tag Names\" SET label = 'TAG3' WHERE label = 'tag3'")  # key's case
-        conn.execute("INSERT INTO codes VALUES ('c9999', 'new')")
+        conn.execute("INSERT INTO codes VALUES ('c9999', 'new', 1)")
+        # A column of no type keeps what it is given: 7 becoming 7.0 is a change; 8 becoming 8
+        # again is none, and neither is 'n' written again.
+        conn.execute("UPDATE codes SET extra = 7.0 WHERE code = 'c0007'")
+        conn.execute("UPDATE codes SET extra = 8, note = 'n' WHERE code = 'c0008'")
     conn.close()
     after = _snapshot(source, tmp_path / "after.sqlite")
     shas = (_sha(before), _sha(after))
@@ -95,9 +99,10 @@ def test_every_kind_of_change_is_found_exactly(source: Path, tmp_path: Path) -> 
     assert (tags.inserted, tags.updated, tags.deleted) == (1, 1, 2)
     assert _keys(delta.path, tags.deletes) == [("tag2",), ("tag3",)]
     codes = delta.of("codes")
-    assert (codes.inserted, codes.updated, codes.deleted) == (1, 0, 0)
+    assert (codes.inserted, codes.updated, codes.deleted) == (1, 1, 0)
+    assert _keys(delta.path, codes.upserts) == [("c0007", 0), ("c9999", 1)]
     assert not delta.of("log").changed
-    assert delta.rows == 5 + 4 + 1
+    assert delta.rows == 5 + 4 + 2
     assert (_sha(before), _sha(after)) == shas, "the snapshots are never written"
     assert oct(delta.path.stat().st_mode & 0o777) == "0o600"
 

@@ -218,6 +218,52 @@ def test_migrate_and_materialize_commands_from_the_readme(tmp_path: Path, pg_url
     assert_private(tmp_path / "work")
 
 
+def test_prepare_then_cutover_commands_from_the_readme(tmp_path: Path, pg_url: str) -> None:
+    """`emrsim-migrate prepare` while the app runs, again to catch up, then `cutover` with the
+    plan's freeze and unfreeze commands, as the README writes them."""
+    import sqlite3
+
+    import yaml
+
+    from emrsim_assets.plan import default_plan_path
+
+    sqlite = tmp_path / "app.sqlite"
+    write_sample(sqlite, messages=800, seed=5)
+    raw = yaml.safe_load(default_plan_path().read_text())
+    raw["freeze"] = ["touch", str(tmp_path / "frozen")]
+    raw["unfreeze"] = ["touch", str(tmp_path / "unfrozen")]
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    env = user_env(
+        tmp_path / "work",
+        EMRSIM_SQLITE_PATH=str(sqlite),
+        EMRSIM_PG_URL=pg_url,
+        DAGSTER_HOME=str(tmp_path / "dagster_home"),
+        EMRSIM_PLAN=str(plan),
+    )
+    first = shell(".venv/bin/emrsim-migrate prepare", env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "prepared: staging holds this snapshot" in first.stdout
+    assert "catch-up" not in first.stdout
+
+    with sqlite3.connect(sqlite) as conn:
+        conn.execute("UPDATE users SET name = 'Renamed' WHERE id = 1")
+        conn.execute("DELETE FROM messages WHERE id = (SELECT max(id) FROM messages)")
+    conn.close()
+    again = shell(".venv/bin/emrsim-migrate prepare", env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "catch-up: 2 rows changed since the last snapshot" in again.stdout, again.stdout
+    assert "carried over unchanged" in again.stdout
+    assert not (tmp_path / "frozen").exists()
+
+    cut = shell(".venv/bin/emrsim-migrate cutover", env)
+    assert cut.returncode == 0, cut.stdout + cut.stderr
+    assert (tmp_path / "frozen").exists() and (tmp_path / "unfrozen").exists()
+    assert "catch-up: 0 rows changed" in cut.stdout, cut.stdout
+    assert "cutover: done" in cut.stdout
+    assert "write freeze: " in cut.stdout and "from the freeze command to the publish" in cut.stdout
+
+
 def test_replica_recovery_and_stop_commands_from_the_readme(tmp_path: Path) -> None:
     """On the embedded server: migrate, `emrsim-migrate replica`, the workload reading from
     both servers with the same answers, a proven base backup, `emrsim-migrate restore` to a

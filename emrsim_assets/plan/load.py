@@ -87,6 +87,8 @@ def parse_plan(raw: dict[str, Any], path: Path) -> Plan:
         path=path,
         skip=skips,
         views=views,
+        freeze=tuple(raw.get("freeze") or ()),
+        unfreeze=tuple(raw.get("unfreeze") or ()),
     )
     _check_references(plan)
     plan.load_order()

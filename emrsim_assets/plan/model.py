@@ -250,6 +250,8 @@ class Plan:
     path: Path
     skip: tuple[Skip, ...] = ()
     views: tuple[View, ...] = ()
+    freeze: tuple[str, ...] = ()  # run by `cutover` before its final snapshot
+    unfreeze: tuple[str, ...] = ()  # run by `cutover` once it published, or failed
 
     def table(self, name: str) -> Table:
         for table in self.tables:

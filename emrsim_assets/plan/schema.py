@@ -136,6 +136,10 @@ class PlanSpec(_Shape):
     tables: list[TableSpec] = Field(min_length=1)
     skip: list[SkipSpec] = []
     views: list[ViewSpec] = []
+    # Commands `emrsim-migrate cutover` runs around the write freeze (the app's maintenance
+    # switch, say): each a program and its arguments, run without a shell.
+    freeze: list[str] | None = Field(default=None, min_length=1)
+    unfreeze: list[str] | None = Field(default=None, min_length=1)
 
 
 def validate(raw: Any) -> PlanSpec:
