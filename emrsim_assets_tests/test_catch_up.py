@@ -168,3 +168,82 @@ def test_staging_altered_behind_the_ledger_is_caught_then_reloaded_not_carried(
     # A table reloaded alone, in a run of its own, is reloaded.
     assert migration.materialize(dg.AssetSelection.assets("conversations")).success
     assert _latest(migration, "conversations")["carried_over"] is False
+
+
+def test_the_catch_up_sensor_runs_only_while_a_prepared_staging_waits(
+    migration: Migration,
+) -> None:
+    sensor = migration.defs.get_sensor_def("catch_up_while_the_app_runs")
+
+    def tick() -> object:
+        context = dg.build_sensor_context(
+            instance=migration.instance, resources={"migration": migration.resource}
+        )
+        return sensor(context)  # type: ignore[operator]
+
+    assert isinstance(tick(), dg.SkipReason)  # nothing prepared yet
+    _all_checks_passed(migration.run_job("catch_up"))
+    request = tick()
+    assert isinstance(request, dg.RunRequest)
+    assert request.tags["dagster/asset_partition_range_end"] == migration.months[-1]
+    cut = migration.run_job("migrate")
+    _all_checks_passed(cut)
+    cutover = _latest(migration, "cutover")
+    assert cutover["catch_up_rows"] == 0
+    assert float(cutover["write_freeze_seconds"]) > 0  # type: ignore[arg-type]
+    assert isinstance(tick(), dg.SkipReason)  # published: nothing to catch up with
+
+
+def test_a_cutover_killed_during_its_catch_up_leaves_nothing_live_and_a_rerun_finishes(
+    tmp_path: Path, pg_url: str
+) -> None:
+    import os
+    import signal
+    import subprocess
+
+    import psycopg
+
+    from emrsim_assets.sample import write_sample
+    from emrsim_assets_tests.user_shell import REPO, shell, user_env
+
+    sqlite = tmp_path / "app.sqlite"
+    write_sample(sqlite, messages=20_000, seed=3)
+    env = user_env(
+        tmp_path / "work",
+        EMRSIM_SQLITE_PATH=str(sqlite),
+        EMRSIM_PG_URL=pg_url,
+        DAGSTER_HOME=str(tmp_path / "dagster_home"),
+    )
+    prepared = shell(".venv/bin/emrsim-migrate prepare", env)
+    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+    with sqlite3.connect(sqlite) as conn:
+        conn.execute("UPDATE messages SET message = message || '!' WHERE id % 100 = 0")
+    conn.close()
+
+    run = subprocess.Popen(
+        [str(REPO / ".venv" / "bin" / "emrsim-migrate"), "cutover"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert run.stdout is not None
+    seen = []
+    for line in run.stdout:
+        seen.append(line)
+        if "Catch-up from snapshot" in line:
+            os.killpg(run.pid, signal.SIGKILL)
+            break
+    run.wait(60)
+    assert any("Catch-up from snapshot" in line for line in seen), "".join(seen)
+    with psycopg.connect(pg_url) as pg:
+        live = pg.execute("SELECT to_regnamespace('emrsim') IS NOT NULL").fetchone()
+    assert live == (False,), "the killed cutover published nothing"
+
+    again = shell(".venv/bin/emrsim-migrate cutover", env, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "cutover: done" in again.stdout and "write freeze: " in again.stdout
+    with psycopg.connect(pg_url) as pg:
+        row = pg.execute("SELECT count(*) FROM emrsim.messages WHERE message LIKE '%!'").fetchone()
+    assert row is not None and row[0] == 200

@@ -1,5 +1,6 @@
 """Assets: the source snapshot, one asset per plan table (a factory), and cutover."""
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -281,8 +282,17 @@ def build_cutover_asset(
         context.log.info(
             progress.cutover_line(result.row_counts, LIVE, result.backup_schema, len(plan.skip))
         )
+        manifest = migration.manifest()
+        found = catch_up.CatchUp.load(migration.snapshot_dir, manifest.sha256, context.run_id)
+        record = context.instance.get_run_record_by_id(context.run_id)
+        began = record.start_time if record is not None else None
         return dg.MaterializeResult(
             metadata={
+                # The app's writes must stop before this run's snapshot: from the run's start
+                # to this publish is the write freeze (emrsim-migrate cutover also counts its
+                # freeze command).
+                "write_freeze_seconds": round(time.time() - began, 1) if began else "unknown",
+                "catch_up_rows": found.rows if found is not None else "none: a full load",
                 "row_counts": dg.MetadataValue.json(result.row_counts),
                 "dagster/row_count": sum(result.row_counts.values()),
                 "backup_schema": result.backup_schema or "(none: first cutover)",

@@ -21,6 +21,7 @@ from emrsim_assets.defs.checks import build_checks
 from emrsim_assets.defs.jobs import (
     backup_live,
     base_backup_live,
+    build_catch_up_sensor,
     build_migration_jobs,
     build_partition_maintenance,
     build_start_migration,
@@ -104,7 +105,12 @@ def build_defs(plan: Plan, resource: MigrationResource | None = None) -> dg.Defi
             maintenance,
         ],
         schedules=[schedule, daily_backup, weekly_base_backup, health_every_5_minutes],
-        sensors=[follow, abandoned_runs_marked_failed, starts_migrate],
+        sensors=[
+            follow,
+            abandoned_runs_marked_failed,
+            starts_migrate,
+            build_catch_up_sensor(months),
+        ],
         resources={"migration": resource or default_resource()},
         # One process per run, its ready steps side by side in threads (defs.threads): steps
         # share the warm interpreter and wait on SQLite, PostgreSQL and Polars, not the GIL.

@@ -10,13 +10,22 @@ from emrsim_assets import postgres
 from emrsim_assets.defs.dagster_internals import UnresolvedAssetJobDefinition
 from emrsim_assets.defs.resources import MigrationResource, as_failure
 from emrsim_assets.plan import Plan
+from emrsim_assets.schemas import STAGING
 from emrsim_assets.source import check_plan_matches_source, open_readonly
+from emrsim_assets.target import schema_exists
 from emrsim_assets.times import next_month
 
 MIGRATE = "migrate"
 
 
 START = "start_migration"
+CATCH_UP = "catch_up"
+_BUSY = (
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+)
 
 
 def every_month_tags(months: dg.PartitionsDefinition) -> dict[str, str]:
@@ -31,6 +40,34 @@ def every_month_tags(months: dg.PartitionsDefinition) -> dict[str, str]:
     }
 
 
+def build_catch_up_sensor(months: dg.PartitionsDefinition) -> dg.SensorDefinition:
+    every_month = every_month_tags(months)
+
+    @dg.sensor(
+        name="catch_up_while_the_app_runs",
+        job_name=CATCH_UP,
+        minimum_interval_seconds=300,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Every 5 minutes, while a prepared staging schema waits for its cutover: a "
+        "catch_up run, so that the cutover's own catch-up stays small. Off by default.",
+    )
+    def _sensor(
+        context: dg.SensorEvaluationContext, migration: MigrationResource
+    ) -> dg.RunRequest | dg.SkipReason:
+        busy = context.instance.get_runs(filters=dg.RunsFilter(statuses=list(_BUSY)), limit=1)
+        if busy:
+            return dg.SkipReason(f"run {busy[0].run_id} ({busy[0].job_name}) is not finished")
+        with migration.connect() as conn:
+            prepared = schema_exists(conn, STAGING)
+        if not prepared:
+            return dg.SkipReason(
+                "no prepared staging schema (prepare first; after a cutover, none)"
+            )
+        return dg.RunRequest(tags=every_month)
+
+    return _sensor
+
+
 def build_migration_jobs(months: dg.PartitionsDefinition) -> list[UnresolvedAssetJobDefinition]:
     """migrate and load_tables. Each run carries every month of the partitioned table by
     default (a partition range tag); a single month is still a run of its own from the asset's
@@ -42,6 +79,16 @@ def build_migration_jobs(months: dg.PartitionsDefinition) -> list[UnresolvedAsse
             selection=dg.AssetSelection.all() - dg.AssetSelection.groups("after_cutover"),
             description="Snapshot, every table and month, every check, then cutover (gated by "
             "the checks). From the UI, start it with start_migration (no partition to choose).",
+            tags=every_month,
+        ),
+        dg.define_asset_job(
+            CATCH_UP,
+            selection=dg.AssetSelection.all()
+            - dg.AssetSelection.assets("cutover")
+            - dg.AssetSelection.groups("after_cutover"),
+            description="While the app runs: a new snapshot, then only what changed since the "
+            "last one reloads (the rest is carried over), and every check proves staging again. "
+            "Run by the catch_up_while_the_app_runs sensor when it is turned on.",
             tags=every_month,
         ),
         dg.define_asset_job(
