@@ -68,6 +68,26 @@ class CatchUp:
     def month_changed(self, table: str, month: str) -> bool:
         return table in self.whole or month in self.months.get(table, [])
 
+    def summary(self) -> str:
+        """One line for the terminal and the run's log."""
+        changed = {name: counts for name, counts in self.tables.items() if sum(counts)}
+        said = (
+            f"Catch-up from snapshot {self.previous_sha[:12]}: {self.rows:,} rows changed"
+            + (
+                " ("
+                + "; ".join(f"{name} +{i:,} ~{u:,} -{d:,}" for name, (i, u, d) in changed.items())
+                + ")"
+                if changed
+                else ""
+            )
+            + f", found in {self.seconds:.1f} s"
+        )
+        if self.whole:
+            said += f"; reloaded whole (no key): {', '.join(self.whole)}"
+        for name, months in self.months.items():
+            said += f"; {name}: {len(months)} months touched"
+        return said + ". Everything else is carried over."
+
     def save(self, snapshot_dir: Path) -> None:
         write_private(snapshot_dir / CATCH_UP_FILE, json.dumps(asdict(self), indent=1))
 

@@ -10,10 +10,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from emrsim_assets.catch_up import CatchUp
 
 
 @dataclass(frozen=True)
@@ -162,23 +158,3 @@ def cutover_line(row_counts: dict[str, int], schema: str, backup: str | None, sk
     if skips:
         said += f"; {skips} source objects are left behind as the plan's skip says"
     return said + "."
-
-
-def catch_up_line(found: CatchUp) -> str:
-    changed = {name: counts for name, counts in found.tables.items() if sum(counts)}
-    said = (
-        f"Catch-up from snapshot {found.previous_sha[:12]}: {found.rows:,} rows changed"
-        + (
-            " ("
-            + "; ".join(f"{name} +{i:,} ~{u:,} -{d:,}" for name, (i, u, d) in changed.items())
-            + ")"
-            if changed
-            else ""
-        )
-        + f", found in {found.seconds:.1f} s"
-    )
-    if found.whole:
-        said += f"; reloaded whole (no key): {', '.join(found.whole)}"
-    for name, months in found.months.items():
-        said += f"; {name}: {len(months)} months touched"
-    return said + ". Everything else is carried over."

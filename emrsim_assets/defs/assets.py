@@ -58,7 +58,7 @@ def build_snapshot_asset(plan: Plan, months: dg.PartitionsDefinition) -> dg.Asse
             progress.snapshot_line(manifest.sha256, manifest.row_counts, manifest.seconds)
         )
         if found is not None:
-            context.log.info(progress.catch_up_line(found))
+            context.log.info(found.summary())
         return dg.MaterializeResult(
             metadata={
                 **(_catch_up_metadata(found) if found is not None else {"catch_up": "none"}),
