@@ -271,6 +271,7 @@ def restamp(conn: Conn, table: Table, key: str, catch_up: CatchUp) -> tuple[int,
 
 
 def drop_previous(snapshot_dir: Path) -> None:
+    """After a cutover: the previous snapshot has nothing left to be compared with."""
     shutil.rmtree(snapshot_dir / PREVIOUS, ignore_errors=True)
 
 

@@ -425,6 +425,11 @@ def cmd_cutover(args: argparse.Namespace) -> int:
     _preflight("--sqlite" if args.sqlite else "EMRSIM_SQLITE_PATH")
     plan = load_plan(_use_plan(args))
     args.plan = str(plan.path)
+    if not _prepared():
+        print(
+            "emrsim-migrate: no prepare has run here: the freeze covers the whole load (run "
+            "prepare first, with the app running, to freeze only for what changes after it)."
+        )
     started = time.time()
     if plan.freeze and not _hook("freeze", plan.freeze):
         return 2
@@ -444,6 +449,19 @@ def cmd_cutover(args: argparse.Namespace) -> int:
                 f"{'the freeze command' if plan.freeze else 'the start of cutover'} to the publish"
             )
     return code
+
+
+def _prepared() -> bool:
+    """Whether a prepared staging schema waits (True when PostgreSQL cannot say: the run will)."""
+    from emrsim_assets.errors import MigrationError
+    from emrsim_assets.schemas import STAGING
+    from emrsim_assets.target import schema_exists
+
+    try:
+        with postgres.connect(postgres.resolve_url()) as conn:
+            return schema_exists(conn, STAGING)
+    except MigrationError:
+        return True
 
 
 def _hook(name: str, argv: Sequence[str]) -> bool:

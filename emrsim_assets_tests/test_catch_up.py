@@ -77,6 +77,7 @@ def test_a_second_prepare_reloads_only_what_changed_and_proves_it_all(
     result = migration.run_job("migrate")
     _all_checks_passed(result)
     assert _latest(migration, "source_snapshot")["catch_up_rows"] == 0
+    assert not (migration.work / "snapshot" / "previous").exists(), "freed after the publish"
     with migration.connect() as pg:
         assert pg.execute("SELECT name FROM emrsim.users ORDER BY created_at LIMIT 1").fetchone()
         (count,) = pg.execute("SELECT count(*) FROM emrsim.messages").fetchone()  # type: ignore[misc]

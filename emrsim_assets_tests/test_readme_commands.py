@@ -260,6 +260,7 @@ def test_prepare_then_cutover_commands_from_the_readme(tmp_path: Path, pg_url: s
     assert cut.returncode == 0, cut.stdout + cut.stderr
     assert (tmp_path / "frozen").exists() and (tmp_path / "unfrozen").exists()
     assert "catch-up: 0 rows changed" in cut.stdout, cut.stdout
+    assert "no prepare has run" not in cut.stdout
     assert "cutover: done" in cut.stdout
     assert "write freeze: " in cut.stdout and "from the freeze command to the publish" in cut.stdout
 

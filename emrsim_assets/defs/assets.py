@@ -279,6 +279,8 @@ def build_cutover_asset(
                 result = core_cutover.cutover(
                     conn, plan, migration.manifest(), keep_backups=migration.keep_backups
                 )
+            # Published: nothing is left to catch up with, and that snapshot's disk is freed.
+            catch_up.drop_previous(migration.snapshot_dir)
         context.log.info(
             progress.cutover_line(result.row_counts, LIVE, result.backup_schema, len(plan.skip))
         )
