@@ -11,6 +11,7 @@ from emrsim_assets import backup as core_backup
 from emrsim_assets import catch_up, progress, recovery, workload
 from emrsim_assets import cutover as core_cutover
 from emrsim_assets import health as core_health
+from emrsim_assets.defs.dagster_internals import AssetCheckExecutionRecordStatus as Status
 from emrsim_assets.defs.gate import gate_problems
 from emrsim_assets.defs.resources import MigrationResource, as_failure
 from emrsim_assets.errors import GateClosedError, MigrationError
@@ -135,10 +136,6 @@ def _months_result(
 def _proven(context: dg.AssetExecutionContext) -> bool:
     """Whether every check of this table passed (or only warned) at its latest evaluation: only
     then may its staging rows be carried over to a new snapshot rather than reloaded."""
-    from dagster._core.storage.asset_check_execution_record import (
-        AssetCheckExecutionRecordStatus as Status,
-    )
-
     graph = context.job_def.asset_layer.asset_graph
     storage = context.instance.event_log_storage
     for key in (k for k in graph.asset_check_keys if k.asset_key == context.asset_key):
