@@ -237,3 +237,26 @@ def test_start_migration_checks_first_then_requests_migrate_over_every_month(
     said = failure_sentence(failed)
     assert "users.emial" in said and "did you mean email?" in said, said
     assert wrong.instance.get_latest_materialization_event(dg.AssetKey("users")) is None
+
+
+def test_a_source_the_plan_does_not_fit_still_loads_the_ui_and_start_migration_names_it(
+    plan, tmp_path: Path, pg_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    """A file without the partitioned table: the definitions load (the UI opens), and the
+    launcher's run says what is missing in one sentence, touching no asset."""
+    import sqlite3
+
+    other = tmp_path / "other.sqlite"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    conn.commit()
+    conn.close()
+    wrong = Migration(plan, other, pg_url, tmp_path / "work")
+    failed = wrong.defs.resolve_job_def("start_migration").execute_in_process(
+        instance=wrong.instance, raise_on_error=False
+    )
+    assert not failed.success
+    said = failure_sentence(failed)
+    assert "messages" in said or "users" in said, said
+    assert "\n" not in said and "Traceback" not in said
+    assert wrong.instance.get_latest_materialization_event(dg.AssetKey("users")) is None

@@ -35,6 +35,7 @@ from emrsim_assets.defs.loggers import file_logger, progress_logger
 from emrsim_assets.defs.resources import MigrationResource
 from emrsim_assets.defs.runs import abandoned_runs_marked_failed
 from emrsim_assets.defs.threads import threaded_executor
+from emrsim_assets.errors import SourceError
 from emrsim_assets.plan import Plan, default_plan_path, load_plan
 from emrsim_assets.postgres import work_dir as work_dir_of
 from emrsim_assets.private import keep_private
@@ -49,11 +50,17 @@ def month_partitions(
     """The partitioned table's months: those in which the source has rows, plus this month and
     the next (the live app writes there from the first minute). So the UI lists what there is
     to load, and launching every month is launching all partitions. With no source to look at,
-    every calendar month from the plan's first one to this month."""
+    or one that cannot be read as the plan says (a table it lacks: the definitions still load,
+    and the first run says what is wrong in one sentence), every calendar month from the plan's
+    first one to this month."""
     start = settings().partition_start or plan.partition_start.isoformat()
+    calendar = dg.MonthlyPartitionsDefinition(start_date=start, end_offset=1, timezone="UTC")
     if sqlite is None or not sqlite.is_file() or plan.partitioned_table is None:
-        return dg.MonthlyPartitionsDefinition(start_date=start, end_offset=1, timezone="UTC")
-    with_data = data_months(sqlite, plan, (work_dir or work_dir_of()) / "cache")
+        return calendar
+    try:
+        with_data = data_months(sqlite, plan, (work_dir or work_dir_of()) / "cache")
+    except SourceError:
+        return calendar
     this_month = datetime.now(UTC).date().replace(day=1)
     live = [this_month.isoformat(), next_month(this_month).isoformat()]
     months = sorted({m for m in with_data if m >= start[:10]} | set(live))
