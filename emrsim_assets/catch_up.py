@@ -154,20 +154,24 @@ def staged_from(conn: Conn, sha: str) -> bool:
 
 
 def find_catch_up(
-    previous: Path, manifest: Manifest, plan: Plan, snapshot_dir: Path, run_id: str
+    previous: Path,
+    previous_sha: str,
+    manifest: Manifest,
+    plan: Plan,
+    snapshot_dir: Path,
+    run_id: str,
 ) -> CatchUp:
     """The delta from the previous snapshot to this one, with the months it touches."""
     started = time.perf_counter()
     before = previous / SNAPSHOT_FILE
     after = Path(manifest.snapshot_path)
-    old = Manifest.load(previous / MANIFEST_FILE)
     delta = find_delta(before, after, plan, snapshot_dir / "delta.sqlite")
     months: dict[str, list[str]] = {}
     partitioned = plan.partitioned_table
     if partitioned is not None and delta.of(partitioned.name).rows:
         months[partitioned.name] = sorted(_months_touched(delta, partitioned, plan, before, after))
     found = CatchUp(
-        previous_sha=old.sha256,
+        previous_sha=previous_sha,
         sha=manifest.sha256,
         run_id=run_id,
         seconds=round(time.perf_counter() - started, 3),
@@ -292,10 +296,11 @@ def snapshot(
         manifest = take_snapshot(source, snapshot_dir, plan, months, batch_rows)
         found = None
         if previous is not None:
+            previous_sha = Manifest.load(previous / MANIFEST_FILE).sha256
             with connect() as conn:
-                staged = staged_from(conn, Manifest.load(previous / MANIFEST_FILE).sha256)
+                staged = staged_from(conn, previous_sha)
             if staged:
-                found = find_catch_up(previous, manifest, plan, snapshot_dir, run_id)
+                found = find_catch_up(previous, previous_sha, manifest, plan, snapshot_dir, run_id)
     except BaseException:
         if previous is not None:
             restore_previous(snapshot_dir, previous)

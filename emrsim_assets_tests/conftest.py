@@ -184,6 +184,19 @@ class Migration:
     def connect(self) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(self.pg_url, autocommit=True)
 
+    def latest(self, asset: str, partition: str | None = None) -> dict[str, object]:
+        """The metadata of the asset's latest materialization (of that month, if given)."""
+        if partition is None:
+            event = self.instance.get_latest_materialization_event(dg.AssetKey(asset))
+        else:
+            records = self.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]),
+                limit=1,
+            ).records
+            event = records[0].event_log_entry
+        assert event is not None and event.asset_materialization is not None
+        return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
 
 @pytest.fixture
 def migration(plan: Plan, sample_db: Path, pg_url: str, tmp_path: Path) -> Migration:

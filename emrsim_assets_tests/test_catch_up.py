@@ -13,19 +13,6 @@ import dagster as dg
 from emrsim_assets_tests.conftest import Migration
 
 
-def _latest(migration: Migration, asset: str, partition: str | None = None) -> dict[str, object]:
-    if partition is None:
-        event = migration.instance.get_latest_materialization_event(dg.AssetKey(asset))
-    else:
-        records = migration.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]),
-            limit=1,
-        ).records
-        event = records[0].event_log_entry
-    assert event is not None and event.asset_materialization is not None
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
-
-
 def _all_checks_passed(result: dg.ExecuteInProcessResult) -> None:
     failed = [
         f"{e.asset_check_key.name} on {e.asset_key.to_user_string()}: {e.description}"
@@ -60,23 +47,23 @@ def test_a_second_prepare_reloads_only_what_changed_and_proves_it_all(
 
     second = migration.run_job("load_tables")
     _all_checks_passed(second)
-    snapshot = _latest(migration, "source_snapshot")
+    snapshot = migration.latest("source_snapshot")
     assert snapshot["catch_up_rows"] == 4, snapshot
     assert snapshot["catch_up_tables"] == {
         "messages": {"inserted": 0, "updated": 2, "deleted": 1},
         "users": {"inserted": 0, "updated": 1, "deleted": 0},
     }
     assert sorted(snapshot["catch_up_months"]["messages"]) == sorted(months)  # type: ignore[index]
-    assert _latest(migration, "users")["carried_over"] is False
-    assert _latest(migration, "conversations")["carried_over"] is True
+    assert migration.latest("users")["carried_over"] is False
+    assert migration.latest("conversations")["carried_over"] is True
     for month in migration.months:
-        carried = _latest(migration, "messages", month)["carried_over"]
+        carried = migration.latest("messages", month)["carried_over"]
         assert carried is (month not in months), month
 
     # Cutover from a third snapshot with nothing changed: everything carried, all proven.
     result = migration.run_job("migrate")
     _all_checks_passed(result)
-    assert _latest(migration, "source_snapshot")["catch_up_rows"] == 0
+    assert migration.latest("source_snapshot")["catch_up_rows"] == 0
     assert not (migration.work / "snapshot" / "previous").exists(), "freed after the publish"
     with migration.connect() as pg:
         assert pg.execute("SELECT name FROM emrsim.users ORDER BY created_at LIMIT 1").fetchone()
@@ -132,7 +119,7 @@ def test_prepare_while_the_app_writes_then_cutover_equals_the_final_source(
     assert written["rounds"] > 0
     result = migration.run_job("migrate")  # the app stopped: cutover catches up
     _all_checks_passed(result)
-    assert _latest(migration, "source_snapshot")["catch_up_rows"] > 0
+    assert migration.latest("source_snapshot")["catch_up_rows"] > 0
     conn = sqlite3.connect(sample_db)
     expected = {
         table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
@@ -157,7 +144,7 @@ def test_staging_altered_behind_the_ledger_is_caught_then_reloaded_not_carried(
     with migration.connect() as pg:
         pg.execute("UPDATE emrsim_staging.users SET name = name || ' (altered)' WHERE true")
     caught = migration.run_job("load_tables")
-    assert _latest(migration, "users")["carried_over"] is True
+    assert migration.latest("users")["carried_over"] is True
     failed = [
         e.asset_check_key.name
         for e in caught.get_asset_check_evaluations()
@@ -165,10 +152,10 @@ def test_staging_altered_behind_the_ledger_is_caught_then_reloaded_not_carried(
     ]
     assert "content_matches_source" in failed
     _all_checks_passed(migration.run_job("load_tables"))
-    assert _latest(migration, "users")["carried_over"] is False
+    assert migration.latest("users")["carried_over"] is False
     # A table reloaded alone, in a run of its own, is reloaded.
     assert migration.materialize(dg.AssetSelection.assets("conversations")).success
-    assert _latest(migration, "conversations")["carried_over"] is False
+    assert migration.latest("conversations")["carried_over"] is False
 
 
 def test_the_catch_up_sensor_runs_only_while_a_prepared_staging_waits(
@@ -189,7 +176,7 @@ def test_the_catch_up_sensor_runs_only_while_a_prepared_staging_waits(
     assert request.tags["dagster/asset_partition_range_end"] == migration.months[-1]
     cut = migration.run_job("migrate")
     _all_checks_passed(cut)
-    cutover = _latest(migration, "cutover")
+    cutover = migration.latest("cutover")
     assert cutover["catch_up_rows"] == 0
     assert float(cutover["write_freeze_seconds"]) > 0  # type: ignore[arg-type]
     assert isinstance(tick(), dg.SkipReason)  # published: nothing to catch up with

@@ -12,18 +12,6 @@ from emrsim_assets.defs.resources import MigrationResource
 from emrsim_assets_tests.conftest import Migration, failure_sentence
 
 
-def _latest(migration: Migration, asset: str, partition: str | None = None) -> dict[str, object]:
-    event = migration.instance.get_latest_materialization_event(dg.AssetKey(asset))
-    if partition is not None:
-        records = migration.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]),
-            limit=1,
-        ).records
-        event = records[0].event_log_entry
-    assert event is not None and event.asset_materialization is not None
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
-
-
 def test_rerunning_a_table_or_a_month_after_cutover_changes_nothing_and_says_why(
     migration: Migration,
 ) -> None:
@@ -60,7 +48,7 @@ def test_rerunning_a_table_or_a_month_after_cutover_changes_nothing_and_says_why
     # The whole migration again works, and keeps the first live schema as a backup.
     again = migration.run_job("migrate")
     assert again.success
-    assert _latest(migration, "cutover")["backup_schema"] != "(none: first cutover)"
+    assert migration.latest("cutover")["backup_schema"] != "(none: first cutover)"
 
 
 def test_cutover_keeps_only_the_newest_backups(
@@ -78,7 +66,7 @@ def test_cutover_keeps_only_the_newest_backups(
             "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'emrsim\\_backup\\_%'"
         ).fetchall()
     assert len(backups) == 1
-    metadata = _latest(migration, "cutover")
+    metadata = migration.latest("cutover")
     kept = metadata["backups_kept_bytes"]
     assert isinstance(kept, dict) and list(kept) == [backups[0][0]]
     assert next(iter(kept.values())) > 0
@@ -89,9 +77,9 @@ def test_metadata_tells_the_truth_per_table_and_month(
     migration: Migration, sample_db: Path
 ) -> None:
     assert migration.run_job("load_tables").success
-    snapshot = _latest(migration, "source_snapshot")
+    snapshot = migration.latest("source_snapshot")
     assert snapshot["source_path"] == str(sample_db)
-    users = _latest(migration, "users")
+    users = migration.latest("users")
     assert users["dagster/row_count"] == users["loaded_rows"] > 0
     assert users["copy_bytes"] > 0  # type: ignore[operator]
     assert "emrsim_staging.users (in emrsim after cutover)" == users["pg_table"]
@@ -109,7 +97,7 @@ def test_metadata_tells_the_truth_per_table_and_month(
         conn.close()
     assert len(in_source) > 1
     for month, count in in_source.items():
-        one_month = _latest(migration, "messages", month)
+        one_month = migration.latest("messages", month)
         assert one_month["source_rows"] == one_month["loaded_rows"] == count, month
         assert one_month["dagster/row_count"] == count
         assert one_month["copy_bytes"] > 0  # type: ignore[operator]
@@ -122,7 +110,7 @@ def test_metadata_tells_the_truth_per_table_and_month(
         assert "months" not in one_month
     # One month alone: its own count again.
     assert migration.materialize(dg.AssetSelection.assets("messages"), "2024-03-01").success
-    alone = _latest(migration, "messages", "2024-03-01")
+    alone = migration.latest("messages", "2024-03-01")
     assert alone["dagster/row_count"] == in_source["2024-03-01"]
 
 
