@@ -28,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import RESULTS, WORK, sample  # noqa: E402
+from bench.run import WORK, sample, write_results  # noqa: E402
 from emrsim_assets.delta import find_delta  # noqa: E402
 from emrsim_assets.plan import load_plan  # noqa: E402
 
@@ -143,22 +143,30 @@ def main() -> int:
         }
         print(json.dumps(row), flush=True)
         results.append(row)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "delta.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    lines = [
-        "| messages | file | final snapshot | delta, SQL join | rows in delta "
-        "| delta, session diff | changes |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        session_s = "n/a" if r["session_diff_seconds"] is None else f"{r['session_diff_seconds']} s"
-        lines.append(
-            f"| {r['messages']:,} | {r['size_mb']:,} MB | {r['snapshot_seconds'][1]} s "
-            f"| {r['delta_sql_seconds']} s | {r['delta_sql_rows']:,} | {session_s} "
-            f"| {r['session_diff_changes'] or 'n/a'} |"
+    print(
+        write_results(
+            "delta",
+            results,
+            [
+                "messages",
+                "file",
+                "final snapshot",
+                "delta, SQL join",
+                "rows in delta",
+                "delta, session diff",
+                "changes",
+            ],
+            lambda r: [
+                f"{r['messages']:,}",
+                f"{r['size_mb']:,} MB",
+                f"{r['snapshot_seconds'][1]} s",
+                f"{r['delta_sql_seconds']} s",
+                f"{r['delta_sql_rows']:,}",
+                "n/a" if r["session_diff_seconds"] is None else f"{r['session_diff_seconds']} s",
+                "n/a" if r["session_diff_changes"] is None else f"{r['session_diff_changes']:,}",
+            ],
         )
-    (RESULTS / "delta.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    )
     return 0
 
 

@@ -32,7 +32,15 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import BIN, RESULTS, WORK, database_url, recreate_database, sample, server  # noqa: E402
+from bench.run import (  # noqa: E402
+    BIN,
+    WORK,
+    database_url,
+    recreate_database,
+    sample,
+    server,
+    write_results,
+)
 
 TABLES = ("users", "patients", "conversations", "messages", "patient_records", "user_sessions")
 
@@ -175,20 +183,28 @@ def main() -> int:
         row = one(admin, messages, args.changed)
         print(json.dumps(row), flush=True)
         results.append(row)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "freeze.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    lines = [
-        "| messages | changed while prepare ran | catch-up rows | prepare (app running) "
-        "| write freeze: prepare + cutover | write freeze: migrate |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['messages']:,} | {r['changed_rows_written']:,} | {r['catch_up_rows']:,} "
-            f"| {r['prepare_seconds']} s | {r['write_freeze_seconds']} s | {r['migrate_seconds']} s |"
+    print(
+        write_results(
+            "freeze",
+            results,
+            [
+                "messages",
+                "changed after prepare's snapshot",
+                "catch-up rows",
+                "prepare (app running)",
+                "write freeze: prepare, then cutover",
+                "write freeze: migrate",
+            ],
+            lambda r: [
+                f"{r['messages']:,}",
+                f"{r['changed_rows_written']:,}",
+                f"{r['catch_up_rows']:,}",
+                f"{r['prepare_seconds']} s",
+                f"{r['write_freeze_seconds']} s",
+                f"{r['migrate_seconds']} s",
+            ],
         )
-    (RESULTS / "freeze.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    )
     return 0
 
 

@@ -523,6 +523,18 @@ def bench_floor(admin_url: str, rows: int, messages: int, repeat: int) -> list[M
     return measured
 
 
+def write_results(stem: str, rows: list[dict[str, Any]], header: list[str], line: Any) -> str:
+    """`rows` as RESULTS/<stem>.json, and as a Markdown table (`header`'s columns, `line(row)`
+    each row's cells) in RESULTS/<stem>.md; returns the table."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    lines += ["| " + " | ".join(line(row)) + " |" for row in rows]
+    markdown = "\n".join(lines)
+    (RESULTS / f"{stem}.md").write_text(markdown + "\n", encoding="utf-8")
+    return markdown
+
+
 def table(results: list[Measurement]) -> tuple[str, list[dict[str, object]]]:
     """The results as a Markdown table, each row also against the routes the issue names: the
     DuckDB route, the two-stream server-only floor, and pgloader + SQL (the same typed result)."""
