@@ -44,6 +44,16 @@ def _snapshot(source: Path, to: Path) -> Path:
     return to
 
 
+def _before_and_after(source: Path, tmp_path: Path, *statements: str) -> tuple[Path, Path]:
+    """A snapshot, `statements` run on the source in one transaction, and a second snapshot."""
+    before = _snapshot(source, tmp_path / "before.sqlite")
+    with sqlite3.connect(source) as conn:
+        for statement in statements:
+            conn.execute(statement)
+    conn.close()
+    return before, _snapshot(source, tmp_path / "after.sqlite")
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -109,13 +119,10 @@ def test_every_kind_of_change_is_found_exactly(source: Path, tmp_path: Path) -> 
 
 def test_a_keyless_table_is_compared_as_a_multiset(source: Path, tmp_path: Path) -> None:
     plan = drafted(source, tmp_path)
-    before = _snapshot(source, tmp_path / "before.sqlite")
-    with sqlite3.connect(source) as conn:
-        # {a, a, b} becomes {a, b, b}: the same rows as a set, not as a multiset.
-        conn.execute("DELETE FROM log WHERE rowid = 1")
-        conn.execute("INSERT INTO log VALUES ('b', 'b')")
-    conn.close()
-    after = _snapshot(source, tmp_path / "after.sqlite")
+    # {a, a, b} becomes {a, b, b}: the same rows as a set, not as a multiset.
+    before, after = _before_and_after(
+        source, tmp_path, "DELETE FROM log WHERE rowid = 1", "INSERT INTO log VALUES ('b', 'b')"
+    )
     log = find_delta(before, after, plan, tmp_path / "delta.sqlite").of("log")
     assert log.whole and log.changed
 
@@ -155,11 +162,7 @@ def test_a_schema_change_between_snapshots_is_refused_naming_it(
     source: Path, tmp_path: Path, change: str, said: str
 ) -> None:
     plan = drafted(source, tmp_path)
-    before = _snapshot(source, tmp_path / "before.sqlite")
-    with sqlite3.connect(source) as conn:
-        conn.execute(change)
-    conn.close()
-    after = _snapshot(source, tmp_path / "after.sqlite")
+    before, after = _before_and_after(source, tmp_path, change)
     with pytest.raises(SchemaChangedError) as refused:
         find_delta(before, after, plan, tmp_path / "delta.sqlite")
     assert said in str(refused.value) and "\n" not in str(refused.value)
@@ -170,12 +173,12 @@ def test_the_session_extension_misses_what_the_delta_sees(source: Path, tmp_path
     affinity, so a change of case in a NOCASE column, or of storage class, is no change to it."""
     apsw = pytest.importorskip("apsw")
     plan = drafted(source, tmp_path)
-    before = _snapshot(source, tmp_path / "before.sqlite")
-    with sqlite3.connect(source) as conn:
-        conn.execute("UPDATE users SET name = 'USER 2' WHERE id = 2")
-        conn.execute("UPDATE users SET score = CAST('1' AS BLOB) WHERE id = 1")
-    conn.close()
-    after = _snapshot(source, tmp_path / "after.sqlite")
+    before, after = _before_and_after(
+        source,
+        tmp_path,
+        "UPDATE users SET name = 'USER 2' WHERE id = 2",
+        "UPDATE users SET score = CAST('1' AS BLOB) WHERE id = 1",
+    )
     ours = find_delta(before, after, plan, tmp_path / "delta.sqlite").of("users")
     assert ours.updated == 2
 
